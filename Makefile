@@ -1,0 +1,19 @@
+# The two set-up commands of the README. Both work offline given the package
+# registries: the default backbone and example photos are in this repository.
+PYTHON ?= python3
+DEMO_OUT ?= /tmp/retrain_demo
+
+.PHONY: install demo test
+
+install:
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+demo: install
+	$(PYTHON) -m scripts.retrain --image_dir examples/flower_photos \
+	    --output_graph $(DEMO_OUT)/retrained_graph.pb --output_labels $(DEMO_OUT)/retrained_labels.txt \
+	    --summaries_dir $(DEMO_OUT)/logs --how_many_training_steps 500 --random_seed 0
+	$(PYTHON) -m scripts.label_image --graph $(DEMO_OUT)/retrained_graph.pb \
+	    --image examples/flower_photos/roses/$$(ls examples/flower_photos/roses | head -n 1)
+
+test: install
+	$(PYTHON) -m pytest -q

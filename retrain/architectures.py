@@ -1,0 +1,153 @@
+"""The registry: one row per backbone, and nothing but data.
+
+Each row says where the pretrained network comes from, how big its input is,
+how pixels are normalised for it, and which tensor gives the features the new
+softmax layer is trained on. Adding an architecture is adding a row; the code
+that loads each *kind* of source lives in ``backbones.py``.
+
+We use the pooled penultimate features (for example the 1024-d average pool
+of MobileNet v1) rather than the 1001 ImageNet logits TensorFlow-for-Poets
+used: they carry more information about the image and transfer better.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from .errors import UserError
+
+POETS_DOWNLOADS = "http://download.tensorflow.org/models/"
+MOBILENET_V2_DOWNLOADS = "https://storage.googleapis.com/mobilenet_v2/checkpoints/"
+KERAS_DOWNLOADS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+TFLITE_ZOO = "https://storage.googleapis.com/download.tensorflow.org/models/tflite/model_zoo/upload_20180427/"
+
+# TF-Hub's image convention: float pixels in [0, 1].
+HUB_MEAN, HUB_STD = 0.0, 255.0
+# TF-slim networks (MobileNet, Inception v4): pixels in [-1, 1].
+SLIM_MEAN, SLIM_STD = 127.5, 127.5
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """How to get and run one pretrained backbone.
+
+    ``source`` picks the loader: ``frozen_graph`` (a GraphDef, usually inside
+    a tarball, as TensorFlow-for-Poets downloaded), ``keras`` (a Keras
+    Applications constructor plus its weights file) or ``tfhub`` (a TF-Hub
+    handle or a local SavedModel folder). ``model_file`` is where the file
+    lives under ``--model_dir``; ``file_hash`` (``sha256:…`` or ``md5:…``)
+    verifies it where the publisher's digest is known. The exported graph's
+    ``input`` tensor takes ``(pixel - input_mean) / input_std``.
+    """
+    name: str
+    source: str
+    url: str
+    input_size: int
+    input_mean: float
+    input_std: float
+    feature_size: int
+    model_file: str = ""
+    archive_member: str = ""
+    file_hash: str = ""
+    input_tensor: str = "input:0"
+    feature_tensor: str = ""
+    keras_model: str = ""
+    keras_kwargs: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def cache_id(self) -> str:
+        """Names this backbone's bottleneck cache: same id <=> same vectors."""
+        identity = "|".join([self.source, self.url, self.model_file, self.archive_member, self.feature_tensor,
+                             self.keras_model, repr(sorted(self.keras_kwargs.items())), str(self.input_size),
+                             str(self.input_mean), str(self.input_std)])
+        digest = hashlib.sha1(identity.encode("utf-8")).hexdigest()[:8]
+        safe_name = re.sub(r"[^A-Za-z0-9._-]+", "_", self.name)[:60]
+        return f"{safe_name}-{self.feature_size}d-{digest}"
+
+
+def _poets_mobilenet(width: str, size: int, quantized: bool) -> ArchitectureSpec:
+    folder = f"mobilenet_v1_{width}_{size}"
+    graph = "quantized_graph.pb" if quantized else "frozen_graph.pb"
+    known_hashes = {("1.0", 224, False): "sha256:26e88ab36c4953bb05431075fbceaa933b7995e63845bb48dabc2a167e646695"}
+    return ArchitectureSpec(
+        name=f"mobilenet_{width}_{size}" + ("_quantized" if quantized else ""),
+        source="frozen_graph", url=f"{POETS_DOWNLOADS}{folder}_frozen.tgz",
+        model_file=f"{folder}/{graph}", archive_member=graph,
+        file_hash=known_hashes.get((width, size, quantized), ""),
+        input_size=size, input_mean=SLIM_MEAN, input_std=SLIM_STD,
+        feature_tensor="MobilenetV1/Logits/AvgPool_1a/AvgPool:0", feature_size=1024)
+
+
+def _slim_mobilenet_v2(width: str, size: int, alias: str = "") -> ArchitectureSpec:
+    stem = f"mobilenet_v2_{width}_{size}"
+    return ArchitectureSpec(
+        name=alias or stem, source="frozen_graph", url=f"{MOBILENET_V2_DOWNLOADS}{stem}.tgz",
+        model_file=f"{stem}/{stem}_frozen.pb", archive_member=f"{stem}_frozen.pb",
+        input_size=size, input_mean=SLIM_MEAN, input_std=SLIM_STD,
+        feature_tensor="MobilenetV2/Logits/AvgPool:0",
+        feature_size=1792 if width == "1.4" else 1280)
+
+
+ARCHITECTURES: dict[str, ArchitectureSpec] = {spec.name: spec for spec in [
+    # TensorFlow-for-Poets' 32 MobileNet v1 names: width x input size (x quantized).
+    *(_poets_mobilenet(width, size, quantized)
+      for width in ("1.0", "0.75", "0.50", "0.25") for size in (224, 192, 160, 128)
+      for quantized in (False, True)),
+    # Poets' original default; its pool_3 has a hard-coded batch of 1 in
+    # pool_3/_reshape, so we read the 4-D pool_3 and flatten it ourselves.
+    ArchitectureSpec(
+        name="inception_v3", source="frozen_graph",
+        url=f"{POETS_DOWNLOADS}image/imagenet/inception-2015-12-05.tgz",
+        model_file="inception-2015-12-05/classify_image_graph_def.pb",
+        archive_member="classify_image_graph_def.pb",
+        input_size=299, input_mean=128.0, input_std=128.0,
+        input_tensor="Mul:0", feature_tensor="pool_3:0", feature_size=2048),
+    # "mobilenetv2" is MobileNet v2 1.4/224, as users of the Poets fork call it.
+    _slim_mobilenet_v2("1.4", 224, alias="mobilenetv2"),
+    *(_slim_mobilenet_v2(width, 224) for width in ("1.4", "1.3", "1.0", "0.75", "0.5", "0.35")),
+    ArchitectureSpec(
+        name="inception_v4", source="frozen_graph", url=f"{TFLITE_ZOO}inception_v4_2018_04_27.tgz",
+        model_file="inception_v4_2018_04_27/inception_v4.pb", archive_member="inception_v4.pb",
+        input_size=299, input_mean=SLIM_MEAN, input_std=SLIM_STD,
+        feature_tensor="InceptionV4/Logits/AvgPool_1a/AvgPool:0", feature_size=1536),
+    # Keras Applications: the graph input is raw pixels (mean 0, std 1); the
+    # model's own preprocess_input (RGB->BGR, ImageNet means) runs inside it.
+    ArchitectureSpec(
+        name="vgg16", source="keras", keras_model="VGG16",
+        url=f"{KERAS_DOWNLOADS}vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        model_file="keras/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        file_hash="md5:6d6bbae143d832006294945121d1f1fc",
+        input_size=224, input_mean=0.0, input_std=1.0, feature_size=512),
+    ArchitectureSpec(
+        name="resnet50", source="keras", keras_model="ResNet50",
+        url=f"{KERAS_DOWNLOADS}resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        model_file="keras/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        file_hash="md5:4d473c1dd8becc155b73f8504c6f6626",
+        input_size=224, input_mean=0.0, input_std=1.0, feature_size=2048),
+]}
+
+DEFAULT_ARCHITECTURE = "mobilenet_1.0_224"
+
+
+def tfhub_spec(handle: str, input_size: int = 224) -> ArchitectureSpec:
+    """A row for any TF-Hub image feature-vector module (URL or local folder).
+
+    The feature size is read from the module when it loads.
+    """
+    name = "tfhub_" + re.sub(r"[^A-Za-z0-9]+", "_", handle.rstrip("/").split("://")[-1])[-50:]
+    return ArchitectureSpec(name=name, source="tfhub", url=handle, input_size=input_size,
+                            input_mean=HUB_MEAN, input_std=HUB_STD, feature_size=0)
+
+
+def get_architecture(name: str) -> ArchitectureSpec:
+    """The registry row called ``name``, or a UserError listing close names."""
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        import difflib
+        close = difflib.get_close_matches(name, ARCHITECTURES, n=4, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise UserError(f"unknown --architecture {name!r}; {hint}run with --list_architectures to see all, "
+                        f"or use --tfhub_module for a TF-Hub feature-vector module") from None

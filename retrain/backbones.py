@@ -1,0 +1,156 @@
+"""Turn a registry row into a ``Backbone``: uint8 RGB images in, feature vectors out.
+
+Normalisation lives inside the backbone, so no caller can get preprocessing
+wrong. ``features_from_normalized`` is the traceable part the exported graph
+is built from: its input is what the graph's ``input`` tensor takes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .architectures import ArchitectureSpec
+from .downloads import ensure_model_file
+from .errors import UserError
+
+
+@dataclass
+class Backbone:
+    """A frozen, pretrained feature extractor with its own preprocessing."""
+    spec: ArchitectureSpec
+    features_from_normalized: Callable  # tf.Tensor [N, H, W, 3] normalised -> tf.Tensor [N, D]
+
+    @property
+    def input_size(self) -> int:
+        return self.spec.input_size
+
+    @property
+    def feature_size(self) -> int:
+        return self.spec.feature_size
+
+    def normalize(self, images: np.ndarray) -> np.ndarray:
+        """uint8 ``[N, H, W, 3]`` -> float32 as the graph's ``input`` expects."""
+        return (images.astype(np.float32) - self.spec.input_mean) / self.spec.input_std
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Features ``[N, D]`` (float32) for a batch of uint8 RGB images."""
+        import tensorflow as tf
+        return self.features_from_normalized(tf.constant(self.normalize(images))).numpy()
+
+
+def load_graph_def(path: Path):
+    """Parse a binary GraphDef, with a one-line error when it is not one."""
+    import tensorflow as tf
+    graph_def = tf.compat.v1.GraphDef()
+    try:
+        graph_def.ParseFromString(Path(path).read_bytes())
+    except Exception as error:  # protobuf raises its own DecodeError family
+        raise UserError(f"{path} is not a TensorFlow GraphDef (.pb) file ({type(error).__name__}); "
+                        f"pass the frozen graph written by retrain") from None
+    if not graph_def.node:
+        raise UserError(f"{path} is an empty graph; pass the frozen graph written by retrain")
+    return graph_def
+
+
+def prune_graph(graph_def, input_name: str, output_name: str) -> Callable:
+    """A callable from ``input_name`` to ``output_name`` of a frozen GraphDef.
+
+    Placeholders are given a free batch dimension first: Poets-era graphs fix
+    it at 1, which would force one session call per image.
+    """
+    import tensorflow as tf
+    for node in graph_def.node:
+        if node.op == "Placeholder" and node.attr["shape"].shape.dim:
+            node.attr["shape"].shape.dim[0].size = -1
+
+    def import_graph():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+
+    wrapped = tf.compat.v1.wrap_function(import_graph, [])
+    try:
+        return wrapped.prune(wrapped.graph.get_tensor_by_name(_tensor_name(input_name)),
+                             wrapped.graph.get_tensor_by_name(_tensor_name(output_name)))
+    except (KeyError, ValueError) as error:
+        raise UserError(f"the graph has no tensor {error}; check the input and output layer names") from None
+
+
+def _tensor_name(name: str) -> str:
+    return name if ":" in name else f"{name}:0"
+
+
+def _flatten(fn: Callable) -> Callable:
+    import tensorflow as tf
+
+    def features(images):
+        outputs = fn(images)
+        return tf.reshape(outputs, [tf.shape(outputs)[0], -1])
+    return features
+
+
+def _load_frozen_graph(spec: ArchitectureSpec, model_dir: Path) -> Callable:
+    path = ensure_model_file(spec.url, model_dir, spec.model_file, spec.archive_member, spec.file_hash)
+    return _flatten(prune_graph(load_graph_def(path), spec.input_tensor, spec.feature_tensor))
+
+
+def _load_keras(spec: ArchitectureSpec, model_dir: Path) -> Callable:
+    import keras
+    weights = ensure_model_file(spec.url, model_dir, spec.model_file, file_hash=spec.file_hash)
+    constructor = getattr(keras.applications, spec.keras_model)
+    model = constructor(include_top=False, weights=str(weights), pooling="avg",
+                        input_shape=(spec.input_size, spec.input_size, 3), **dict(spec.keras_kwargs))
+    preprocess = getattr(keras.applications, _keras_module(spec.keras_model)).preprocess_input
+
+    def features(images):
+        return model(preprocess(images), training=False)
+    return features
+
+
+def _keras_module(model_name: str) -> str:
+    """keras.applications submodule of a constructor: ResNet50 -> resnet50, MobileNetV2 -> mobilenet_v2."""
+    import keras
+    module = getattr(keras.applications, model_name).__module__.rsplit(".", 1)[-1]
+    return {"resnet": "resnet50"}.get(module, module)
+
+
+def _load_tfhub(spec: ArchitectureSpec, model_dir: Path) -> Callable:
+    import tensorflow_hub as hub
+    os.environ.setdefault("TFHUB_CACHE_DIR", str(model_dir / "tfhub"))
+    handle = spec.url
+    if "://" not in handle and not Path(handle).is_dir():
+        raise UserError(f"--tfhub_module {handle} is neither a URL nor a SavedModel folder")
+    try:
+        module = hub.load(handle)
+    except Exception as error:  # hub/TF raise many types for an unreachable or bad module
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot load TF-Hub module {handle} ({first_line[:200]}); to work offline, download "
+                        f"it on another machine and pass its SavedModel folder to --tfhub_module") from None
+    return _flatten(module)
+
+
+LOADERS: dict[str, Callable[[ArchitectureSpec, Path], Callable]] = {
+    "frozen_graph": _load_frozen_graph,
+    "keras": _load_keras,
+    "tfhub": _load_tfhub,
+}
+
+
+def load_backbone(spec: ArchitectureSpec, model_dir: str | os.PathLike) -> Backbone:
+    """Fetch (if needed) and load ``spec``; check its feature size on a test image."""
+    import tensorflow as tf
+    features = LOADERS[spec.source](spec, Path(model_dir))
+    probe = tf.zeros([1, spec.input_size, spec.input_size, 3])
+    try:
+        size = int(features(probe).shape[-1])
+    except (tf.errors.InvalidArgumentError, ValueError) as error:
+        raise UserError(f"backbone {spec.name} does not accept {spec.input_size}x{spec.input_size} images "
+                        f"({str(error).splitlines()[0][:160]})") from None
+    if spec.feature_size and size != spec.feature_size:
+        raise UserError(f"backbone {spec.name} gives {size}-d features, the registry says {spec.feature_size}; "
+                        f"the file under --model_dir is not the expected model")
+    signature = [tf.TensorSpec([None, spec.input_size, spec.input_size, 3], tf.float32)]
+    return Backbone(dataclasses.replace(spec, feature_size=size), tf.function(features, input_signature=signature))

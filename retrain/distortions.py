@@ -1,0 +1,65 @@
+"""Random image distortions for training, as TensorFlow-for-Poets offered them.
+
+Distorted images differ on every step, so their bottlenecks can't be cached:
+each training step decodes, distorts and runs the backbone on a fresh batch.
+That is much slower, which is why distortions are off by default.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .backbones import Backbone
+from .decode import UnreadableImage, load_rgb
+from .head import TrainingPool, sample_rows
+
+
+@dataclass(frozen=True)
+class Distortions:
+    """Percentages as in Poets' flags; all zero/False means no distortion."""
+    flip_left_right: bool = False
+    random_crop: float = 0.0
+    random_scale: float = 0.0
+    random_brightness: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.flip_left_right or any(v != 0 for v in (self.random_crop, self.random_scale,
+                                                            self.random_brightness))
+
+
+def distort_image(path: Path, size: int, distortions: Distortions, rng: np.random.Generator) -> np.ndarray:
+    """Decode ``path`` and apply one random draw of ``distortions``; uint8 ``[size, size, 3]``.
+
+    Crop and scale work as in Poets: the image is enlarged by the crop margin
+    times a random scale, then a random ``size`` square is cut from it.
+    """
+    scale = (1 + distortions.random_crop / 100) * rng.uniform(1, 1 + distortions.random_scale / 100)
+    enlarged = max(size, int(round(size * scale)))
+    image = load_rgb(path, enlarged, enlarged)
+    top, left = rng.integers(0, enlarged - size + 1, size=2)
+    image = image[top:top + size, left:left + size]
+    if distortions.flip_left_right and rng.random() < 0.5:
+        image = image[:, ::-1]
+    if distortions.random_brightness:
+        factor = rng.uniform(1 - distortions.random_brightness / 100, 1 + distortions.random_brightness / 100)
+        image = np.clip(image.astype(np.float32) * factor, 0, 255)
+    return np.ascontiguousarray(image, dtype=np.uint8)
+
+
+def distorted_pool(paths: Sequence[Path], labels: np.ndarray, backbone: Backbone, distortions: Distortions,
+                   batch_size: int) -> TrainingPool:
+    """A ``TrainingPool`` for ``head.train_head``: one batch of freshly distorted images per step."""
+    def pool(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool]:
+        images, kept = [], []
+        for row in sample_rows(rng, len(paths), batch_size):
+            try:
+                images.append(distort_image(paths[row], backbone.input_size, distortions, rng))
+                kept.append(row)
+            except UnreadableImage:
+                continue  # already reported when its bottleneck failed
+        return backbone(np.stack(images)), labels[np.array(kept)], False
+    return pool

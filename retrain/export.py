@@ -1,0 +1,107 @@
+"""Write what a retrain produces: frozen graph, labels file, sidecar, SavedModel.
+
+The frozen graph keeps TensorFlow-for-Poets' contract: a float ``input``
+tensor ``[N, H, W, 3]`` holding ``(pixel - mean) / std``, and a softmax named
+``final_result`` (or ``--final_tensor_name``) whose columns follow the labels
+file. The JSON sidecar beside the graph records size, mean, std and labels so
+our own tools need no preprocessing flags. Every file is written under a
+temporary name and renamed, so a crash never leaves a half-written output.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .backbones import Backbone
+from .errors import UserError
+from .head import Head
+from .paths import atomic_write
+
+INPUT_NAME = "input"
+
+
+def sidecar_path(graph_path: str | os.PathLike) -> Path:
+    """``retrained_graph.pb`` -> ``retrained_graph.json``."""
+    return Path(graph_path).with_suffix(".json")
+
+
+def inference_function(backbone: Backbone, head: Head, final_tensor_name: str = "final_result"):
+    """Concrete function: normalised images named ``input`` -> softmax named ``final_tensor_name``."""
+    import tensorflow as tf
+    weights = tf.constant(head.weights, name="final_weights")
+    biases = tf.constant(head.biases, name="final_biases")
+    size = backbone.input_size
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_NAME)])
+    def classify(images):
+        features = backbone.features_from_normalized(images)
+        logits = tf.add(tf.matmul(features, weights), biases, name="final_logits")
+        return tf.nn.softmax(logits, name=final_tensor_name)
+
+    return classify.get_concrete_function()
+
+
+def export_frozen_graph(backbone: Backbone, head: Head, path: str | os.PathLike,
+                        final_tensor_name: str = "final_result") -> None:
+    """Freeze backbone + head into one GraphDef with Poets' tensor names."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    frozen = convert_variables_to_constants_v2(inference_function(backbone, head, final_tensor_name))
+    with atomic_write(path) as handle:
+        handle.write(frozen.graph.as_graph_def().SerializeToString(deterministic=True))
+
+
+def write_labels(labels: list[str], path: str | os.PathLike) -> None:
+    """One label per line, in the order of the softmax's columns."""
+    with atomic_write(path, "w") as handle:
+        handle.write("".join(f"{label}\n" for label in labels))
+
+
+def write_sidecar(graph_path: str | os.PathLike, backbone: Backbone, labels: list[str],
+                  final_tensor_name: str = "final_result") -> Path:
+    """Everything our tools need to feed the graph, as JSON beside it."""
+    spec = backbone.spec
+    info = {
+        "architecture": spec.name,
+        "input_layer": INPUT_NAME,
+        "output_layer": final_tensor_name,
+        "input_height": spec.input_size,
+        "input_width": spec.input_size,
+        "input_mean": spec.input_mean,
+        "input_std": spec.input_std,
+        "feature_size": spec.feature_size,
+        "labels": list(labels),
+    }
+    path = sidecar_path(graph_path)
+    with atomic_write(path, "w") as handle:
+        json.dump(info, handle, indent=2)
+        handle.write("\n")
+    return path
+
+
+def export_saved_model(backbone: Backbone, head: Head, directory: str | os.PathLike,
+                       final_tensor_name: str = "final_result") -> None:
+    """A TF2 SavedModel with one ``serving_default`` signature: ``input`` -> ``final_tensor_name``.
+
+    Written to a temporary folder and renamed, so a crash leaves no half model.
+    """
+    import shutil
+    import tempfile
+
+    import tensorflow as tf
+    directory = Path(directory)
+    if directory.is_dir() and any(directory.iterdir()) and not (directory / "saved_model.pb").exists():
+        raise UserError(f"--saved_model_dir {directory} exists and is not a SavedModel; choose a new or empty folder")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    function = inference_function(backbone, head, final_tensor_name)
+    module = tf.Module()
+    module.classify = tf.function(lambda images: {final_tensor_name: function(images)},
+                                  input_signature=function.structured_input_signature[0])
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        tf.saved_model.save(module, str(staging), signatures={"serving_default": module.classify})
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

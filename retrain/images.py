@@ -1,0 +1,110 @@
+"""Find labelled images and assign each to train, validation or test, stably.
+
+The split is decided by a hash of each file's name *relative to its class
+folder*, so adding images never moves old ones between sets and moving the
+whole dataset folder changes nothing. Anything after ``_nohash_`` in a name is
+ignored, so variants of one photo (``cat_nohash_1.jpg``, ``cat_nohash_2.jpg``)
+land in the same set and can't leak between training and test.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from .errors import UserError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif"})
+# Same constant as TensorFlow-for-Poets, so a split there maps onto ours.
+MAX_NUM_IMAGES_PER_CLASS = 2 ** 27 - 1
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One labelled image: where it is, its class and which set it belongs to."""
+    path: Path
+    label: str
+    split: str
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def iter_image_files(folder: Path) -> Iterable[Path]:
+    """Image files below ``folder`` (recursively, any letter case), sorted."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(root) / name for name in files if is_image_file(Path(name)))
+    return sorted(found)
+
+
+def label_for_folder(folder_name: str) -> str:
+    """Poets' label rule: lower case, runs of other characters become one space."""
+    return re.sub(r"[^a-z0-9]+", " ", folder_name.lower()).strip()
+
+
+def split_for(relative_name: str, validation_percentage: float, testing_percentage: float) -> str:
+    """Which set an image belongs to, from its name relative to its class folder."""
+    hash_name = re.sub(r"_nohash_.*$", "", relative_name)
+    digest = int(hashlib.sha1(hash_name.encode("utf-8")).hexdigest(), 16)
+    percentage = (digest % (MAX_NUM_IMAGES_PER_CLASS + 1)) * (100.0 / MAX_NUM_IMAGES_PER_CLASS)
+    if percentage < validation_percentage:
+        return "validation"
+    if percentage < validation_percentage + testing_percentage:
+        return "test"
+    return "train"
+
+
+def find_class_folders(image_dir: str | os.PathLike) -> dict[str, Path]:
+    """Map label -> class folder for each sub-folder of ``image_dir``."""
+    root = Path(image_dir)
+    if not str(image_dir):
+        raise UserError("no --image_dir given; point it at a folder with one sub-folder of images per class")
+    if not root.is_dir():
+        raise UserError(f"--image_dir {root} is not a folder; point it at a folder with one sub-folder of images per class")
+    classes: dict[str, Path] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        label = label_for_folder(folder.name)
+        if not label:
+            raise UserError(f"class folder {folder.name!r} gives an empty label; rename it to include letters or digits")
+        if label in classes:
+            raise UserError(f"class folders {classes[label].name!r} and {folder.name!r} both give the label "
+                            f"{label!r}; rename one of them")
+        classes[label] = folder
+    return classes
+
+
+def split_images(image_dir: str | os.PathLike, testing_percentage: float = 10,
+                 validation_percentage: float = 10) -> list[ImageRecord]:
+    """All labelled images under ``image_dir``, each with its stable split."""
+    for name, value in (("testing", testing_percentage), ("validation", validation_percentage)):
+        if not 0 <= value < 100:
+            raise UserError(f"--{name}_percentage must be from 0 to under 100, got {value}")
+    if testing_percentage + validation_percentage >= 100:
+        raise UserError("--testing_percentage plus --validation_percentage leave no training images; "
+                        "keep their sum under 100")
+    classes = find_class_folders(image_dir)
+    records = []
+    for label, folder in classes.items():
+        files = iter_image_files(folder)
+        if not files:
+            raise UserError(f"class folder {folder} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
+                            f"add some or remove the folder")
+        for path in files[:MAX_NUM_IMAGES_PER_CLASS]:
+            relative = path.relative_to(folder).as_posix()
+            records.append(ImageRecord(path, label, split_for(relative, validation_percentage, testing_percentage)))
+    if len(classes) < 2:
+        raise UserError(f"found {len(classes)} class folder(s) in {image_dir}; a classifier needs at least two "
+                        f"sub-folders of images, one per class")
+    return records
+
+
+def labels_of(records: Iterable[ImageRecord]) -> list[str]:
+    """Sorted label list: the row order of the labels file and the softmax."""
+    return sorted({record.label for record in records})

@@ -1,0 +1,113 @@
+"""Load an exported graph and label images with it, in batches.
+
+Works with our graphs (preprocessing read from the JSON sidecar) and with
+TensorFlow-for-Poets' ``retrained_graph.pb`` (no sidecar, input fixed at batch
+size 1: pass ``--input_mean`` etc. as with Poets' ``label_image.py``).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .backbones import load_graph_def, prune_graph
+from .bottlenecks import decoded_batches
+from .errors import UserError
+from .export import sidecar_path
+
+# TensorFlow-for-Poets' label_image.py defaults, used when there is no sidecar.
+POETS_DEFAULTS = {"input_layer": "input", "output_layer": "final_result", "input_height": 224,
+                  "input_width": 224, "input_mean": 128.0, "input_std": 128.0}
+
+
+@dataclass
+class GraphConfig:
+    """How to feed a graph and read its answer."""
+    input_layer: str
+    output_layer: str
+    input_height: int
+    input_width: int
+    input_mean: float
+    input_std: float
+
+
+def read_labels(path: str | os.PathLike) -> list[str]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise UserError(f"cannot read labels file {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"labels file {path} is not text; pass the labels file written by retrain") from None
+    labels = [line.strip() for line in lines if line.strip()]
+    if not labels:
+        raise UserError(f"labels file {path} is empty; pass the labels file written by retrain")
+    return labels
+
+
+def resolve_graph_config(graph_path: str | os.PathLike, **overrides) -> tuple[GraphConfig, list[str] | None]:
+    """Settings from Poets' defaults, then the sidecar, then explicit flags (non-None overrides)."""
+    settings = dict(POETS_DEFAULTS)
+    labels = None
+    sidecar = sidecar_path(graph_path)
+    if sidecar.is_file():
+        try:
+            info = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise UserError(f"cannot read {sidecar} ({error}); delete it and pass --input_mean etc. by hand") from None
+        settings.update({key: info[key] for key in POETS_DEFAULTS if key in info})
+        labels = info.get("labels")
+    settings.update({key: value for key, value in overrides.items() if value is not None})
+    return GraphConfig(**settings), labels
+
+
+class GraphLabeler:
+    """A frozen classifier graph plus its labels, ready to label image files."""
+
+    def __init__(self, graph_path: str | os.PathLike, labels_path: str | os.PathLike | None = None,
+                 **overrides):
+        graph_path = Path(graph_path)
+        if not graph_path.is_file():
+            raise UserError(f"--graph {graph_path} does not exist; pass the .pb file written by retrain")
+        self.config, sidecar_labels = resolve_graph_config(graph_path, **overrides)
+        if labels_path is not None:
+            self.labels = read_labels(labels_path)
+        elif sidecar_labels:
+            self.labels = list(sidecar_labels)
+        else:
+            raise UserError("no --labels given and no sidecar JSON beside the graph; pass the labels file")
+        self._classify = prune_graph(load_graph_def(graph_path), self.config.input_layer, self.config.output_layer)
+        self._batching = True
+        outputs = self._run(np.zeros((1, self.config.input_height, self.config.input_width, 3), np.float32))
+        if outputs.shape[-1] != len(self.labels):
+            raise UserError(f"the graph has {outputs.shape[-1]} outputs but the labels file has {len(self.labels)} "
+                            f"labels; pass the labels file written together with this graph")
+
+    def _run(self, normalized: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+        if self._batching or len(normalized) == 1:
+            try:
+                return self._classify(tf.constant(normalized)).numpy().reshape(len(normalized), -1)
+            except tf.errors.InvalidArgumentError as error:
+                if len(normalized) == 1:
+                    raise UserError(f"the graph rejects {self.config.input_height}x{self.config.input_width} "
+                                    f"input ({str(error).splitlines()[0][:160]}); check --input_height/width") from None
+                self._batching = False  # a graph with batch size 1 baked in: fall back to one at a time
+        return np.concatenate([self._run(normalized[i:i + 1]) for i in range(len(normalized))])
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities ``[N, len(labels)]`` for uint8 RGB images at the graph's size."""
+        normalized = (images.astype(np.float32) - self.config.input_mean) / self.config.input_std
+        return self._run(normalized)
+
+    def predict_files(self, paths: Sequence[Path], batch_size: int = 32
+                      ) -> Iterator[tuple[Path, np.ndarray | None, str | None]]:
+        """(path, probabilities, None) per image, or (path, None, error) if unreadable; input order."""
+        for good, batch, bad in decoded_batches(paths, self.config.input_height, self.config.input_width, batch_size):
+            results = {index: (probs, None) for index, probs in zip(good, self.predict(batch) if good else [])}
+            results.update({index: (None, error) for index, error in bad})
+            for index in sorted(results):
+                yield paths[index], results[index][0], results[index][1]

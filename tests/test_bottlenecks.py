@@ -1,0 +1,93 @@
+import shutil
+
+import numpy as np
+import pytest
+
+from retrain.backbones import load_backbone
+from retrain.bottlenecks import BottleneckCache, get_bottlenecks
+from tests.conftest import make_image, tiny_spec
+
+
+@pytest.fixture
+def backbone(tiny_model_dir):
+    return load_backbone(tiny_spec(), tiny_model_dir)
+
+
+def run(paths, backbone, bottleneck_dir, messages=None):
+    cache = BottleneckCache(bottleneck_dir, backbone.spec.cache_id, backbone.feature_size)
+    return get_bottlenecks(paths, backbone, backbone.input_size, cache, batch_size=4,
+                           report=(messages.append if messages is not None else lambda m: None))
+
+
+def image_paths(image_dir):
+    return sorted(image_dir.rglob("*.jpg"))
+
+
+def test_second_run_reuses_every_vector_and_gives_the_same_features(image_dir, backbone, tmp_path):
+    paths = image_paths(image_dir)
+    first = run(paths, backbone, tmp_path / "bn")
+    messages = []
+    second = run(paths, backbone, tmp_path / "bn", messages)
+    assert (first.computed, first.reused) == (len(paths), 0)
+    assert (second.computed, second.reused) == (0, len(paths))
+    assert f"{len(paths)} of {len(paths)} images found in the cache" in messages[0]
+    np.testing.assert_allclose(second.features, first.features, rtol=1e-3, atol=1e-3)
+
+
+def test_cached_vectors_match_a_fresh_backbone_call(image_dir, backbone, tmp_path):
+    from retrain.decode import load_rgb
+    paths = image_paths(image_dir)[:5]
+    result = run(paths, backbone, tmp_path / "bn")
+    direct = backbone(np.stack([load_rgb(p, backbone.input_size, backbone.input_size) for p in paths]))
+    np.testing.assert_allclose(result.features, direct, rtol=1e-2, atol=1e-3)
+
+
+def test_edited_image_is_recomputed_and_renamed_one_is_not(image_dir, backbone, tmp_path):
+    paths = image_paths(image_dir)
+    run(paths, backbone, tmp_path / "bn")
+    make_image(paths[0], (0, 0, 0), seed=999)  # edit in place: new content, same name
+    renamed = paths[1].with_name("renamed.jpg")
+    shutil.move(paths[1], renamed)
+    paths = image_paths(image_dir)
+    result = run(paths, backbone, tmp_path / "bn")
+    assert result.computed == 1 and result.reused == len(paths) - 1
+
+
+def test_new_architecture_gets_its_own_cache(image_dir, tiny_model_dir, tmp_path):
+    paths = image_paths(image_dir)[:6]
+    first = load_backbone(tiny_spec(), tiny_model_dir)
+    other = load_backbone(tiny_spec(name="tiny_other", feature_tensor="Relu:0", feature_size=0), tiny_model_dir)
+    assert first.spec.cache_id != other.spec.cache_id
+    run(paths, first, tmp_path / "bn")
+    result = run(paths, other, tmp_path / "bn")
+    assert result.computed == len(paths) and result.reused == 0
+    assert len(list((tmp_path / "bn").iterdir())) == 2
+
+
+def test_duplicate_images_are_computed_once(tmp_path, backbone):
+    a = make_image(tmp_path / "x" / "a.jpg", (1, 2, 3), seed=1)
+    b = tmp_path / "x" / "b.jpg"
+    shutil.copy(a, b)
+    result = run([a, b], backbone, tmp_path / "bn")
+    assert result.computed == 1 and len(result.paths) == 2
+
+
+def test_unreadable_images_are_skipped_with_a_warning(image_dir, backbone, tmp_path):
+    bad = image_dir / "red" / "broken.jpg"
+    bad.write_bytes(b"this is not a jpeg")
+    messages = []
+    result = run(image_paths(image_dir), backbone, tmp_path / "bn", messages)
+    assert [p for p, _ in result.unreadable] == [bad]
+    assert bad not in result.paths
+    assert sum("broken.jpg" in m for m in messages) == 1
+
+
+def test_many_shards_are_merged_into_one(image_dir, backbone, tmp_path, monkeypatch):
+    import retrain.bottlenecks as bottlenecks
+    monkeypatch.setattr(bottlenecks, "FLUSH_EVERY_IMAGES", 2)
+    monkeypatch.setattr(bottlenecks, "MERGE_WHEN_SHARDS_EXCEED", 3)
+    paths = image_paths(image_dir)
+    run(paths, backbone, tmp_path / "bn")
+    cache = BottleneckCache(tmp_path / "bn", backbone.spec.cache_id, backbone.feature_size)
+    assert len(cache.shard_paths()) == 1
+    assert len(cache.load().features) == len(paths)

@@ -1,0 +1,89 @@
+"""The exported graph keeps Poets' contract and agrees with the head it came from."""
+import json
+
+import numpy as np
+import pytest
+
+from retrain.backbones import load_backbone
+from retrain.decode import load_rgb
+from retrain.errors import UserError
+from retrain.export import export_frozen_graph, export_saved_model, write_labels, write_sidecar
+from retrain.head import Head
+from retrain.labeler import GraphLabeler
+from tests.conftest import TINY_FEATURES, TINY_SIZE, tiny_spec
+
+LABELS = ["blue", "green", "red"]
+
+
+@pytest.fixture
+def exported(tiny_model_dir, tmp_path):
+    backbone = load_backbone(tiny_spec(), tiny_model_dir)
+    rng = np.random.default_rng(0)
+    head = Head(rng.normal(0, 1, (TINY_FEATURES, 3)).astype(np.float32), rng.normal(0, 1, 3).astype(np.float32))
+    graph = tmp_path / "out" / "retrained_graph.pb"
+    export_frozen_graph(backbone, head, graph)
+    write_labels(LABELS, tmp_path / "out" / "retrained_labels.txt")
+    write_sidecar(graph, backbone, LABELS)
+    return backbone, head, graph
+
+
+def poets_style_run(graph_path, images):
+    """What TensorFlow-for-Poets' label_image.py does: import, feed input:0, read final_result:0."""
+    import tensorflow as tf
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(graph_path.read_bytes())
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="import")
+    with tf.compat.v1.Session(graph=graph) as session:
+        return session.run("import/final_result:0", {"import/input:0": images})
+
+
+def test_graph_has_poets_tensor_names_and_matches_the_head(exported, image_dir):
+    backbone, head, graph = exported
+    paths = sorted(image_dir.rglob("*.jpg"))[:6]
+    images = np.stack([load_rgb(p, TINY_SIZE, TINY_SIZE) for p in paths])
+    normalised = (images.astype(np.float32) - 127.5) / 127.5
+    from_graph = np.concatenate([poets_style_run(graph, normalised[i:i + 1]) for i in range(len(paths))])
+    expected = head.predict_proba(backbone(images))
+    np.testing.assert_allclose(from_graph, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(from_graph.sum(axis=1), 1.0, rtol=1e-5)
+    labeler = GraphLabeler(graph)
+    from_labeler = np.stack([probs for _, probs, _ in labeler.predict_files(paths, batch_size=4)])
+    np.testing.assert_allclose(from_labeler, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_sidecar_and_labels_file(exported, tmp_path):
+    _, _, graph = exported
+    info = json.loads(graph.with_suffix(".json").read_text())
+    assert info["labels"] == LABELS and info["input_height"] == TINY_SIZE
+    assert (info["input_mean"], info["input_std"], info["input_layer"]) == (127.5, 127.5, "input")
+    assert (tmp_path / "out" / "retrained_labels.txt").read_text() == "blue\ngreen\nred\n"
+
+
+def test_labels_file_of_the_wrong_length_is_refused(exported, tmp_path):
+    _, _, graph = exported
+    labels = tmp_path / "two.txt"
+    labels.write_text("a\nb\n")
+    with pytest.raises(UserError, match="3 outputs but the labels file has 2"):
+        GraphLabeler(graph, labels)
+
+
+def test_not_a_graph_is_refused(tmp_path):
+    bogus = tmp_path / "bogus.pb"
+    bogus.write_text("hello, I am not a graph")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\nb\n")
+    with pytest.raises(UserError, match="not a TensorFlow GraphDef"):
+        GraphLabeler(bogus, labels)
+
+
+def test_saved_model_gives_the_same_answers(exported, tmp_path):
+    import tensorflow as tf
+    backbone, head, _ = exported
+    export_saved_model(backbone, head, tmp_path / "saved")
+    loaded = tf.saved_model.load(str(tmp_path / "saved"))
+    images = np.random.default_rng(1).integers(0, 256, (3, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8)
+    outputs = loaded.signatures["serving_default"](input=tf.constant(backbone.normalize(images)))
+    np.testing.assert_allclose(outputs["final_result"].numpy(), head.predict_proba(backbone(images)),
+                               rtol=1e-4, atol=1e-5)

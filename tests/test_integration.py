@@ -1,0 +1,86 @@
+"""The real MobileNet v1 on the real flower photos, through the command line.
+
+This is the README promise: Poets' default flags, at least 85% test accuracy,
+a second run that reuses every cached bottleneck, and a graph that any
+independent loader reads the same way label_image does.
+"""
+import json
+import re
+import time
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from retrain.images import split_images
+from tests.conftest import FLOWERS
+from tests.test_cli import run_script
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(not FLOWERS.is_dir(), reason="../shared/data/flower_photos not present")]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("flowers")
+    args = ["scripts.retrain", "--image_dir", str(FLOWERS), "--output_graph", str(out / "graph.pb"),
+            "--output_labels", str(out / "labels.txt"), "--summaries_dir", str(out / "logs"),
+            "--bottleneck_dir", str(out / "bottlenecks")]
+    started = time.monotonic()
+    cold = run_script(*args, timeout=1200)
+    cold_seconds = time.monotonic() - started
+    assert cold.returncode == 0, cold.stderr[-2000:]
+    started = time.monotonic()
+    warm = run_script(*args, timeout=1200)
+    warm_seconds = time.monotonic() - started
+    assert warm.returncode == 0, warm.stderr[-2000:]
+    return out, cold.stdout, warm.stdout, cold_seconds, warm_seconds
+
+
+def test_default_flags_reach_85_percent_test_accuracy(trained):
+    _, cold, _, _, _ = trained
+    accuracy = float(re.search(r"Final test accuracy = ([\d.]+)%", cold).group(1))
+    assert accuracy >= 85.0
+
+
+def test_second_run_reuses_every_cached_bottleneck(trained):
+    _, cold, warm, cold_seconds, warm_seconds = trained
+    total = len(list(p for p in FLOWERS.rglob("*") if p.is_file()))
+    assert re.search(r"Bottlenecks: 0 of \d+ images found in the cache", cold)
+    assert f"Bottlenecks: {total} of {total} images found in the cache" in warm and ", 0 to compute" in warm
+    print(f"cold {cold_seconds:.1f}s, warm {warm_seconds:.1f}s")
+
+
+def independent_top1(graph_path, info, paths):
+    """Plain TF1-style consumer with its own image decoding: no code from retrain."""
+    import tensorflow as tf
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(graph_path.read_bytes())
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    size = (info["input_width"], info["input_height"])
+    results = []
+    with tf.compat.v1.Session(graph=graph) as session:
+        for path in paths:
+            with Image.open(path) as image:
+                image.draft("RGB", (size[0] * 2, size[1] * 2))
+                pixels = np.asarray(ImageOps.exif_transpose(image).convert("RGB").resize(size, Image.BILINEAR),
+                                    np.float32)
+            scores = session.run("final_result:0", {"input:0": ((pixels - info["input_mean"]) / info["input_std"])[None]})
+            results.append(int(np.argmax(scores[0])))
+    return results
+
+
+def test_independent_loader_agrees_with_label_image_on_every_test_image(trained):
+    out, _, _, _, _ = trained
+    test_paths = [r.path for r in split_images(FLOWERS, 10, 10) if r.split == "test"]
+    labels = (out / "labels.txt").read_text().split("\n")[:-1]
+    info = json.loads((out / "graph.json").read_text())
+    result = run_script("scripts.label_image", "--graph", str(out / "graph.pb"), "--labels", str(out / "labels.txt"),
+                        "--top_k", "1", "--image", *map(str, test_paths))
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    from_cli = [lines[i + 1].rsplit(" ", 1)[0] for i in range(0, len(lines), 2)]
+    independent = [labels[i] for i in independent_top1(out / "graph.pb", info, test_paths)]
+    assert len(from_cli) == len(test_paths) and from_cli == independent
