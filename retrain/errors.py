@@ -2,9 +2,10 @@
 turns it into a single line and exit code 2 (never a traceback)."""
 from __future__ import annotations
 
-import os
 import sys
 from typing import Callable, NoReturn, Sequence
+
+from .quiet import silence_tensorflow_startup
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -17,8 +18,7 @@ class UserError(Exception):
 def run_cli(main: Callable[[Sequence[str] | None], int | None],
             argv: Sequence[str] | None = None) -> NoReturn:
     """Run a script's ``main`` and exit; user errors become one stderr line."""
-    # TensorFlow's C++ start-up chatter buries our output; real errors still show.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    silence_tensorflow_startup()
     try:
         code = main(argv)
     except UserError as error:
