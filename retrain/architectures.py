@@ -95,15 +95,15 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {spec.name: spec for spec in [
     *(_poets_mobilenet(width, size, quantized)
       for width in ("1.0", "0.75", "0.50", "0.25") for size in (224, 192, 160, 128)
       for quantized in (False, True)),
-    # Poets' original default; its pool_3 has a hard-coded batch of 1 in
-    # pool_3/_reshape, so we read the 4-D pool_3 and flatten it ourselves.
+    # Poets' original default. Poets' 2015 graph uses BatchNormWithGlobalNormalization,
+    # which modern GraphDefs reject once re-exported, so we take Keras' InceptionV3
+    # weights: same network family and the same 2048-d pooled features.
     ArchitectureSpec(
-        name="inception_v3", source="frozen_graph",
-        url=f"{POETS_DOWNLOADS}image/imagenet/inception-2015-12-05.tgz",
-        model_file="inception-2015-12-05/classify_image_graph_def.pb",
-        archive_member="classify_image_graph_def.pb",
-        input_size=299, input_mean=128.0, input_std=128.0,
-        input_tensor="Mul:0", feature_tensor="pool_3:0", feature_size=2048),
+        name="inception_v3", source="keras", keras_model="InceptionV3",
+        url=f"{KERAS_DOWNLOADS}inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        model_file="keras/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        file_hash="md5:bcbd6486424b2319ff4ef7d526e38f63",
+        input_size=299, input_mean=0.0, input_std=1.0, feature_size=2048),
     # "mobilenetv2" is MobileNet v2 1.4/224, as users of the Poets fork call it.
     _slim_mobilenet_v2("1.4", 224, alias="mobilenetv2"),
     *(_slim_mobilenet_v2(width, 224) for width in ("1.4", "1.3", "1.0", "0.75", "0.5", "0.35")),

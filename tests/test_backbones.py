@@ -116,3 +116,14 @@ def test_poets_batch_one_graph_is_batched(tiny_model_dir):
     backbone = load_backbone(tiny_spec(), tiny_model_dir)
     assert backbone(np.zeros((5, TINY_SIZE, TINY_SIZE, 3), np.uint8)).shape == (5, TINY_FEATURES)
     assert tiny_graph_def().node[0].attr["shape"].shape.dim[0].size == 1
+
+
+@pytest.mark.parametrize("name", [n for n, s in ARCHITECTURES.items() if s.source == "keras"])
+def test_keras_rows_build_and_give_the_registered_feature_size(name):
+    """Weights can't be downloaded here, but each row's constructor, input size and feature size can be checked."""
+    import keras
+    spec = ARCHITECTURES[name]
+    model = getattr(keras.applications, spec.keras_model)(
+        include_top=False, weights=None, pooling="avg", input_shape=(spec.input_size, spec.input_size, 3),
+        **dict(spec.keras_kwargs))
+    assert model.output_shape == (None, spec.feature_size)
