@@ -117,9 +117,14 @@ def _keras_module(model_name: str) -> str:
     return {"resnet": "resnet50"}.get(module, module)
 
 
+# A TFHUB_CACHE_DIR the user set themselves wins over --model_dir/tfhub.
+_USER_TFHUB_CACHE_DIR = os.environ.get("TFHUB_CACHE_DIR")
+
+
 def _load_tfhub(spec: ArchitectureSpec, model_dir: Path) -> Callable:
+    """Load a TF-Hub handle; URLs are downloaded once into ``--model_dir/tfhub`` and reused offline."""
     import tensorflow_hub as hub
-    os.environ.setdefault("TFHUB_CACHE_DIR", str(model_dir / "tfhub"))
+    os.environ["TFHUB_CACHE_DIR"] = _USER_TFHUB_CACHE_DIR or str(model_dir / "tfhub")
     handle = spec.url
     if "://" not in handle and not Path(handle).is_dir():
         raise UserError(f"--tfhub_module {handle} is neither a URL nor a SavedModel folder")

@@ -67,7 +67,8 @@ def test_wrong_feature_size_in_a_row_is_caught(tiny_model_dir):
         load_backbone(tiny_spec(feature_size=16), tiny_model_dir)
 
 
-def test_tfhub_module_loads_from_a_local_saved_model(tmp_path):
+def save_tiny_hub_module(directory):
+    """A TF-Hub-style feature-vector SavedModel: [N, 16, 16, 3] in [0, 1] -> [N, 6]; returns its kernel."""
     import tensorflow as tf
 
     class FeatureVector(tf.Module):
@@ -78,13 +79,45 @@ def test_tfhub_module_loads_from_a_local_saved_model(tmp_path):
         def __call__(self, images):
             return tf.matmul(tf.reduce_mean(images, axis=[1, 2]), self.kernel)
 
-    module_dir = tmp_path / "hub_module"
-    tf.saved_model.save(FeatureVector(), str(module_dir))
-    backbone = load_backbone(tfhub_spec(str(module_dir), input_size=16), tmp_path / "models")
+    module = FeatureVector()
+    tf.saved_model.save(module, str(directory))
+    return module.kernel.numpy()
+
+
+def check_tiny_hub_backbone(backbone, kernel):
     assert backbone.feature_size == 6
     images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
-    expected = (images.astype(np.float32) / 255.0).mean(axis=(1, 2)) @ FeatureVector().kernel.numpy()
+    expected = (images.astype(np.float32) / 255.0).mean(axis=(1, 2)) @ kernel
     np.testing.assert_allclose(backbone(images), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_tfhub_module_loads_from_a_local_saved_model(tmp_path):
+    kernel = save_tiny_hub_module(tmp_path / "hub_module")
+    check_tiny_hub_backbone(load_backbone(tfhub_spec(str(tmp_path / "hub_module"), input_size=16),
+                                          tmp_path / "models"), kernel)
+
+
+def test_tfhub_url_is_downloaded_into_model_dir_once_then_used_offline(http_server, tmp_path, monkeypatch):
+    import tarfile
+    monkeypatch.delenv("TFHUB_CACHE_DIR", raising=False)
+    monkeypatch.setattr("retrain.backbones._USER_TFHUB_CACHE_DIR", None)
+    folder, base_url, requests = http_server
+    kernel = save_tiny_hub_module(tmp_path / "hub_module")
+    with tarfile.open(folder / "module.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "hub_module", arcname=".")
+    spec = tfhub_spec(f"{base_url}/module.tar.gz", input_size=16)
+    model_dir = tmp_path / "models"
+    check_tiny_hub_backbone(load_backbone(spec, model_dir), kernel)
+    assert len(requests) == 1 and (model_dir / "tfhub").is_dir()
+    (folder / "module.tar.gz").unlink()  # the "network" no longer has it
+    check_tiny_hub_backbone(load_backbone(spec, model_dir), kernel)
+    assert len(requests) == 1
+
+
+def test_tfhub_url_unreachable_offline_is_a_user_error(tmp_path, monkeypatch):
+    monkeypatch.setattr("retrain.backbones._USER_TFHUB_CACHE_DIR", None)
+    with pytest.raises(UserError, match="cannot load TF-Hub module .* to work offline"):
+        load_backbone(tfhub_spec("http://127.0.0.1:9/module.tar.gz", input_size=16), tmp_path / "models")
 
 
 def test_tfhub_bad_handle_is_a_user_error(tmp_path):
