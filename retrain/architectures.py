@@ -90,6 +90,22 @@ def _slim_mobilenet_v2(width: str, size: int, alias: str = "") -> ArchitectureSp
         feature_size=1792 if width == "1.4" else 1280)
 
 
+def _keras_application(name: str, keras_model: str, weights_stem: str, notop_md5: str, input_size: int,
+                       feature_size: int) -> ArchitectureSpec:
+    """A Keras Applications model without its top, average-pooled.
+
+    The graph input is raw pixels (mean 0, std 1): the model's own
+    ``preprocess_input`` (RGB->BGR and ImageNet means, or [-1, 1] scaling)
+    runs inside the graph, so Poets' label_image needs only --input_mean 0
+    --input_std 1.
+    """
+    file_name = f"{weights_stem.rsplit('/', 1)[-1]}_notop.h5"
+    return ArchitectureSpec(
+        name=name, source="keras", keras_model=keras_model, url=f"{KERAS_DOWNLOADS}{weights_stem}_notop.h5",
+        model_file=f"keras/{file_name}", file_hash=f"md5:{notop_md5}",
+        input_size=input_size, input_mean=0.0, input_std=1.0, feature_size=feature_size)
+
+
 ARCHITECTURES: dict[str, ArchitectureSpec] = {spec.name: spec for spec in [
     # TensorFlow-for-Poets' 32 MobileNet v1 names: width x input size (x quantized).
     *(_poets_mobilenet(width, size, quantized)
@@ -98,12 +114,8 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {spec.name: spec for spec in [
     # Poets' original default. Poets' 2015 graph uses BatchNormWithGlobalNormalization,
     # which modern GraphDefs reject once re-exported, so we take Keras' InceptionV3
     # weights: same network family and the same 2048-d pooled features.
-    ArchitectureSpec(
-        name="inception_v3", source="keras", keras_model="InceptionV3",
-        url=f"{KERAS_DOWNLOADS}inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        model_file="keras/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        file_hash="md5:bcbd6486424b2319ff4ef7d526e38f63",
-        input_size=299, input_mean=0.0, input_std=1.0, feature_size=2048),
+    _keras_application("inception_v3", "InceptionV3", "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels",
+                       "bcbd6486424b2319ff4ef7d526e38f63", input_size=299, feature_size=2048),
     # "mobilenetv2" is MobileNet v2 1.4/224, as users of the Poets fork call it.
     _slim_mobilenet_v2("1.4", 224, alias="mobilenetv2"),
     *(_slim_mobilenet_v2(width, 224) for width in ("1.4", "1.3", "1.0", "0.75", "0.5", "0.35")),
@@ -112,20 +124,10 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {spec.name: spec for spec in [
         model_file="inception_v4_2018_04_27/inception_v4.pb", archive_member="inception_v4.pb",
         input_size=299, input_mean=SLIM_MEAN, input_std=SLIM_STD,
         feature_tensor="InceptionV4/Logits/AvgPool_1a/AvgPool:0", feature_size=1536),
-    # Keras Applications: the graph input is raw pixels (mean 0, std 1); the
-    # model's own preprocess_input (RGB->BGR, ImageNet means) runs inside it.
-    ArchitectureSpec(
-        name="vgg16", source="keras", keras_model="VGG16",
-        url=f"{KERAS_DOWNLOADS}vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        model_file="keras/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        file_hash="md5:6d6bbae143d832006294945121d1f1fc",
-        input_size=224, input_mean=0.0, input_std=1.0, feature_size=512),
-    ArchitectureSpec(
-        name="resnet50", source="keras", keras_model="ResNet50",
-        url=f"{KERAS_DOWNLOADS}resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        model_file="keras/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        file_hash="md5:4d473c1dd8becc155b73f8504c6f6626",
-        input_size=224, input_mean=0.0, input_std=1.0, feature_size=2048),
+    _keras_application("vgg16", "VGG16", "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels",
+                       "6d6bbae143d832006294945121d1f1fc", input_size=224, feature_size=512),
+    _keras_application("resnet50", "ResNet50", "resnet/resnet50_weights_tf_dim_ordering_tf_kernels",
+                       "4d473c1dd8becc155b73f8504c6f6626", input_size=224, feature_size=2048),
 ]}
 
 DEFAULT_ARCHITECTURE = "mobilenet_1.0_224"
