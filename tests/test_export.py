@@ -87,3 +87,37 @@ def test_saved_model_gives_the_same_answers(exported, tmp_path):
     outputs = loaded.signatures["serving_default"](input=tf.constant(backbone.normalize(images)))
     np.testing.assert_allclose(outputs["final_result"].numpy(), head.predict_proba(backbone(images)),
                                rtol=1e-4, atol=1e-5)
+
+
+def keras_backbone(tmp_path):
+    import keras
+    from retrain.architectures import ArchitectureSpec
+    model_dir = tmp_path / "models"
+    weights = model_dir / "keras" / "tiny.weights.h5"
+    weights.parent.mkdir(parents=True)
+    keras.applications.MobileNetV2(include_top=False, weights=None, pooling="avg", input_shape=(32, 32, 3),
+                                   alpha=0.35).save_weights(str(weights))
+    spec = ArchitectureSpec(name="tiny_keras", source="keras", keras_model="MobileNetV2", keras_kwargs={"alpha": 0.35},
+                            url="http://127.0.0.1:9/x.h5", model_file="keras/tiny.weights.h5", input_size=32,
+                            input_mean=0.0, input_std=1.0, feature_size=1280)
+    return load_backbone(spec, model_dir)
+
+
+def hub_backbone(tmp_path):
+    from retrain.architectures import tfhub_spec
+    from tests.test_backbones import save_tiny_hub_module
+    save_tiny_hub_module(tmp_path / "hub")
+    return load_backbone(tfhub_spec(str(tmp_path / "hub"), input_size=16), tmp_path / "models")
+
+
+@pytest.mark.parametrize("make_backbone", [keras_backbone, hub_backbone], ids=["keras", "tfhub"])
+def test_every_source_freezes_into_a_poets_graph(make_backbone, tmp_path):
+    backbone = make_backbone(tmp_path)
+    rng = np.random.default_rng(0)
+    head = Head(rng.normal(0, 0.1, (backbone.feature_size, 3)).astype(np.float32), np.zeros(3, np.float32))
+    graph = tmp_path / "graph.pb"
+    export_frozen_graph(backbone, head, graph)
+    size = backbone.input_size
+    images = rng.integers(0, 256, (2, size, size, 3), dtype=np.uint8)
+    from_graph = poets_style_run(graph, backbone.normalize(images))
+    np.testing.assert_allclose(from_graph, head.predict_proba(backbone(images)), rtol=1e-4, atol=1e-5)
