@@ -98,6 +98,15 @@ class GraphLabeler:
                 self._batching = False  # a graph with batch size 1 baked in: fall back to one at a time
         return np.concatenate([self._run(normalized[i:i + 1]) for i in range(len(normalized))])
 
+    @property
+    def batched(self) -> bool:
+        """False once the graph has refused a batch (batch size 1 baked in past its input): slower."""
+        return self._batching
+
+    def top_labels(self, probabilities: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """The ``k`` most likely ``(label, probability)`` pairs, best first."""
+        return [(self.labels[i], float(probabilities[i])) for i in np.argsort(-probabilities)[:k]]
+
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Probabilities ``[N, len(labels)]`` for uint8 RGB images at the graph's size."""
         normalized = (images.astype(np.float32) - self.config.input_mean) / self.config.input_std

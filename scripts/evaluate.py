@@ -1,0 +1,54 @@
+"""Score a retrained graph on a folder of labelled images.
+
+--image_dir has the layout retrain reads: one sub-folder of images per class,
+named after the class. Prints accuracy, macro and per-class precision, recall,
+F1 and support, and the confusion matrix; --plot saves the confusion matrix
+and per-class bars as an image. Works with graphs made by TensorFlow-for-Poets
+too (pass --labels and the input flags).
+
+    python -m scripts.evaluate --graph out/retrained_graph.pb --image_dir held_out_photos --plot report.png
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from retrain.errors import run_cli
+from scripts.label_image import add_graph_arguments, load_labeler
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m scripts.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_graph_arguments(parser)
+    parser.add_argument("--image_dir", required=True, help="Folder with one sub-folder of images per class.")
+    parser.add_argument("--plot", default=None, metavar="FILE.png",
+                        help="Also save the confusion matrix and per-class bars here (.png, .pdf or .svg).")
+    parser.add_argument("--batch_size", type=int, default=32, help="Images per batch through the graph. (default 32)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from retrain.evaluation import evaluate_folder, plot_report
+    evaluation = evaluate_folder(load_labeler(args), args.image_dir, args.batch_size)
+    for path, error in evaluation.unreadable:
+        print(f"warning: skipped unreadable image {error}", file=sys.stderr)
+    report = evaluation.report
+    print(f"Accuracy = {report.accuracy * 100:.1f}% (N={report.count}), macro precision = "
+          f"{report.macro_precision:.3f}, macro recall = {report.macro_recall:.3f}, macro F1 = {report.macro_f1:.3f}")
+    print(report.to_text())
+    if args.plot:
+        plot_report(report, args.plot)
+        print(f"Plot: {args.plot}")
+    return 0
+
+
+def cli() -> None:
+    """Console-script entry point."""
+    run_cli(main, sys.argv[1:])
+
+
+if __name__ == "__main__":
+    cli()
