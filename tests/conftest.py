@@ -10,8 +10,12 @@ import functools
 import http.server
 import io
 import os
+import subprocess
+import sys
 import tarfile
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +123,32 @@ def http_server(tmp_path: Path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@dataclass
+class FlowersRetrain:
+    """Two identical retrains of the real MobileNet on the real flowers, Poets' default flags."""
+    out: Path  # graph.pb, graph.json, labels.txt, bottlenecks/
+    cold_stdout: str
+    warm_stdout: str
+    cold_seconds: float
+    warm_seconds: float
+
+
+@pytest.fixture(scope="session")
+def flowers_retrained(tmp_path_factory) -> FlowersRetrain:
+    """One cold and one warm retrain per test session, shared by every integration test."""
+    if not FLOWERS.is_dir():
+        pytest.skip("../shared/data/flower_photos not present")
+    out = tmp_path_factory.mktemp("flowers")
+    command = [sys.executable, "-m", "scripts.retrain", "--image_dir", str(FLOWERS),
+               "--output_graph", str(out / "graph.pb"), "--output_labels", str(out / "labels.txt"),
+               "--summaries_dir", str(out / "logs"), "--bottleneck_dir", str(out / "bottlenecks")]
+    runs = []
+    for _ in range(2):
+        started = time.monotonic()
+        result = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=1200,
+                                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        assert result.returncode == 0, result.stderr[-2000:]
+        runs.append((result.stdout, time.monotonic() - started))
+    return FlowersRetrain(out, runs[0][0], runs[1][0], runs[0][1], runs[1][1])

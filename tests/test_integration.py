@@ -6,7 +6,6 @@ independent loader reads the same way label_image does.
 """
 import json
 import re
-import time
 
 import numpy as np
 import pytest
@@ -21,20 +20,9 @@ pytestmark = [pytest.mark.integration,
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("flowers")
-    args = ["scripts.retrain", "--image_dir", str(FLOWERS), "--output_graph", str(out / "graph.pb"),
-            "--output_labels", str(out / "labels.txt"), "--summaries_dir", str(out / "logs"),
-            "--bottleneck_dir", str(out / "bottlenecks")]
-    started = time.monotonic()
-    cold = run_script(*args, timeout=1200)
-    cold_seconds = time.monotonic() - started
-    assert cold.returncode == 0, cold.stderr[-2000:]
-    started = time.monotonic()
-    warm = run_script(*args, timeout=1200)
-    warm_seconds = time.monotonic() - started
-    assert warm.returncode == 0, warm.stderr[-2000:]
-    return out, cold.stdout, warm.stdout, cold_seconds, warm_seconds
+def trained(flowers_retrained):
+    return (flowers_retrained.out, flowers_retrained.cold_stdout, flowers_retrained.warm_stdout,
+            flowers_retrained.cold_seconds, flowers_retrained.warm_seconds)
 
 
 def test_default_flags_reach_85_percent_test_accuracy(trained):

@@ -334,17 +334,9 @@ def test_sigkill_mid_move_then_resume_then_undo(tiny_graph, tmp_path):
 # --- the acceptance on the real flowers ---
 
 @pytest.fixture(scope="module")
-def flowers_graph(tmp_path_factory) -> Path:
-    """One retrain of the real MobileNet on all the flowers, shared by the integration tests."""
-    if not FLOWERS.is_dir():
-        pytest.skip("../shared/data/flower_photos not present")
-    out = tmp_path_factory.mktemp("flowers_graph")
-    result = run_script("scripts.retrain", "--image_dir", str(FLOWERS), "--output_graph", str(out / "graph.pb"),
-                        "--output_labels", str(out / "labels.txt"), "--summaries_dir", str(out / "logs"),
-                        "--bottleneck_dir", str(out / "bottlenecks"), "--how_many_training_steps", "500",
-                        "--random_seed", "0", timeout=1200)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return out / "graph.pb"
+def flowers_graph(flowers_retrained) -> Path:
+    """The session's one retrain of the real MobileNet on all the flowers (see conftest)."""
+    return flowers_retrained.out / "graph.pb"
 
 
 @pytest.fixture(scope="module")
