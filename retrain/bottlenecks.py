@@ -2,15 +2,23 @@
 
 Layout: ``<bottleneck_dir>/<architecture cache id>/shard-*.h5``. A shard holds
 ``keys`` (SHA-1 of the image file's bytes) and ``features`` (float16 where
-that is exact enough), with a SHA-256 of both in its attributes. Vectors are
-keyed by image *content*, so an edited image is recomputed and a renamed or
-moved one is not; the directory is keyed by backbone, so vectors from two
-backbones never mix.
+that is exact enough), with a SHA-256 of both in its attributes and one of
+the whole file in its first bytes, checked before HDF5 parses anything (HDF5
+can misread or hang on damaged metadata). Vectors are keyed by image
+*content*, so an edited image is recomputed and a renamed or moved one is
+not; the directory is keyed by backbone, so vectors from two backbones never
+mix.
 
 Why shards: a shard is written under a temporary name and renamed into place
 only when complete, and never modified after. A crash or SIGKILL loses at most
 the shard being written; two processes write different shards and never
 corrupt each other. Many small shards are merged under a file lock.
+
+Why an index: reading the cache lists each shard's keys (about 50 bytes a
+vector) and reads vectors in large sequential slabs only when asked, so a
+million cached vectors never become a million Python objects. They come back
+as one float16 matrix when they fit ``--memory_budget_gb``, else as
+``FeatureRows`` that training streams from disk.
 """
 from __future__ import annotations
 
@@ -23,7 +31,7 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import h5py
 import numpy as np
@@ -37,28 +45,135 @@ FLUSH_EVERY_IMAGES = 512
 FLUSH_EVERY_SECONDS = 30.0
 MERGE_WHEN_SHARDS_EXCEED = 8
 FLOAT16_MAX = 60000.0
+READ_CHUNK_BYTES = 64 << 20  # one read from a shard: large and sequential, yet small next to any memory budget
+SPARSE_READ_FRACTION = 16  # wanted rows fill less than 1/16 of a slab: fetch just those rows instead
+DEFAULT_MEMORY_BUDGET_GB = 4.0
+# A shard's first bytes (an HDF5 user block, which HDF5 skips) hold the SHA-256 of the rest of the file.
+SHARD_HEADER_BYTES = 512
+SHARD_MAGIC = b"retrain shard sha256 "
 
 
 def content_key(path: str | os.PathLike) -> str:
     """SHA-1 of a file's bytes: the cache key of its bottleneck."""
-    digest = hashlib.sha1()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+        return _hash_rest(hashlib.sha1(), handle)
+
+
+def _hash_rest(digest, handle) -> str:
+    """Feed ``handle`` from its current position to the end into ``digest``; its hex value."""
+    for chunk in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
-def _checksum(keys: np.ndarray, features: np.ndarray) -> str:
-    digest = hashlib.sha256(np.ascontiguousarray(keys).tobytes())
-    digest.update(np.ascontiguousarray(features).tobytes())
-    return digest.hexdigest()
+def _rows_per_read(dataset: h5py.Dataset) -> int:
+    return max(1, READ_CHUNK_BYTES // max(1, dataset.shape[1] * dataset.dtype.itemsize))
+
+
+def _aligned_empty(shape: tuple[int, int], dtype: np.dtype, alignment: int = 64) -> np.ndarray:
+    """An empty array whose data starts on an ``alignment`` boundary.
+
+    TensorFlow can then use the very same memory for a tensor (see
+    ``head._as_tensor``) instead of copying a feature matrix that may be GiBs.
+    """
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buffer = np.empty(size + alignment, np.uint8)
+    offset = -buffer.ctypes.data % alignment
+    return buffer[offset:offset + size].view(dtype).reshape(shape)
+
+
+class FeatureRows:
+    """Chosen rows of the cache's shards, in a chosen order, read from disk on demand.
+
+    This is how training uses more vectors than fit in memory: ``read`` fetches
+    any selection with large sequential reads, ``chunks`` groups rows in disk
+    order so a pass over them reads each byte once. The shard files stay open,
+    so another process merging shards cannot pull them away mid-run.
+    """
+
+    def __init__(self, datasets: list[h5py.Dataset], shard: np.ndarray, row: np.ndarray, feature_size: int):
+        self.datasets, self.shard, self.row = datasets, shard, row
+        self.dtype = np.result_type(*(d.dtype for d in datasets)) if datasets else np.dtype(np.float16)
+        self.shape = (len(row), feature_size)
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    @property
+    def nbytes(self) -> int:
+        return self.shape[0] * self.shape[1] * self.dtype.itemsize
+
+    def subset(self, positions: np.ndarray) -> FeatureRows:
+        """The rows at ``positions``, still on disk."""
+        return FeatureRows(self.datasets, self.shard[positions], self.row[positions], self.shape[1])
+
+    def __getitem__(self, positions: np.ndarray | slice) -> np.ndarray:
+        """Indexing reads, as for an array, so callers can take rows of either."""
+        return self.read(np.arange(len(self))[positions])
+
+    def read(self, positions: np.ndarray | None = None) -> np.ndarray:
+        """The vectors at ``positions`` (default: all) as one in-memory array."""
+        positions = np.arange(len(self)) if positions is None else np.asarray(positions, dtype=np.int64)
+        out = _aligned_empty((len(positions), self.shape[1]), self.dtype)
+        shard, row = self.shard[positions], self.row[positions]
+        for number in np.unique(shard):
+            where = np.flatnonzero(shard == number)
+            order = np.argsort(row[where], kind="stable")
+            where, rows = where[order], row[where][order]
+            dataset, span = self.datasets[number], _rows_per_read(self.datasets[number])
+            start = 0
+            while start < len(rows):
+                stop = int(np.searchsorted(rows, rows[start] + span))
+                window = rows[start:stop]
+                first, last = int(window[0]), int(window[-1])
+                if len(window) * SPARSE_READ_FRACTION < last - first + 1:
+                    unique, inverse = np.unique(window, return_inverse=True)
+                    out[where[start:stop]] = dataset[unique][inverse]
+                else:
+                    out[where[start:stop]] = dataset[first:last + 1][window - first]
+                start = stop
+        return out
+
+    def chunks(self, rows_per_chunk: int) -> list[np.ndarray]:
+        """All positions in disk order, in groups of ``rows_per_chunk``: one sequential read each."""
+        order = np.lexsort((self.row, self.shard))
+        return [order[i:i + rows_per_chunk] for i in range(0, len(order), max(1, rows_per_chunk))]
 
 
 @dataclass
 class CacheLoad:
-    """What reading the cache found: vectors by key, and shards it had to drop."""
-    features: dict[str, np.ndarray] = field(default_factory=dict)
+    """What reading the cache found: where each intact vector is, and the shards it had to drop.
+
+    An index, not the vectors: sorted keys with their shard and row (about 50
+    bytes a vector, no Python object per vector), so finding a million keys is
+    a few array operations and the vectors are read only when wanted.
+    """
+    keys: np.ndarray  # sorted, unique, KEY_DTYPE
+    shard: np.ndarray  # index into ``datasets``
+    row: np.ndarray
+    datasets: list[h5py.Dataset]  # each shard's open ``features``
+    paths: list[Path]
+    feature_size: int
     damaged: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def find(self, keys: np.ndarray) -> np.ndarray:
+        """Position of each key in this index; -1 where it is not cached."""
+        keys = np.asarray(keys, dtype=KEY_DTYPE)
+        if not len(self.keys):
+            return np.full(len(keys), -1, np.int64)
+        where = np.searchsorted(self.keys, keys)
+        hit = self.keys[np.minimum(where, len(self.keys) - 1)] == keys
+        return np.where(hit, where, -1)
+
+    def rows(self, positions: np.ndarray) -> FeatureRows:
+        return FeatureRows(self.datasets, self.shard[positions], self.row[positions], self.feature_size)
+
+    def close(self) -> None:
+        for dataset in self.datasets:
+            dataset.file.close()
 
 
 class BottleneckCache:
@@ -72,37 +187,73 @@ class BottleneckCache:
     def shard_paths(self) -> list[Path]:
         return sorted(self.directory.glob("shard-*.h5")) if self.directory.is_dir() else []
 
-    def load(self, wanted: set[str] | None = None, report: Callable[[str], None] = print) -> CacheLoad:
-        """Read every intact shard; drop (and report) damaged or foreign ones."""
-        result = CacheLoad()
-        with self._lock(fcntl.LOCK_SH):
-            for path in self.shard_paths():
-                try:
-                    keys, features = self._read_shard(path)
-                except FileNotFoundError:
-                    continue  # merged away by another process between listing and reading
-                except (OSError, ValueError, KeyError) as error:
-                    report(f"warning: bottleneck cache file {path.name} is damaged ({error}); its vectors will be "
-                           f"recomputed")
-                    result.damaged.append(path.name)
-                    _unlink_quietly(path)
-                    continue
-                for key, vector in zip(keys, features):
-                    key = key.decode("ascii")
-                    if wanted is None or key in wanted:
-                        result.features[key] = vector
-        return result
+    def load(self, wanted: np.ndarray | None = None, report: Callable[[str], None] = print) -> CacheLoad:
+        """Index every intact shard holding a ``wanted`` key (default: all); drop and report damaged ones.
 
-    def _read_shard(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
-        with h5py.File(path, "r") as shard:
+        Checksums are verified in large sequential reads, so memory stays flat
+        however big the cache is.
+        """
+        with self._lock(fcntl.LOCK_SH):
+            return self._index(wanted, report)
+
+    def _index(self, wanted: np.ndarray | None, report: Callable[[str], None]) -> CacheLoad:
+        keys, shards, datasets, paths, damaged = [], [], [], [], []
+        for path in self.shard_paths():
+            try:
+                shard, shard_keys = self._open_shard(path)
+            except FileNotFoundError:
+                continue  # merged away by another process between listing and reading
+            except (OSError, ValueError, KeyError) as error:
+                self._drop(path, error, report, damaged)
+                continue
+            if wanted is not None and not np.isin(shard_keys, wanted).any():
+                shard.close()
+                continue
+            try:
+                self._verify(shard, shard_keys)
+            except (OSError, ValueError, KeyError) as error:
+                shard.close()
+                self._drop(path, error, report, damaged)
+                continue
+            keys.append(shard_keys)
+            shards.append(np.full(len(shard_keys), len(datasets), np.int32))
+            datasets.append(shard["features"])
+            paths.append(path)
+        all_keys = np.concatenate(keys) if keys else np.zeros(0, KEY_DTYPE)
+        unique, first = np.unique(all_keys, return_index=True)
+        rows = np.concatenate([np.arange(len(k)) for k in keys]) if keys else np.zeros(0, np.int64)
+        shard_of = np.concatenate(shards) if shards else np.zeros(0, np.int32)
+        return CacheLoad(unique, shard_of[first], rows[first], datasets, paths, self.feature_size, damaged)
+
+    def _open_shard(self, path: Path) -> tuple[h5py.File, np.ndarray]:
+        _check_file_digest(path)
+        shard = h5py.File(path, "r")
+        try:
             if shard.attrs.get("cache_id") != self.cache_id or shard.attrs.get("feature_size") != self.feature_size:
                 raise ValueError(f"made by backbone {shard.attrs.get('cache_id')!r}, not {self.cache_id!r}")
-            keys, features = shard["keys"][...], shard["features"][...]
-            if shard.attrs.get("checksum") != _checksum(keys, features):
-                raise ValueError("checksum mismatch")
-        if features.shape != (len(keys), self.feature_size):
-            raise ValueError(f"features of shape {features.shape}")
-        return keys, features
+            keys = shard["keys"][...]
+            if shard["features"].shape != (len(keys), self.feature_size):
+                raise ValueError(f"features of shape {shard['features'].shape}")
+        except BaseException:
+            shard.close()
+            raise
+        return shard, keys
+
+    @staticmethod
+    def _verify(shard: h5py.File, keys: np.ndarray) -> None:
+        digest = hashlib.sha256(np.ascontiguousarray(keys).tobytes())
+        features = shard["features"]
+        step = _rows_per_read(features)
+        for start in range(0, len(keys), step):
+            digest.update(np.ascontiguousarray(features[start:start + step]))  # hashed in place, not copied
+        if shard.attrs.get("checksum") != digest.hexdigest():
+            raise ValueError("checksum mismatch")
+
+    @staticmethod
+    def _drop(path: Path, error: Exception, report: Callable[[str], None], damaged: list[str]) -> None:
+        report(f"warning: bottleneck cache file {path.name} is damaged ({error}); its vectors will be recomputed")
+        damaged.append(path.name)
+        _unlink_quietly(path)
 
     def write_shard(self, keys: Sequence[str], features: np.ndarray) -> Path:
         """Store vectors as one new shard, atomically."""
@@ -110,36 +261,52 @@ class BottleneckCache:
         if np.all(np.abs(features) < FLOAT16_MAX):
             features = features.astype(np.float16)
         key_array = np.array([key.encode("ascii") for key in keys], dtype=KEY_DTYPE)
+        return self._write_shard(key_array, features.dtype, [features])
+
+    def _write_shard(self, keys: np.ndarray, dtype: np.dtype, blocks: Iterable[np.ndarray]) -> Path:
+        """Write ``keys`` and their vectors, given block by block so a shard never has to fit in memory."""
         name = f"shard-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.h5"
         path = self.directory / name
-        with atomic_write(path, "w+b") as handle, h5py.File(handle, "w") as shard:
-            shard.create_dataset("keys", data=key_array)
-            shard.create_dataset("features", data=features)
-            shard.attrs.update(cache_id=self.cache_id, feature_size=self.feature_size,
-                               checksum=_checksum(key_array, features))
+        digest = hashlib.sha256(np.ascontiguousarray(keys).tobytes())
+        with atomic_write(path, "w+b") as handle:
+            with h5py.File(handle, "w", userblock_size=SHARD_HEADER_BYTES) as shard:
+                shard.create_dataset("keys", data=keys)
+                features = shard.create_dataset("features", (len(keys), self.feature_size), dtype)
+                start = 0
+                for block in blocks:
+                    block = np.ascontiguousarray(block, dtype)
+                    features[start:start + len(block)] = block
+                    digest.update(block)
+                    start += len(block)
+                shard.attrs.update(cache_id=self.cache_id, feature_size=self.feature_size,
+                                   checksum=digest.hexdigest())
+            header = SHARD_MAGIC + _file_digest(handle).encode("ascii")
+            handle.seek(0)
+            handle.write(header)
         return path
 
-    def merge_shards(self) -> bool:
-        """Merge all shards into one if there are many; skip if another process holds the lock."""
+    def merge_shards(self, report: Callable[[str], None] = print) -> bool:
+        """Merge all shards into one if there are many; skip if another process holds the lock.
+
+        The merge streams shard by shard, so it needs little memory even for
+        millions of vectors.
+        """
         if len(self.shard_paths()) <= MERGE_WHEN_SHARDS_EXCEED:
             return False
         with self._lock(fcntl.LOCK_EX | fcntl.LOCK_NB) as locked:
             if not locked:
                 return False
-            shards = self.shard_paths()
-            merged: dict[str, np.ndarray] = {}
-            readable = []
-            for path in shards:
-                try:
-                    keys, features = self._read_shard(path)
-                except (OSError, ValueError, KeyError):
-                    continue  # left for load() to report and drop
-                readable.append(path)
-                merged.update(zip((k.decode("ascii") for k in keys), features))
-            if len(readable) < 2:
-                return False
-            self.write_shard(list(merged), np.stack(list(merged.values())))
-            for path in readable:
+            index = self._index(None, report)
+            try:
+                if len(index.paths) < 2:
+                    return False
+                rows = index.rows(np.arange(len(index)))
+                chunks = rows.chunks(_rows_per_read(index.datasets[0]))
+                order = np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
+                self._write_shard(index.keys[order], rows.dtype, (rows.read(chunk) for chunk in chunks))
+            finally:
+                index.close()
+            for path in index.paths:
                 _unlink_quietly(path)
             return True
 
@@ -163,6 +330,27 @@ class BottleneckCache:
         return BottleneckCache._Lock(self.directory / ".lock", mode)
 
 
+def _file_digest(handle) -> str:
+    """SHA-256 of an open shard's bytes after its header."""
+    handle.seek(SHARD_HEADER_BYTES)
+    return _hash_rest(hashlib.sha256(), handle)
+
+
+def _check_file_digest(path: Path) -> None:
+    """Check a shard's whole-file checksum before HDF5 parses it.
+
+    A flipped bit in HDF5's own metadata can make the library raise odd
+    errors, misread the data type, or loop forever; checking the raw bytes
+    first turns every kind of damage into one ``ValueError``.
+    """
+    with open(path, "rb") as handle:
+        header = handle.read(SHARD_HEADER_BYTES)
+        if not header.startswith(SHARD_MAGIC):
+            raise ValueError("no file checksum: truncated, or written by an older version")
+        if header[len(SHARD_MAGIC):len(SHARD_MAGIC) + 64] != _file_digest(handle).encode("ascii"):
+            raise ValueError("file checksum mismatch")
+
+
 def _unlink_quietly(path: Path) -> None:
     try:
         path.unlink()
@@ -172,9 +360,13 @@ def _unlink_quietly(path: Path) -> None:
 
 @dataclass
 class Bottlenecks:
-    """Features for the usable images, in input order, and what was skipped."""
+    """Features for the usable images, in input order, and what was skipped.
+
+    ``features`` is one in-memory matrix in the cache's precision (float16)
+    when it fits the memory budget, else ``FeatureRows`` streamed from disk.
+    """
     paths: list[Path]
-    features: np.ndarray  # [len(paths), D]
+    features: np.ndarray | FeatureRows  # [len(paths), D]
     unreadable: list[tuple[Path, str]]
     reused: int
     computed: int
@@ -234,54 +426,93 @@ def hash_files(paths: Sequence[Path], workers: int = 4) -> list[str | None]:
 
 
 def get_bottlenecks(paths: Sequence[Path], backbone: Callable[[np.ndarray], np.ndarray], input_size: int,
-                    cache: BottleneckCache, batch_size: int = 32,
-                    report: Callable[[str], None] = print) -> Bottlenecks:
+                    cache: BottleneckCache, batch_size: int = 32, report: Callable[[str], None] = print,
+                    memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB) -> Bottlenecks:
     """Bottlenecks for ``paths``: from the cache where present, else computed and cached.
 
     Unusable images are skipped with one warning line each. New vectors are
     flushed to a shard every ``FLUSH_EVERY_IMAGES`` images or
     ``FLUSH_EVERY_SECONDS``, so an interrupted run loses only that much work.
+    Every vector is then read back from the verified cache, so the features
+    are the same on the first run and on every later one.
     """
     paths = [Path(p) for p in paths]
     keys = hash_files(paths)
-    unreadable: list[tuple[Path, str]] = [(p, "cannot read file") for p, k in zip(paths, keys) if k is None]
-    wanted = {k for k in keys if k is not None}
-    found = cache.load(wanted, report=report).features
+    key_array = np.array([(key or "").encode("ascii") for key in keys], dtype=KEY_DTYPE)
+    wanted = key_array[key_array != b""]
+    unreadable: list[tuple[Path, str]] = [(p, f"{p}: cannot read file") for p, k in zip(paths, keys) if k is None]
+    loaded = cache.load(wanted, report=report)
+    cached = loaded.find(key_array) >= 0
     first_path_of: dict[str, Path] = {}
-    for path, key in zip(paths, keys):
-        if key is not None and key not in found:
+    for path, key, hit in zip(paths, keys, cached):
+        if key is not None and not hit:
             first_path_of.setdefault(key, path)
-    reused = sum(1 for k in keys if k in found)
+    reused = int(cached.sum())
     report(f"Bottlenecks: {reused} of {len(paths)} images found in the cache ({cache.directory}), "
            f"{len(first_path_of)} to compute")
 
     failed_keys: dict[str, str] = {}
     if first_path_of:
-        todo_keys, todo_paths = list(first_path_of), list(first_path_of.values())
-        new_keys: list[str] = []
-        new_features: list[np.ndarray] = []
-        last_flush = time.monotonic()
-        with tqdm(total=len(todo_paths), desc="Computing bottlenecks", unit="img") as bar:
-            for good, batch, bad in decoded_batches(todo_paths, input_size, input_size, batch_size):
-                for index, error in bad:
-                    failed_keys[todo_keys[index]] = error
-                    report(f"warning: skipping unreadable image {error}")
-                if good:
-                    vectors = backbone(batch)
-                    new_keys.extend(todo_keys[i] for i in good)
-                    new_features.extend(vectors)
-                    found.update(zip((todo_keys[i] for i in good), vectors))
-                bar.update(len(good) + len(bad))
-                if new_keys and (len(new_keys) >= FLUSH_EVERY_IMAGES
-                                 or time.monotonic() - last_flush > FLUSH_EVERY_SECONDS):
-                    cache.write_shard(new_keys, np.stack(new_features))
-                    new_keys, new_features, last_flush = [], [], time.monotonic()
-        if new_keys:
-            cache.write_shard(new_keys, np.stack(new_features))
-        cache.merge_shards()
-
-    usable = [(p, k) for p, k in zip(paths, keys) if k is not None and k in found]
+        failed_keys = _compute_and_store(first_path_of, backbone, input_size, cache, batch_size, report)
+        cache.merge_shards(report)
+        loaded.close()
+        loaded = cache.load(wanted, report=report)
+    usable, features = cached_features(loaded, key_array, memory_budget_gb)
     unreadable += [(p, failed_keys[k]) for p, k in zip(paths, keys) if k in failed_keys]
-    features = (np.stack([found[k] for _, k in usable]).astype(np.float32) if usable
-                else np.zeros((0, cache.feature_size), np.float32))
-    return Bottlenecks([p for p, _ in usable], features, unreadable, reused, len(first_path_of) - len(failed_keys))
+    for path, error in unreadable:  # one line per file, also for copies of a bad file (decoded once, by key)
+        same = "" if error.startswith(f"{path}:") else f"{path}: same bytes as "
+        report(f"warning: skipping unreadable image {same}{error}")
+    return Bottlenecks([paths[i] for i in usable], features, unreadable, reused, len(first_path_of) - len(failed_keys))
+
+
+def within_budget(rows: FeatureRows, memory_budget_gb: float) -> np.ndarray | FeatureRows:
+    """``rows`` read into memory if they fit ``memory_budget_gb``, else left on disk to be streamed."""
+    return rows.read() if rows.nbytes <= memory_budget_gb * 2 ** 30 else rows
+
+
+def cached_features(loaded: CacheLoad, keys: np.ndarray,
+                    memory_budget_gb: float) -> tuple[np.ndarray, np.ndarray | FeatureRows]:
+    """Which of ``keys`` are cached (their indices), and their vectors: in memory, or streamed beyond the budget.
+
+    Read into memory, the shards are closed at once: nothing more is read from them.
+    """
+    positions = loaded.find(keys)
+    usable = np.flatnonzero(positions >= 0)
+    features = within_budget(loaded.rows(positions[usable]), memory_budget_gb)
+    if not isinstance(features, FeatureRows):
+        loaded.close()
+    return usable, features
+
+
+def _compute_and_store(first_path_of: dict[str, Path], backbone: Callable[[np.ndarray], np.ndarray],
+                       input_size: int, cache: BottleneckCache, batch_size: int,
+                       report: Callable[[str], None]) -> dict[str, str]:
+    """Run the backbone on each key's image and write the vectors to new shards; returns {key: error}.
+
+    Decoding runs ahead on worker threads and shards are written on another,
+    so the backbone never waits for either.
+    """
+    todo_keys, todo_paths = list(first_path_of), list(first_path_of.values())
+    failed_keys: dict[str, str] = {}
+    new_keys: list[str] = []
+    new_features: list[np.ndarray] = []
+    last_flush = time.monotonic()
+    with ThreadPoolExecutor(max_workers=1) as writer, \
+            tqdm(total=len(todo_paths), desc="Computing bottlenecks", unit="img") as bar:
+        writes: list[Future] = []
+        for good, batch, bad in decoded_batches(todo_paths, input_size, input_size, batch_size):
+            for index, error in bad:
+                failed_keys[todo_keys[index]] = error
+            if good:
+                new_keys.extend(todo_keys[i] for i in good)
+                new_features.append(backbone(batch))
+            bar.update(len(good) + len(bad))
+            if new_keys and (len(new_keys) >= FLUSH_EVERY_IMAGES
+                             or time.monotonic() - last_flush > FLUSH_EVERY_SECONDS):
+                writes.append(writer.submit(cache.write_shard, new_keys, np.concatenate(new_features)))
+                new_keys, new_features, last_flush = [], [], time.monotonic()
+        if new_keys:
+            writes.append(writer.submit(cache.write_shard, new_keys, np.concatenate(new_features)))
+        for write in writes:
+            write.result()  # a failed write raises here, after the others are safely on disk
+    return failed_keys

@@ -37,7 +37,7 @@ def load_rgb(path: str | os.PathLike, height: int, width: int) -> np.ndarray:
                 image = _to_rgb(image)
                 image = image.resize((width, height), Image.BILINEAR)
                 return np.asarray(image, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+    except Exception as error:  # on damaged files PIL also raises OverflowError, MemoryError, struct.error, ...
         raise UnreadableImage(f"{path}: {error or type(error).__name__}") from None
 
 
@@ -45,9 +45,10 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit grayscale: scale 16-bit range to 8 bits instead of clipping to white.
+        # 16/32-bit grayscale: scale 16-bit range to 8 bits instead of clipping to white. "I;16" is always
+        # 16-bit, even when dark; plain "I" may hold 8-bit values, so only a value above 255 proves 16 bits.
         array = np.asarray(image, dtype=np.float64)
-        scale = 1.0 if array.max() <= 255 else 255.0 / 65535.0
+        scale = 1.0 if image.mode == "I" and array.max() <= 255 else 255.0 / 65535.0
         image = Image.fromarray(np.clip(array * scale, 0, 255).astype(np.uint8))
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # Composite on white: transparent areas are usually background.

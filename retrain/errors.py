@@ -19,6 +19,9 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None],
             argv: Sequence[str] | None = None) -> NoReturn:
     """Run a script's ``main`` and exit; user errors become one stderr line."""
     silence_tensorflow_startup()
+    for stream in (sys.stdout, sys.stderr):
+        # A file name that is not valid UTF-8 (an old archive's) must print, not crash the run.
+        stream.reconfigure(errors="backslashreplace")
     try:
         code = main(argv)
     except UserError as error:

@@ -33,7 +33,8 @@ def inference_function(backbone: Backbone, head: Head, final_tensor_name: str = 
     biases = tf.constant(head.biases, name="final_biases")
     size = backbone.input_size
 
-    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_NAME)])
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_NAME)],
+                 autograph=False)
     def classify(images):
         features = backbone.features_from_normalized(images)
         logits = tf.add(tf.matmul(features, weights), biases, name="final_logits")
@@ -47,8 +48,29 @@ def export_frozen_graph(backbone: Backbone, head: Head, path: str | os.PathLike,
     """Freeze backbone + head into one GraphDef with Poets' tensor names."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
     frozen = convert_variables_to_constants_v2(inference_function(backbone, head, final_tensor_name))
+    graph_def = _name_captures_by_position(frozen.graph.as_graph_def())
     with atomic_write(path) as handle:
-        handle.write(frozen.graph.as_graph_def().SerializeToString(deterministic=True))
+        handle.write(graph_def.SerializeToString(deterministic=True))
+
+
+def _name_captures_by_position(graph_def):
+    """Rename frozen variables from TensorFlow's process-wide counters (``"652"``) to ``frozen_capture_<n>``.
+
+    Otherwise the same model gets different bytes depending on how much else
+    the process traced first (a run that computed bottlenecks vs one that read
+    them all from the cache), and ``--random_seed`` could not promise
+    bit-identical graphs.
+    """
+    renames = {node.name: f"frozen_capture_{number}"
+               for number, node in enumerate(n for n in graph_def.node if n.name.isdigit())}
+    for node in graph_def.node:
+        node.name = renames.get(node.name, node.name)
+        for position, source in enumerate(node.input):
+            control = "^" if source.startswith("^") else ""
+            name, colon, port = source.lstrip("^").partition(":")
+            if name in renames:
+                node.input[position] = f"{control}{renames[name]}{colon}{port}"
+    return graph_def
 
 
 def write_labels(labels: list[str], path: str | os.PathLike) -> None:
@@ -95,7 +117,7 @@ def export_saved_model(backbone: Backbone, head: Head, directory: str | os.PathL
     directory.parent.mkdir(parents=True, exist_ok=True)
     function = inference_function(backbone, head, final_tensor_name)
     module = tf.Module()
-    module.classify = tf.function(lambda images: {final_tensor_name: function(images)},
+    module.classify = tf.function(lambda images: {final_tensor_name: function(images)}, autograph=False,
                                   input_signature=function.structured_input_signature[0])
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:

@@ -52,7 +52,8 @@ def label_for_folder(folder_name: str) -> str:
 def split_for(relative_name: str, validation_percentage: float, testing_percentage: float) -> str:
     """Which set an image belongs to, from its name relative to its class folder."""
     hash_name = re.sub(r"_nohash_.*$", "", relative_name)
-    digest = int(hashlib.sha1(hash_name.encode("utf-8")).hexdigest(), 16)
+    # fsencode: the UTF-8 bytes Poets hashed, and file names that are not valid UTF-8 (old archives) work too
+    digest = int(hashlib.sha1(os.fsencode(hash_name)).hexdigest(), 16)
     percentage = (digest % (MAX_NUM_IMAGES_PER_CLASS + 1)) * (100.0 / MAX_NUM_IMAGES_PER_CLASS)
     if percentage < validation_percentage:
         return "validation"

@@ -13,13 +13,20 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_DIR = PROJECT_ROOT / "models"
 DEFAULT_BOTTLENECK_DIR = PROJECT_ROOT / "bottlenecks"
 
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe later on.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Write to a temporary file beside ``path`` and rename it into place.
 
-    A crash or SIGKILL mid-write leaves only a ``.tmp`` file, never a
-    half-written file under the final name.
+    A crash, SIGKILL or power cut mid-write leaves only a hidden ``.tmp``
+    file, never a half-written file under the final name: the data is synced
+    before the rename and the rename is synced after it. The file gets the
+    usual permissions (``0666`` minus the umask), not the temporary file's
+    owner-only ones, so others can read a graph as they could Poets'.
     """
     path = Path(path)
     try:
@@ -31,14 +38,48 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
+            os.fchmod(handle.fileno(), 0o666 & ~_UMASK)
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        _sync_folder(path.parent)
     except OSError as error:
         _remove_quietly(tmp)
         raise UserError(f"cannot write {path}: {error.strerror}; free some space or choose another location") from None
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+def check_writable_folder(folder: str | os.PathLike, flag: str) -> None:
+    """Create ``folder`` and prove a file can be made in it.
+
+    Run before the slow stages, so an unwritable output fails in seconds
+    instead of after an hour of computing bottlenecks.
+    """
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise UserError(f"{flag}: cannot write in {folder} ({error.strerror}); choose a writable location") from None
+
+
+def check_writable_file(path: str | os.PathLike, flag: str) -> None:
+    """Like ``check_writable_folder`` for the folder of an output file, which must not be a folder itself."""
+    if Path(path).is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file name")
+    check_writable_folder(Path(path).parent, flag)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable; a no-op where folders cannot be opened (not POSIX)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _remove_quietly(path: str | os.PathLike) -> None:

@@ -20,6 +20,7 @@ import sys
 from typing import Sequence
 
 from retrain.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, get_architecture, tfhub_spec
+from retrain.bottlenecks import DEFAULT_MEMORY_BUDGET_GB
 from retrain.distortions import Distortions
 from retrain.errors import UserError, run_cli
 from retrain.head import TrainingConfig
@@ -59,8 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--bottleneck_dir", type=str, default=str(DEFAULT_BOTTLENECK_DIR),
                        help="Where bottleneck vectors are cached, per architecture and image content: an edited "
                             "image is recomputed, a renamed one is not. (default: the project's bottlenecks/)")
-    cache.add_argument("--bottleneck_batch_size", type=int, default=32,
-                       help="Images per backbone call while computing bottlenecks. (default 32)")
+    cache.add_argument("--bottleneck_batch_size", type=int, default=16,
+                       help="Images per backbone call while computing bottlenecks. (default 16; 32 was slower for "
+                            "MobileNet on a 2-core CPU, see benchmarks/README.md)")
+    cache.add_argument("--memory_budget_gb", type=float, default=DEFAULT_MEMORY_BUDGET_GB,
+                       help="Memory for holding bottlenecks during training. Beyond it they are streamed from "
+                            f"--bottleneck_dir in large chunks instead. (default {DEFAULT_MEMORY_BUDGET_GB:g})")
 
     train = parser.add_argument_group("training")
     train.add_argument("--how_many_training_steps", type=int, default=4000,
@@ -124,6 +129,8 @@ def options_from_args(args: argparse.Namespace):
             raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     if args.learning_rate <= 0:
         raise UserError(f"--learning_rate must be positive, got {args.learning_rate}")
+    if args.memory_budget_gb <= 0:
+        raise UserError(f"--memory_budget_gb must be positive, got {args.memory_budget_gb}")
     return RetrainOptions(
         image_dir=args.image_dir, architecture=spec, output_graph=args.output_graph,
         output_labels=args.output_labels, summaries_dir=args.summaries_dir, model_dir=args.model_dir,
@@ -138,7 +145,8 @@ def options_from_args(args: argparse.Namespace):
         intermediate_output_graphs_dir=args.intermediate_output_graphs_dir,
         intermediate_store_frequency=args.intermediate_store_frequency,
         distortions=Distortions(args.flip_left_right, args.random_crop, args.random_scale, args.random_brightness),
-        saved_model_dir=args.saved_model_dir, bottleneck_batch_size=args.bottleneck_batch_size)
+        saved_model_dir=args.saved_model_dir, bottleneck_batch_size=args.bottleneck_batch_size,
+        memory_budget_gb=args.memory_budget_gb)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

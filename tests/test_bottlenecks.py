@@ -90,4 +90,4 @@ def test_many_shards_are_merged_into_one(image_dir, backbone, tmp_path, monkeypa
     run(paths, backbone, tmp_path / "bn")
     cache = BottleneckCache(tmp_path / "bn", backbone.spec.cache_id, backbone.feature_size)
     assert len(cache.shard_paths()) == 1
-    assert len(cache.load().features) == len(paths)
+    assert len(cache.load()) == len(paths)
