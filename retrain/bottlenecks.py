@@ -2,9 +2,9 @@
 
 Layout: ``<bottleneck_dir>/<architecture cache id>/shard-*.h5``. A shard holds
 ``keys`` (SHA-1 of the image file's bytes) and ``features`` (float16 where
-that is exact enough), with a SHA-256 of both in its attributes and one of
-the whole file in its first bytes, checked before HDF5 parses anything (HDF5
-can misread or hang on damaged metadata). Vectors are keyed by image
+that is exact enough), with a SHA-256 of the whole file in its first bytes,
+checked before HDF5 parses anything (HDF5 can misread or hang on damaged
+metadata). Vectors are keyed by image
 *content*, so an edited image is recomputed and a renamed or moved one is
 not; the directory is keyed by backbone, so vectors from two backbones never
 mix.
@@ -38,7 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .decode import UnreadableImage, load_rgb
-from .paths import atomic_write
+from .paths import atomic_write, remove_quietly
 
 KEY_DTYPE = "S40"
 FLUSH_EVERY_IMAGES = 512
@@ -209,12 +209,6 @@ class BottleneckCache:
             if wanted is not None and not np.isin(shard_keys, wanted).any():
                 shard.close()
                 continue
-            try:
-                self._verify(shard, shard_keys)
-            except (OSError, ValueError, KeyError) as error:
-                shard.close()
-                self._drop(path, error, report, damaged)
-                continue
             keys.append(shard_keys)
             shards.append(np.full(len(shard_keys), len(datasets), np.int32))
             datasets.append(shard["features"])
@@ -240,20 +234,10 @@ class BottleneckCache:
         return shard, keys
 
     @staticmethod
-    def _verify(shard: h5py.File, keys: np.ndarray) -> None:
-        digest = hashlib.sha256(np.ascontiguousarray(keys).tobytes())
-        features = shard["features"]
-        step = _rows_per_read(features)
-        for start in range(0, len(keys), step):
-            digest.update(np.ascontiguousarray(features[start:start + step]))  # hashed in place, not copied
-        if shard.attrs.get("checksum") != digest.hexdigest():
-            raise ValueError("checksum mismatch")
-
-    @staticmethod
     def _drop(path: Path, error: Exception, report: Callable[[str], None], damaged: list[str]) -> None:
         report(f"warning: bottleneck cache file {path.name} is damaged ({error}); its vectors will be recomputed")
         damaged.append(path.name)
-        _unlink_quietly(path)
+        remove_quietly(path)
 
     def write_shard(self, keys: Sequence[str], features: np.ndarray) -> Path:
         """Store vectors as one new shard, atomically."""
@@ -267,7 +251,6 @@ class BottleneckCache:
         """Write ``keys`` and their vectors, given block by block so a shard never has to fit in memory."""
         name = f"shard-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.h5"
         path = self.directory / name
-        digest = hashlib.sha256(np.ascontiguousarray(keys).tobytes())
         with atomic_write(path, "w+b") as handle:
             with h5py.File(handle, "w", userblock_size=SHARD_HEADER_BYTES) as shard:
                 shard.create_dataset("keys", data=keys)
@@ -276,10 +259,8 @@ class BottleneckCache:
                 for block in blocks:
                     block = np.ascontiguousarray(block, dtype)
                     features[start:start + len(block)] = block
-                    digest.update(block)
                     start += len(block)
-                shard.attrs.update(cache_id=self.cache_id, feature_size=self.feature_size,
-                                   checksum=digest.hexdigest())
+                shard.attrs.update(cache_id=self.cache_id, feature_size=self.feature_size)
             header = SHARD_MAGIC + _file_digest(handle).encode("ascii")
             handle.seek(0)
             handle.write(header)
@@ -307,7 +288,7 @@ class BottleneckCache:
             finally:
                 index.close()
             for path in index.paths:
-                _unlink_quietly(path)
+                remove_quietly(path)
             return True
 
     class _Lock:
@@ -349,13 +330,6 @@ def _check_file_digest(path: Path) -> None:
             raise ValueError("no file checksum: truncated, or written by an older version")
         if header[len(SHARD_MAGIC):len(SHARD_MAGIC) + 64] != _file_digest(handle).encode("ascii"):
             raise ValueError("file checksum mismatch")
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        path.unlink()
-    except OSError:
-        pass
 
 
 @dataclass

@@ -43,10 +43,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         os.replace(tmp, path)
         _sync_folder(path.parent)
     except OSError as error:
-        _remove_quietly(tmp)
+        remove_quietly(tmp)
         raise UserError(f"cannot write {path}: {error.strerror}; free some space or choose another location") from None
     except BaseException:
-        _remove_quietly(tmp)
+        remove_quietly(tmp)
         raise
 
 
@@ -82,6 +82,7 @@ def _sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def _remove_quietly(path: str | os.PathLike) -> None:
+def remove_quietly(path: str | os.PathLike) -> None:
+    """Delete ``path`` if it is there; a leftover we could not delete is harmless, never an error."""
     with contextlib.suppress(OSError):
         os.remove(path)

@@ -35,7 +35,7 @@ from .bottlenecks import content_key
 from .errors import UserError
 from .images import iter_image_files, label_for_folder
 from .labeler import GraphLabeler
-from .paths import _remove_quietly, atomic_write
+from .paths import atomic_write, remove_quietly
 
 MODES = ("copy", "move", "symlink", "report")
 PAST_TENSE = {"copy": "copied", "move": "moved", "symlink": "linked", "report": "predicted"}
@@ -212,7 +212,7 @@ def _temporary_for(destination: Path) -> Path:
 def _settle(entry: dict) -> bool:
     """Complete or recognise an operation a killed run left unrecorded; True if its result is in place."""
     source, destination, sha1 = Path(entry["source"]), Path(entry["destination"]), entry["sha1"]
-    _remove_quietly(_temporary_for(destination))
+    remove_quietly(_temporary_for(destination))
     if entry["mode"] == "symlink":
         return destination.is_symlink() and os.readlink(destination) == os.path.abspath(source)
     if not _holds(destination, sha1):
@@ -273,7 +273,7 @@ def _copy_exclusive(source: Path, destination: Path) -> None:
                 raise FileExistsError(destination) from None
             os.rename(temporary, destination)
     finally:
-        _remove_quietly(temporary)
+        remove_quietly(temporary)
 
 
 def candidate_names(folder: Path, name: str) -> Iterator[Path]:
