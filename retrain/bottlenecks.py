@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import collections
 import fcntl
-import hashlib
 import os
 import time
 import uuid
@@ -38,7 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .decode import UnreadableImage, load_rgb
-from .paths import atomic_write, remove_quietly
+from .paths import atomic_write, digest_rest, file_digest, remove_quietly
 
 KEY_DTYPE = "S40"
 FLUSH_EVERY_IMAGES = 512
@@ -55,15 +54,7 @@ SHARD_MAGIC = b"retrain shard sha256 "
 
 def content_key(path: str | os.PathLike) -> str:
     """SHA-1 of a file's bytes: the cache key of its bottleneck."""
-    with open(path, "rb") as handle:
-        return _hash_rest(hashlib.sha1(), handle)
-
-
-def _hash_rest(digest, handle) -> str:
-    """Feed ``handle`` from its current position to the end into ``digest``; its hex value."""
-    for chunk in iter(lambda: handle.read(1 << 20), b""):
-        digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "sha1")
 
 
 def _rows_per_read(dataset: h5py.Dataset) -> int:
@@ -314,7 +305,7 @@ class BottleneckCache:
 def _file_digest(handle) -> str:
     """SHA-256 of an open shard's bytes after its header."""
     handle.seek(SHARD_HEADER_BYTES)
-    return _hash_rest(hashlib.sha256(), handle)
+    return digest_rest(handle, "sha256")
 
 
 def _check_file_digest(path: Path) -> None:

@@ -1,7 +1,6 @@
 """Fetch a backbone's file into ``--model_dir`` once, verify it, reuse it offline."""
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tarfile
@@ -13,16 +12,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .errors import UserError
+from .paths import file_digest
 
 CHUNK_BYTES = 1 << 20
-
-
-def file_digest(path: Path, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_file(path: Path, file_hash: str) -> None:

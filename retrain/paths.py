@@ -1,7 +1,8 @@
-"""Project-relative defaults and crash-safe file writing."""
+"""Project-relative defaults, crash-safe file writing and file digests."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -80,6 +81,20 @@ def _sync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def digest_rest(handle: IO[bytes], algorithm: str) -> str:
+    """Hex digest of ``handle`` from its current position to the end, read in 1 MiB chunks."""
+    digest = hashlib.new(algorithm)
+    for chunk in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_digest(path: str | os.PathLike, algorithm: str) -> str:
+    """Hex digest of a whole file: ``sha1`` for cache keys, ``sha256``/``md5`` for downloads."""
+    with open(path, "rb") as handle:
+        return digest_rest(handle, algorithm)
 
 
 def remove_quietly(path: str | os.PathLike) -> None:
