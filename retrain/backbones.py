@@ -20,6 +20,15 @@ from .downloads import ensure_model_file
 from .errors import UserError
 
 
+def normalize_pixels(images, mean: float, std: float):
+    """``(pixel - mean) / std``, what every graph's ``input`` takes; for float32 arrays and tensors alike.
+
+    Done inside a compiled function it runs on TensorFlow's threads, about 10x
+    cheaper than in NumPy (2 ms an image).
+    """
+    return (images - mean) / std
+
+
 @dataclass
 class Backbone:
     """A frozen, pretrained feature extractor with its own preprocessing."""
@@ -36,22 +45,19 @@ class Backbone:
 
     def normalize(self, images: np.ndarray) -> np.ndarray:
         """uint8 ``[N, H, W, 3]`` -> float32 as the graph's ``input`` expects."""
-        return self._scale(images.astype(np.float32))
-
-    def _scale(self, images):
-        """The normalisation itself, for float32 NumPy arrays and tensors alike."""
-        return (images - self.spec.input_mean) / self.spec.input_std
+        return normalize_pixels(images.astype(np.float32), self.spec.input_mean, self.spec.input_std)
 
     @functools.cached_property
     def _features_from_uint8(self) -> Callable:
-        """Normalise inside the graph: on TensorFlow's threads it is ~10x cheaper than in NumPy (2 ms an image)."""
+        """uint8 images -> features, normalised inside the graph (see ``normalize_pixels``)."""
         import tensorflow as tf
         spec = self.spec
 
         @tf.function(input_signature=[tf.TensorSpec([None, spec.input_size, spec.input_size, 3], tf.uint8)],
                      autograph=False)
         def features(images):
-            return self.features_from_normalized(self._scale(tf.cast(images, tf.float32)))
+            return self.features_from_normalized(
+                normalize_pixels(tf.cast(images, tf.float32), spec.input_mean, spec.input_std))
         return features
 
     def __call__(self, images: np.ndarray) -> np.ndarray:

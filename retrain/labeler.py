@@ -10,11 +10,11 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .backbones import load_graph_def, prune_graph
+from .backbones import load_graph_def, normalize_pixels, prune_graph
 from .bottlenecks import decoded_batches
 from .errors import UserError
 from .export import sidecar_path
@@ -79,24 +79,37 @@ class GraphLabeler:
             self.labels = list(sidecar_labels)
         else:
             raise UserError("no --labels given and no sidecar JSON beside the graph; pass the labels file")
-        self._classify = prune_graph(load_graph_def(graph_path), self.config.input_layer, self.config.output_layer)
+        self._classify = self._compile(prune_graph(load_graph_def(graph_path), self.config.input_layer,
+                                                   self.config.output_layer))
         self._batching = True
-        outputs = self._run(np.zeros((1, self.config.input_height, self.config.input_width, 3), np.float32))
+        outputs = self._run(np.zeros((1, self.config.input_height, self.config.input_width, 3), np.uint8))
         if outputs.shape[-1] != len(self.labels):
             raise UserError(f"the graph has {outputs.shape[-1]} outputs but the labels file has {len(self.labels)} "
                             f"labels; pass the labels file written together with this graph")
 
-    def _run(self, normalized: np.ndarray) -> np.ndarray:
+    def _compile(self, classify: Callable):
+        """uint8 images -> probabilities, normalised inside the graph as retrain's backbones do."""
         import tensorflow as tf
-        if self._batching or len(normalized) == 1:
+        config = self.config
+        signature = [tf.TensorSpec([None, config.input_height, config.input_width, 3], tf.uint8)]
+        return tf.function(lambda images: classify(normalize_pixels(tf.cast(images, tf.float32), config.input_mean,
+                                                                    config.input_std)),
+                           input_signature=signature, autograph=False)
+
+    def _run(self, images: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+        if self._batching or len(images) == 1:
             try:
-                return self._classify(tf.constant(normalized)).numpy().reshape(len(normalized), -1)
+                return self._classify(tf.constant(images, tf.uint8)).numpy().reshape(len(images), -1)
+            except (TypeError, ValueError):  # raised while tracing: the graph's input has another fixed size
+                raise UserError(f"the graph does not take {self.config.input_height}x{self.config.input_width} "
+                                f"images; check --input_height and --input_width") from None
             except tf.errors.InvalidArgumentError as error:
-                if len(normalized) == 1:
+                if len(images) == 1:
                     raise UserError(f"the graph rejects {self.config.input_height}x{self.config.input_width} "
                                     f"input ({str(error).splitlines()[0][:160]}); check --input_height/width") from None
                 self._batching = False  # a graph with batch size 1 baked in: fall back to one at a time
-        return np.concatenate([self._run(normalized[i:i + 1]) for i in range(len(normalized))])
+        return np.concatenate([self._run(images[i:i + 1]) for i in range(len(images))])
 
     @property
     def batched(self) -> bool:
@@ -109,8 +122,7 @@ class GraphLabeler:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Probabilities ``[N, len(labels)]`` for uint8 RGB images at the graph's size."""
-        normalized = (images.astype(np.float32) - self.config.input_mean) / self.config.input_std
-        return self._run(normalized)
+        return self._run(images)
 
     def predict_files(self, paths: Sequence[Path], batch_size: int = 32
                       ) -> Iterator[tuple[Path, np.ndarray | None, str | None]]:

@@ -69,6 +69,12 @@ def test_labels_file_of_the_wrong_length_is_refused(exported, tmp_path):
         GraphLabeler(graph, labels)
 
 
+def test_input_size_the_graph_does_not_take_is_refused(exported):
+    _, _, graph = exported
+    with pytest.raises(UserError, match=f"does not take {TINY_SIZE + 8}x{TINY_SIZE} images"):
+        GraphLabeler(graph, input_height=TINY_SIZE + 8)
+
+
 def test_not_a_graph_is_refused(tmp_path):
     bogus = tmp_path / "bogus.pb"
     bogus.write_text("hello, I am not a graph")
