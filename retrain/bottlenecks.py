@@ -174,6 +174,9 @@ class BottleneckCache:
         self.directory = Path(bottleneck_dir) / cache_id
         self.cache_id = cache_id
         self.feature_size = feature_size
+        # Shards this object wrote or already checked, by (inode, size, mtime): shards are never modified,
+        # so a cold run need not re-read the shards it has just written (or merged) to verify them again.
+        self._verified: dict[Path, tuple[int, int, int]] = {}
 
     def shard_paths(self) -> list[Path]:
         return sorted(self.directory.glob("shard-*.h5")) if self.directory.is_dir() else []
@@ -211,7 +214,9 @@ class BottleneckCache:
         return CacheLoad(unique, shard_of[first], rows[first], datasets, paths, self.feature_size, damaged)
 
     def _open_shard(self, path: Path) -> tuple[h5py.File, np.ndarray]:
-        _check_file_digest(path)
+        if self._verified.get(path) != _identity(path):
+            _check_file_digest(path)
+            self._verified[path] = _identity(path)
         shard = h5py.File(path, "r")
         try:
             if shard.attrs.get("cache_id") != self.cache_id or shard.attrs.get("feature_size") != self.feature_size:
@@ -255,6 +260,7 @@ class BottleneckCache:
             header = SHARD_MAGIC + _file_digest(handle).encode("ascii")
             handle.seek(0)
             handle.write(header)
+        self._verified[path] = _identity(path)
         return path
 
     def merge_shards(self, report: Callable[[str], None] = print) -> bool:
@@ -300,6 +306,12 @@ class BottleneckCache:
 
     def _lock(self, mode: int) -> "BottleneckCache._Lock":
         return BottleneckCache._Lock(self.directory / ".lock", mode)
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    """What changes if a file is replaced or rewritten: inode, size, modification time."""
+    stat = path.stat()
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _file_digest(handle) -> str:

@@ -91,3 +91,19 @@ def test_many_shards_are_merged_into_one(image_dir, backbone, tmp_path, monkeypa
     cache = BottleneckCache(tmp_path / "bn", backbone.spec.cache_id, backbone.feature_size)
     assert len(cache.shard_paths()) == 1
     assert len(cache.load()) == len(paths)
+
+
+def test_a_cold_run_reads_each_shard_once_to_verify_it(image_dir, backbone, tmp_path, monkeypatch):
+    # Shards are immutable: what this run wrote or merged needs no second checksum pass; a new run checks all.
+    import retrain.bottlenecks as bottlenecks
+    monkeypatch.setattr(bottlenecks, "FLUSH_EVERY_IMAGES", 2)
+    monkeypatch.setattr(bottlenecks, "MERGE_WHEN_SHARDS_EXCEED", 3)
+    checked = []
+    check = bottlenecks._check_file_digest
+    monkeypatch.setattr(bottlenecks, "_check_file_digest", lambda path: (checked.append(path.name), check(path)))
+    paths = image_paths(image_dir)
+    run(paths, backbone, tmp_path / "bn")
+    assert checked == []
+    run(paths, backbone, tmp_path / "bn")
+    assert len(checked) == 1 and len(set(checked)) == 1
+
