@@ -25,6 +25,8 @@ from __future__ import annotations
 import collections
 import fcntl
 import os
+import sys
+import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -357,7 +359,7 @@ def decoded_batches(paths: Sequence[Path], height: int, width: int, batch_size: 
     unreadable ones). PIL releases the GIL while decoding, so this overlaps
     with the backbone's compute; only ``prefetch_batches`` are held at once.
     """
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=workers, initializer=_yield_cpu_to_the_backbone) as pool:
         pending: collections.deque[Future] = collections.deque()
         index_iter = iter(range(len(paths)))
         limit = batch_size * prefetch_batches
@@ -382,6 +384,25 @@ def decoded_batches(paths: Sequence[Path], height: int, width: int, batch_size: 
                     bad.append((index, error))
             batch = np.stack(images) if images else np.zeros((0, height, width, 3), np.uint8)
             yield good, batch, bad
+
+
+def _yield_cpu_to_the_backbone() -> None:
+    """Lower the calling (decoding) thread's priority as far as it goes (nice 19).
+
+    The backbone splits each layer across every core and waits for the slowest
+    part, so a decoder that preempts one of its threads stalls the whole layer.
+    At the lowest priority decoding mostly fills the cycles the backbone leaves
+    idle; when it falls behind, the backbone waits and the cores are its. On 2
+    cores this gave 5% more images per second than normal priority (nice 10
+    gave nothing). It stays an ordinary thread, not SCHED_IDLE, so other busy
+    programs slow decoding down but cannot stop it. Linux only: elsewhere the
+    priority is per process.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except OSError:
+            pass  # refused by some sandboxes: decoding keeps its normal priority
 
 
 def _decode_or_error(index: int, path: Path, height: int, width: int) -> tuple[int, np.ndarray | None, str | None]:

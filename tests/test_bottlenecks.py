@@ -1,4 +1,7 @@
+import os
 import shutil
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -107,3 +110,20 @@ def test_a_cold_run_reads_each_shard_once_to_verify_it(image_dir, backbone, tmp_
     run(paths, backbone, tmp_path / "bn")
     assert len(checked) == 1 and len(set(checked)) == 1
 
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are Linux's")
+def test_decoding_threads_yield_the_cpu_and_the_caller_keeps_its_priority(image_dir, monkeypatch):
+    import retrain.bottlenecks as bottlenecks
+    seen = []
+    decode = bottlenecks.load_rgb
+
+    def recording_decode(*args):
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return decode(*args)
+
+    monkeypatch.setattr(bottlenecks, "load_rgb", recording_decode)
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    batches = list(bottlenecks.decoded_batches(image_paths(image_dir), 8, 8, batch_size=2))
+    assert sum(len(good) for good, _, _ in batches) == len(seen) > 0
+    assert set(seen) == {19}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
