@@ -5,10 +5,11 @@ held in memory, at its best batch size (the physical limit of this machine).
 End to end: ``get_bottlenecks`` on the photos with an empty cache (hash, read,
 decode, resize, backbone, cache write, read back). The machine is shared, so
 the two are measured alternately, ``--rounds`` times, and the best of each is
-compared, as is each adjacent pair. CPU seconds per image are reported too:
-unlike wall time, they do not depend on what else the machine is running.
+compared, as is each end-to-end run with the forward runs on either side of
+it. The target counts as met only when both ratios reach it. CPU seconds per
+image are reported too; on a shared host even they vary by 10%.
 
-    python -m benchmarks.cold_throughput [--image_dir DIR] [--rounds 3]
+    python -m benchmarks.cold_throughput [--image_dir DIR] [--rounds 5]
 """
 from __future__ import annotations
 
@@ -66,8 +67,8 @@ def main(argv=None) -> int:
     parser.add_argument("--image_dir", type=Path, default=FLOWERS)
     parser.add_argument("--architecture", default=DEFAULT_ARCHITECTURE)
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[8, 16, 32])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--forward_seconds", type=float, default=8.0)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--forward_seconds", type=float, default=6.0)
     args = parser.parse_args(argv)
     print(machine())
     backbone = load_backbone(get_architecture(args.architecture), DEFAULT_MODEL_DIR)
@@ -76,21 +77,26 @@ def main(argv=None) -> int:
     best_batch = max(by_batch, key=by_batch.get)
     print("pure forward by batch size: " + ", ".join(f"{k}: {v:.1f} img/s" for k, v in by_batch.items())
           + f" -> best batch {best_batch}")
-    forward, end_to_end = [], []
+    # Forward, end to end, forward, end to end, ..., forward: each end-to-end run is compared with the mean of
+    # the forward runs just before and after it, so a neighbour's load that comes and goes hits both sides.
+    forward = [forward_throughput(backbone, best_batch, args.forward_seconds)]
+    end_to_end, bracketed = [], []
     for round_number in range(1, args.rounds + 1):
-        forward.append(forward_throughput(backbone, best_batch, args.forward_seconds))
         end_to_end.append(extraction_throughput(backbone, paths, best_batch))
-        (f_rate, f_cpu), (e_rate, e_cpu) = forward[-1], end_to_end[-1]
-        print(f"round {round_number}: pure forward {f_rate:.1f} img/s ({f_cpu * 1000:.0f} CPU ms/img), end to end "
-              f"{e_rate:.1f} img/s ({e_cpu * 1000:.0f} CPU ms/img, {len(paths)} images), ratio {e_rate / f_rate:.1%}")
+        forward.append(forward_throughput(backbone, best_batch, args.forward_seconds))
+        (e_rate, e_cpu), around = end_to_end[-1], [rate for rate, _ in forward[-2:]]
+        bracketed.append(e_rate / np.mean(around))
+        print(f"round {round_number}: end to end {e_rate:.1f} img/s ({e_cpu * 1000:.1f} CPU ms/img, {len(paths)} "
+              f"images) between pure forward {around[0]:.1f} and {around[1]:.1f} img/s "
+              f"({forward[-1][1] * 1000:.1f} CPU ms/img): ratio {bracketed[-1]:.1%}")
     best_forward, best_end_to_end = max(r for r, _ in forward), max(r for r, _ in end_to_end)
-    ratio = best_end_to_end / best_forward
-    pairs = sorted(e[0] / f[0] for e, f in zip(end_to_end, forward))
-    cpu_ratio = min(c for _, c in forward) / min(c for _, c in end_to_end)
-    print(f"RESULT cold extraction: best end to end {best_end_to_end:.1f} img/s vs best pure forward "
-          f"{best_forward:.1f} img/s at batch {best_batch} = {ratio:.1%} (median adjacent pair "
-          f"{pairs[len(pairs) // 2]:.1%}; CPU time per image, pure forward / end to end: {cpu_ratio:.1%}; "
-          f"target >= {TARGET:.0%}: {'met' if ratio >= TARGET else 'NOT met'})")
+    best_ratio, median_ratio = best_end_to_end / best_forward, float(np.median(bracketed))
+    cpu_ratio = float(np.median([c for _, c in forward]) / np.median([c for _, c in end_to_end]))
+    met = min(best_ratio, median_ratio) >= TARGET
+    print(f"RESULT cold extraction at batch {best_batch}: median bracketed ratio {median_ratio:.1%}; best end to "
+          f"end {best_end_to_end:.1f} img/s vs best pure forward {best_forward:.1f} img/s = {best_ratio:.1%}; "
+          f"CPU time per image, pure forward / end to end (medians): {cpu_ratio:.1%}; "
+          f"target >= {TARGET:.0%} by both ratios: {'met' if met else 'NOT met'}")
     return 0
 
 
