@@ -114,3 +114,16 @@ def test_a_non_positive_memory_budget_is_one_line_user_error(tmp_path):
     result = run_script("scripts.retrain", "--image_dir", str(tmp_path), "--memory_budget_gb", "0")
     assert result.returncode == 2
     assert result.stderr.strip() == "error: --memory_budget_gb must be positive, got 0.0"
+
+
+def test_vectors_read_back_are_the_ones_written_in_any_key_order(tmp_path):
+    cache = BottleneckCache(tmp_path / "bn", "synthetic", FEATURES)
+    written = np.random.default_rng(2).normal(0, 1, (50, FEATURES)).astype(np.float16)
+    cache.write_shard([f"{i:040d}" for i in range(30)], written[:30])
+    cache.write_shard([f"{i:040d}" for i in range(30, 50)], written[30:])
+    for order in (np.arange(50), np.random.default_rng(3).permutation(50)):
+        wanted = np.insert(keys(50)[order], 7, b"f" * 40)  # and one key that is not cached
+        usable, rows = cache.load().take_rows(wanted)
+        assert list(usable) == [i for i in range(51) if i != 7]
+        np.testing.assert_array_equal(rows.read(), written[order])
+        np.testing.assert_array_equal(rows.read(np.arange(49, -1, -1)), written[order][::-1])
