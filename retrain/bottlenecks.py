@@ -64,6 +64,11 @@ def _rows_per_read(dataset: h5py.Dataset) -> int:
     return max(1, READ_CHUNK_BYTES // max(1, dataset.shape[1] * dataset.dtype.itemsize))
 
 
+def _consecutive(values: np.ndarray) -> bool:
+    """Whether ``values`` count up by one: n, n+1, n+2, ... (no repeats, no gaps, in order)."""
+    return bool(np.all(np.diff(values) == 1))
+
+
 def _aligned_empty(shape: tuple[int, int], dtype: np.dtype, alignment: int = 64) -> np.ndarray:
     """An empty array whose data starts on an ``alignment`` boundary.
 
@@ -124,15 +129,15 @@ class FeatureRows:
                 window = rows[start:stop]
                 first, last = int(window[0]), int(window[-1])
                 target = where[start:stop]
-                if last - first + 1 == len(window) == target[-1] - target[0] + 1 and dataset.dtype == out.dtype:
+                if dataset.dtype == out.dtype and _consecutive(window) and _consecutive(target):
                     # Consecutive rows to consecutive rows (a merged cache read whole): straight into ``out``,
                     # with no slab-sized copies in between.
                     dataset.read_direct(out, np.s_[first:last + 1], np.s_[target[0]:target[-1] + 1])
                 elif len(window) * SPARSE_READ_FRACTION < last - first + 1:
                     unique, inverse = np.unique(window, return_inverse=True)
-                    out[where[start:stop]] = dataset[unique][inverse]
+                    out[target] = dataset[unique][inverse]
                 else:
-                    out[where[start:stop]] = dataset[first:last + 1][window - first]
+                    out[target] = dataset[first:last + 1][window - first]
                 start = stop
         return out
 
@@ -238,9 +243,10 @@ class BottleneckCache:
         return CacheLoad(unique, shard_of[first], rows[first], datasets, paths, self.feature_size, damaged)
 
     def _open_shard(self, path: Path) -> tuple[h5py.File, np.ndarray]:
-        if self._verified.get(path) != _identity(path):
+        identity = _identity(path)  # taken before checking: a file changed meanwhile is checked again next time
+        if self._verified.get(path) != identity:
             _check_file_digest(path)
-            self._verified[path] = _identity(path)
+            self._verified[path] = identity
         shard = h5py.File(path, "r")
         try:
             if shard.attrs.get("cache_id") != self.cache_id or shard.attrs.get("feature_size") != self.feature_size:

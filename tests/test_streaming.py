@@ -127,3 +127,13 @@ def test_vectors_read_back_are_the_ones_written_in_any_key_order(tmp_path):
         assert list(usable) == [i for i in range(51) if i != 7]
         np.testing.assert_array_equal(rows.read(), written[order])
         np.testing.assert_array_equal(rows.read(np.arange(49, -1, -1)), written[order][::-1])
+
+
+def test_rows_read_in_a_shuffled_or_repeated_order_come_back_in_that_order(tmp_path):
+    # Consecutive rows are read straight into place; a swap or a repeat among them must not be.
+    cache = BottleneckCache(tmp_path / "bn", "synthetic", FEATURES)
+    written = np.arange(10 * FEATURES, dtype=np.float16).reshape(10, FEATURES)
+    cache.write_shard([f"{i:040d}" for i in range(10)], written)
+    rows = cache.load().rows(np.arange(10))
+    for positions in ([0, 2, 1, 3], [0, 0, 2], [4, 5, 6], [3, 3, 4, 5]):
+        np.testing.assert_array_equal(rows.read(positions), written[positions])
