@@ -30,9 +30,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from benchmarks.common import FLOWERS, machine  # noqa: E402
 from retrain.architectures import DEFAULT_ARCHITECTURE, get_architecture  # noqa: E402
 from retrain.backbones import load_backbone  # noqa: E402
-from retrain.bottlenecks import BottleneckCache, get_bottlenecks  # noqa: E402
+from retrain.bottlenecks import get_bottlenecks  # noqa: E402
+from retrain.cache_store import BottleneckCache  # noqa: E402
 from retrain.images import split_images  # noqa: E402
-from retrain.paths import DEFAULT_MODEL_DIR  # noqa: E402
+from retrain.files import DEFAULT_MODEL_DIR  # noqa: E402
 
 TARGET = 0.90
 
@@ -58,7 +59,7 @@ def extraction_throughput(backbone, paths: list[Path], batch_size: int) -> tuple
         cache = BottleneckCache(folder, backbone.spec.cache_id, backbone.feature_size)
         started, cpu = time.monotonic(), time.process_time()
         get_bottlenecks(paths, backbone, backbone.input_size, cache, batch_size=batch_size,
-                        report=lambda message: None)
+                        log=lambda message: None)
         return len(paths) / (time.monotonic() - started), (time.process_time() - cpu) / len(paths)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -27,9 +27,11 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.common import WORK_DIR, folder_size_mb, machine, peak_rss_mb, rss_mb, run_timed  # noqa: E402
-from retrain.bottlenecks import DEFAULT_MEMORY_BUDGET_GB, KEY_DTYPE, BottleneckCache, cached_features  # noqa: E402
+from retrain.batches import bottleneck_batches  # noqa: E402
+from retrain.bottlenecks import Bottlenecks  # noqa: E402
+from retrain.cache_store import DEFAULT_MEMORY_BUDGET_GB, KEY_DTYPE, BottleneckCache  # noqa: E402
 from retrain.head import TrainingConfig, train_head  # noqa: E402
-from retrain.pipeline import SplitData, bottleneck_pool, evaluate_test_set, select_rows  # noqa: E402
+from retrain.pipeline import SplitData, evaluate_test_set  # noqa: E402
 
 CACHE_ID = "synthetic-1024d"
 FEATURE_SIZE = 1024
@@ -69,7 +71,7 @@ def load_features(folder: Path, rows: int, budget_gb: float):
     """What ``get_bottlenecks`` does on a warm run; its key index is gone once the features are returned."""
     keys = synthetic_keys(rows)
     cache = BottleneckCache(folder, CACHE_ID, FEATURE_SIZE)
-    return cached_features(cache.load(keys, report=print), keys, budget_gb)[1]
+    return cache.load(keys, log=print).read_features(keys, budget_gb)[1]
 
 
 def warm_work(folder: Path, rows: int, budget_gb: float) -> dict:
@@ -81,11 +83,11 @@ def warm_work(folder: Path, rows: int, budget_gb: float) -> dict:
     features = load_features(folder, rows, budget_gb)
     labels = synthetic_labels(rows)
     bounds = [0, rows * 8 // 10, rows * 9 // 10, rows]
-    train, validation, test = (SplitData([], labels[a:b], select_rows(features, np.arange(a, b)))
-                               for a, b in zip(bounds, bounds[1:]))
+    cached = Bottlenecks(np.arange(rows), features, [], 0, 0)
+    train, validation, test = (SplitData([], labels[a:b], cached.rows_for(a, b)) for a, b in zip(bounds, bounds[1:]))
     config = TrainingConfig()
-    pool = bottleneck_pool(train, config, budget_gb, print)
-    head = train_head(pool, FEATURE_SIZE, CLASSES, config, validation=(validation.features, validation.labels))
+    batches = bottleneck_batches(train.features, train.labels, config.draws, budget_gb, print)
+    head = train_head(batches, FEATURE_SIZE, CLASSES, config, validation=(validation.features, validation.labels))
     report, _, _ = evaluate_test_set(head, test, [str(c) for c in range(CLASSES)], -1, np.random.default_rng(0))
     return dict(rows=rows, budget_gb=budget_gb, streamed=not isinstance(features, np.ndarray),
                 seconds=time.monotonic() - started, rss_before_mb=before, peak_rss_mb=peak_rss_mb(),

@@ -27,7 +27,7 @@ import numpy as np
 
 from retrain.architectures import get_architecture
 from retrain.images import labels_of, split_images
-from retrain.paths import DEFAULT_MODEL_DIR
+from retrain.files import DEFAULT_MODEL_DIR
 
 
 def bottleneck_path(bottleneck_dir: Path, record) -> Path:

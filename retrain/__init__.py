@@ -1,7 +1,8 @@
 """retrain: train a new softmax layer on top of a frozen ImageNet backbone.
 
-The pipeline, one module a stage, data flowing one way:
+The pipeline, one module a stage, data flowing one way (README's code map):
 
-    images -> architectures/backbones -> bottlenecks -> head -> metrics -> export -> labeler
+    images -> backbones -> bottlenecks (cache_store) -> batches -> head -> metrics -> export
+    labeler -> evaluation / relabel
 """
 __version__ = "0.1.0"

@@ -11,6 +11,7 @@ used: they carry more information about the image and transfer better.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -18,13 +19,14 @@ from typing import Mapping
 
 from .errors import UserError
 
-POETS_DOWNLOADS = "http://download.tensorflow.org/models/"
+POETS_DOWNLOADS = "https://storage.googleapis.com/download.tensorflow.org/models/"
 MOBILENET_V2_DOWNLOADS = "https://storage.googleapis.com/mobilenet_v2/checkpoints/"
 KERAS_DOWNLOADS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 TFLITE_ZOO = "https://storage.googleapis.com/download.tensorflow.org/models/tflite/model_zoo/upload_20180427/"
 
-# TF-Hub's image convention: float pixels in [0, 1].
+# TF-Hub's image convention: float pixels in [0, 1], 224x224 unless the module says otherwise.
 HUB_MEAN, HUB_STD = 0.0, 255.0
+HUB_IMAGE_SIZE = 224
 # TF-slim networks (MobileNet, Inception v4): pixels in [-1, 1].
 SLIM_MEAN, SLIM_STD = 127.5, 127.5
 
@@ -55,16 +57,27 @@ class ArchitectureSpec:
     feature_tensor: str = ""
     keras_model: str = ""
     keras_kwargs: Mapping[str, object] = field(default_factory=dict)
+    alias_of: str = ""  # another name for that row's network: the two share one cache
 
     @property
     def cache_id(self) -> str:
-        """Names this backbone's bottleneck cache: same id <=> same vectors."""
-        identity = "|".join([self.source, self.url, self.model_file, self.archive_member, self.feature_tensor,
-                             self.keras_model, repr(sorted(self.keras_kwargs.items())), str(self.input_size),
-                             str(self.input_mean), str(self.input_std)])
+        """Names this backbone's bottleneck cache: same id <=> same vectors.
+
+        Made only of what decides the vectors (the model file, the feature
+        tensor, the input size and normalisation), so it is fixed before the
+        backbone loads, an alias shares its target's cache, and a new download
+        mirror does not recompute anything. A TF-Hub handle is the model
+        itself, so it counts; a TF-Hub module's feature size is unknown until
+        it loads, so its id leaves the size out.
+        """
+        identity = "|".join([self.source, self.url if self.source == "tfhub" else "", self.model_file,
+                             self.archive_member, self.file_hash, self.feature_tensor, self.keras_model,
+                             repr(sorted(self.keras_kwargs.items())), str(self.input_size), str(self.input_mean),
+                             str(self.input_std)])
         digest = hashlib.sha1(identity.encode("utf-8")).hexdigest()[:8]
-        safe_name = re.sub(r"[^A-Za-z0-9._-]+", "_", self.name)[:60]
-        return f"{safe_name}-{self.feature_size}d-{digest}"
+        safe_name = re.sub(r"[^A-Za-z0-9._-]+", "_", self.alias_of or self.name)[:60]
+        size = f"-{self.feature_size}d" if self.feature_size else ""
+        return f"{safe_name}{size}-{digest}"
 
 
 def _poets_mobilenet(width: str, size: int, quantized: bool) -> ArchitectureSpec:
@@ -80,14 +93,31 @@ def _poets_mobilenet(width: str, size: int, quantized: bool) -> ArchitectureSpec
         feature_tensor="MobilenetV1/Logits/AvgPool_1a/AvgPool:0", feature_size=1024)
 
 
-def _slim_mobilenet_v2(width: str, size: int, alias: str = "") -> ArchitectureSpec:
+def slim_mobilenet_v2_features(width: float) -> int:
+    """Pooled feature size of TF-slim's MobileNet v2 at ``width``.
+
+    TF-slim scales the last 1x1 convolution's 1280 channels up with the width
+    multiplier but never down (the published narrow checkpoints keep 1280),
+    rounding as its ``make_divisible(v, 8)``: to the nearest multiple of 8,
+    and up by 8 more if that lost over 10%.
+    """
+    wanted = 1280 * max(1.0, width)
+    rounded = max(8, int(wanted + 4) // 8 * 8)
+    return rounded + 8 if rounded < 0.9 * wanted else rounded
+
+
+def _slim_mobilenet_v2(width: str, size: int) -> ArchitectureSpec:
     stem = f"mobilenet_v2_{width}_{size}"
     return ArchitectureSpec(
-        name=alias or stem, source="frozen_graph", url=f"{MOBILENET_V2_DOWNLOADS}{stem}.tgz",
+        name=stem, source="frozen_graph", url=f"{MOBILENET_V2_DOWNLOADS}{stem}.tgz",
         model_file=f"{stem}/{stem}_frozen.pb", archive_member=f"{stem}_frozen.pb",
         input_size=size, input_mean=SLIM_MEAN, input_std=SLIM_STD,
-        feature_tensor="MobilenetV2/Logits/AvgPool:0",
-        feature_size=1792 if width == "1.4" else 1280)
+        feature_tensor="MobilenetV2/Logits/AvgPool:0", feature_size=slim_mobilenet_v2_features(float(width)))
+
+
+def _alias(name: str, target: ArchitectureSpec) -> ArchitectureSpec:
+    """``name`` for ``target``'s network: the same row under another name, sharing its cache."""
+    return dataclasses.replace(target, name=name, alias_of=target.name)
 
 
 def _keras_application(name: str, keras_model: str, weights_stem: str, notop_md5: str, input_size: int,
@@ -117,7 +147,7 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {spec.name: spec for spec in [
     _keras_application("inception_v3", "InceptionV3", "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels",
                        "bcbd6486424b2319ff4ef7d526e38f63", input_size=299, feature_size=2048),
     # "mobilenetv2" is MobileNet v2 1.4/224, as users of the Poets fork call it.
-    _slim_mobilenet_v2("1.4", 224, alias="mobilenetv2"),
+    _alias("mobilenetv2", _slim_mobilenet_v2("1.4", 224)),
     *(_slim_mobilenet_v2(width, 224) for width in ("1.4", "1.3", "1.0", "0.75", "0.5", "0.35")),
     ArchitectureSpec(
         name="inception_v4", source="frozen_graph", url=f"{TFLITE_ZOO}inception_v4_2018_04_27.tgz",
@@ -133,7 +163,7 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {spec.name: spec for spec in [
 DEFAULT_ARCHITECTURE = "mobilenet_1.0_224"
 
 
-def tfhub_spec(handle: str, input_size: int = 224) -> ArchitectureSpec:
+def tfhub_spec(handle: str, input_size: int = HUB_IMAGE_SIZE) -> ArchitectureSpec:
     """A row for any TF-Hub image feature-vector module (URL or local folder).
 
     The feature size is read from the module when it loads.

@@ -6,7 +6,6 @@ is built from: its input is what the graph's ``input`` tensor takes.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 from dataclasses import dataclass
@@ -31,17 +30,19 @@ def normalize_pixels(images, mean: float, std: float):
 
 @dataclass
 class Backbone:
-    """A frozen, pretrained feature extractor with its own preprocessing."""
+    """A frozen, pretrained feature extractor with its own preprocessing.
+
+    ``feature_size`` is measured when the backbone loads (a TF-Hub module's
+    is known only then); the registry row ``spec`` is never changed, so its
+    ``cache_id`` is the same before and after loading.
+    """
     spec: ArchitectureSpec
     features_from_normalized: Callable  # tf.Tensor [N, H, W, 3] normalised -> tf.Tensor [N, D]
+    feature_size: int
 
     @property
     def input_size(self) -> int:
         return self.spec.input_size
-
-    @property
-    def feature_size(self) -> int:
-        return self.spec.feature_size
 
     def normalize(self, images: np.ndarray) -> np.ndarray:
         """uint8 ``[N, H, W, 3]`` -> float32 as the graph's ``input`` expects."""
@@ -182,4 +183,4 @@ def load_backbone(spec: ArchitectureSpec, model_dir: str | os.PathLike) -> Backb
                         f"the file under --model_dir is not the expected model")
     signature = [tf.TensorSpec([None, spec.input_size, spec.input_size, 3], tf.float32)]
     compiled = tf.function(features, input_signature=signature, autograph=False)
-    return Backbone(dataclasses.replace(spec, feature_size=size), compiled)
+    return Backbone(spec, compiled, size)

@@ -1,12 +1,19 @@
 """Decode any image a user may have into the RGB array a backbone expects.
 
 One function serves training, labelling and relabelling, so preprocessing can
-never differ between the images a model was trained on and the ones it labels.
+never differ between the images a model was trained on and the ones it labels;
+``decoded_batches`` runs it ahead of the backbone on worker threads for both.
 """
 from __future__ import annotations
 
+import collections
 import os
+import sys
+import threading
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -56,3 +63,64 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, image).convert("RGB")
     return image.convert("RGB")
+
+
+def decoded_batches(paths: Sequence[Path], height: int, width: int, batch_size: int, workers: int = 2,
+                    prefetch_batches: int = 3) -> Iterator[tuple[list[int], np.ndarray, list[tuple[int, str]]]]:
+    """Decode images on worker threads, ahead of the consumer, in batches.
+
+    Yields (indices of decoded images, uint8 batch, [(index, error)] for
+    unreadable ones). PIL releases the GIL while decoding, so this overlaps
+    with the backbone's compute; only ``prefetch_batches`` are held at once.
+    """
+    with ThreadPoolExecutor(max_workers=workers, initializer=_yield_cpu_to_the_backbone) as pool:
+        pending: collections.deque[Future] = collections.deque()
+        index_iter = iter(range(len(paths)))
+        limit = batch_size * prefetch_batches
+
+        def top_up() -> None:
+            while len(pending) < limit:
+                index = next(index_iter, None)
+                if index is None:
+                    return
+                pending.append(pool.submit(_decode_or_error, index, paths[index], height, width))
+
+        top_up()
+        while pending:
+            good, images, bad = [], [], []
+            while pending and len(good) + len(bad) < batch_size:
+                index, image, error = pending.popleft().result()
+                top_up()
+                if error is None:
+                    good.append(index)
+                    images.append(image)
+                else:
+                    bad.append((index, error))
+            batch = np.stack(images) if images else np.zeros((0, height, width, 3), np.uint8)
+            yield good, batch, bad
+
+
+def _yield_cpu_to_the_backbone() -> None:
+    """Lower the calling (decoding) thread's priority as far as it goes (nice 19).
+
+    The backbone splits each layer across every core and waits for the slowest
+    part, so a decoder that preempts one of its threads stalls the whole layer.
+    At the lowest priority decoding mostly fills the cycles the backbone leaves
+    idle; when it falls behind, the backbone waits and the cores are its. On 2
+    cores this gave 5% more images per second than normal priority (nice 10
+    gave nothing). It stays an ordinary thread, not SCHED_IDLE, so other busy
+    programs slow decoding down but cannot stop it. Linux only: elsewhere the
+    priority is per process.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except OSError:
+            pass  # refused by some sandboxes: decoding keeps its normal priority
+
+
+def _decode_or_error(index: int, path: Path, height: int, width: int) -> tuple[int, np.ndarray | None, str | None]:
+    try:
+        return index, load_rgb(path, height, width), None
+    except UnreadableImage as error:
+        return index, None, str(error)

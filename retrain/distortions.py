@@ -1,20 +1,18 @@
 """Random image distortions for training, as TensorFlow-for-Poets offered them.
 
 Distorted images differ on every step, so their bottlenecks can't be cached:
-each training step decodes, distorts and runs the backbone on a fresh batch.
-That is much slower, which is why distortions are off by default.
+each training step decodes, distorts and runs the backbone on a fresh batch
+(``batches.distorted_batches``). That is much slower, which is why
+distortions are off by default.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from .backbones import Backbone
-from .decode import UnreadableImage, load_rgb
-from .head import TrainingPool, sample_rows
+from .decode import load_rgb
 
 
 @dataclass(frozen=True)
@@ -48,18 +46,3 @@ def distort_image(path: Path, size: int, distortions: Distortions, rng: np.rando
         factor = rng.uniform(1 - distortions.random_brightness / 100, 1 + distortions.random_brightness / 100)
         image = np.clip(image.astype(np.float32) * factor, 0, 255)
     return np.ascontiguousarray(image, dtype=np.uint8)
-
-
-def distorted_pool(paths: Sequence[Path], labels: np.ndarray, backbone: Backbone, distortions: Distortions,
-                   batch_size: int) -> TrainingPool:
-    """A ``TrainingPool`` for ``head.train_head``: one batch of freshly distorted images per step."""
-    def pool(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool]:
-        images, kept = [], []
-        for row in sample_rows(rng, len(paths), batch_size):
-            try:
-                images.append(distort_image(paths[row], backbone.input_size, distortions, rng))
-                kept.append(row)
-            except UnreadableImage:
-                continue  # already reported when its bottleneck failed
-        return backbone(np.stack(images)), labels[np.array(kept)], False
-    return pool

@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .errors import UserError
-from .paths import file_digest
+from .files import file_digest
 
 CHUNK_BYTES = 1 << 20
 

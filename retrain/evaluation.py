@@ -16,9 +16,9 @@ from tqdm import tqdm
 
 from .errors import UserError
 from .images import find_class_folders, iter_image_files, label_for_folder
-from .labeler import GraphLabeler
+from .labeler import LABEL_BATCH_SIZE, GraphLabeler
 from .metrics import ClassificationReport, classification_report
-from .paths import atomic_write
+from .files import atomic_write
 
 PLOT_FORMATS = ("png", "pdf", "svg")
 
@@ -55,7 +55,8 @@ def labelled_images(image_dir: str | os.PathLike, labels: list[str]) -> tuple[li
     return paths, np.array(truths, dtype=np.int64)
 
 
-def evaluate_folder(labeler: GraphLabeler, image_dir: str | os.PathLike, batch_size: int = 32) -> Evaluation:
+def evaluate_folder(labeler: GraphLabeler, image_dir: str | os.PathLike,
+                    batch_size: int = LABEL_BATCH_SIZE) -> Evaluation:
     """Label every image in ``image_dir``'s class folders and score the labels against the folders."""
     if batch_size < 1:
         raise UserError(f"--batch_size must be at least 1, got {batch_size}")

@@ -9,42 +9,32 @@ temporary name and renamed, so a crash never leaves a half-written output.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from .backbones import Backbone
 from .errors import UserError
+from .files import atomic_write
+from .graph_contract import FINAL_TENSOR_NAME, INPUT_NAME, Sidecar
 from .head import Head
-from .paths import atomic_write
-
-INPUT_NAME = "input"
 
 
-def sidecar_path(graph_path: str | os.PathLike) -> Path:
-    """``retrained_graph.pb`` -> ``retrained_graph.json``."""
-    return Path(graph_path).with_suffix(".json")
-
-
-def inference_function(backbone: Backbone, head: Head, final_tensor_name: str = "final_result"):
+def inference_function(backbone: Backbone, head: Head, final_tensor_name: str = FINAL_TENSOR_NAME):
     """Concrete function: normalised images named ``input`` -> softmax named ``final_tensor_name``."""
     import tensorflow as tf
-    weights = tf.constant(head.weights, name="final_weights")
-    biases = tf.constant(head.biases, name="final_biases")
     size = backbone.input_size
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_NAME)],
                  autograph=False)
     def classify(images):
-        features = backbone.features_from_normalized(images)
-        logits = tf.add(tf.matmul(features, weights), biases, name="final_logits")
+        logits = head.logits(backbone.features_from_normalized(images), name="final_logits")
         return tf.nn.softmax(logits, name=final_tensor_name)
 
     return classify.get_concrete_function()
 
 
 def export_frozen_graph(backbone: Backbone, head: Head, path: str | os.PathLike,
-                        final_tensor_name: str = "final_result") -> None:
+                        final_tensor_name: str = FINAL_TENSOR_NAME) -> None:
     """Freeze backbone + head into one GraphDef with Poets' tensor names."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
     frozen = convert_variables_to_constants_v2(inference_function(backbone, head, final_tensor_name))
@@ -80,29 +70,16 @@ def write_labels(labels: list[str], path: str | os.PathLike) -> None:
 
 
 def write_sidecar(graph_path: str | os.PathLike, backbone: Backbone, labels: list[str],
-                  final_tensor_name: str = "final_result") -> Path:
+                  final_tensor_name: str = FINAL_TENSOR_NAME) -> Path:
     """Everything our tools need to feed the graph, as JSON beside it."""
     spec = backbone.spec
-    info = {
-        "architecture": spec.name,
-        "input_layer": INPUT_NAME,
-        "output_layer": final_tensor_name,
-        "input_height": spec.input_size,
-        "input_width": spec.input_size,
-        "input_mean": spec.input_mean,
-        "input_std": spec.input_std,
-        "feature_size": spec.feature_size,
-        "labels": list(labels),
-    }
-    path = sidecar_path(graph_path)
-    with atomic_write(path, "w") as handle:
-        json.dump(info, handle, indent=2)
-        handle.write("\n")
-    return path
+    return Sidecar(architecture=spec.name, input_layer=INPUT_NAME, output_layer=final_tensor_name,
+                   input_height=spec.input_size, input_width=spec.input_size, input_mean=spec.input_mean,
+                   input_std=spec.input_std, feature_size=backbone.feature_size, labels=list(labels)).write(graph_path)
 
 
 def export_saved_model(backbone: Backbone, head: Head, directory: str | os.PathLike,
-                       final_tensor_name: str = "final_result") -> None:
+                       final_tensor_name: str = FINAL_TENSOR_NAME) -> None:
     """A TF2 SavedModel with one ``serving_default`` signature: ``input`` -> ``final_tensor_name``.
 
     Written to a temporary folder and renamed, so a crash leaves no half model.

@@ -1,45 +1,98 @@
-"""Train the new softmax layer on bottleneck vectors.
+"""Train the new layers on bottleneck vectors.
 
 This is the only part of the network that learns, as in TensorFlow-for-Poets:
-one fully connected layer and a softmax, trained with plain gradient descent
-on random mini-batches. The steps between two evaluations run inside one
-compiled ``tf.function`` (sampling included), so 4000 steps take seconds.
+by default one fully connected layer and a softmax, trained with plain
+gradient descent on random mini-batches. The steps between two evaluations
+run inside one compiled ``tf.function`` (sampling included), so 4000 steps
+take seconds.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import Callable, Sequence
 
 import numpy as np
 
+from .batches import BatchSource, sample_rows
 from .errors import UserError
 
-if TYPE_CHECKING:
-    from .bottlenecks import FeatureRows
+
+@dataclass
+class DenseLayer:
+    """``inputs @ weights + biases``."""
+    weights: np.ndarray  # [D_in, D_out]
+    biases: np.ndarray  # [D_out]
+
+
+def dense_logits(features, layers: Sequence[tuple], name: str | None = None):
+    """Logits of dense ``(weights, biases)`` layers with ReLU between them, as TensorFlow ops.
+
+    One definition for training (variables) and export (constants), so the
+    two can't compute different things; ``name`` names the last addition.
+    """
+    import tensorflow as tf
+    outputs = features
+    for number, (weights, biases) in enumerate(layers):
+        if number:
+            outputs = tf.nn.relu(outputs)
+        outputs = tf.add(tf.matmul(outputs, weights), biases, name=name if number == len(layers) - 1 else None)
+    return outputs
 
 
 @dataclass
 class Head:
-    """The trained layer: ``softmax(features @ weights + biases)``."""
-    weights: np.ndarray  # [D, C]
-    biases: np.ndarray  # [C]
+    """The trained layers: ``softmax`` of dense layers with ReLU between them (Poets' head is one layer)."""
+    layers: list[DenseLayer]
+
+    @classmethod
+    def linear(cls, weights: np.ndarray, biases: np.ndarray) -> Head:
+        """Poets' head: ``softmax(features @ weights + biases)``."""
+        return cls([DenseLayer(weights, biases)])
+
+    def logits(self, features, name: str | None = None):
+        """The logits as TensorFlow ops with the weights as named constants (``final_weights`` for the last)."""
+        import tensorflow as tf
+        count = len(self.layers)
+        constants = [(tf.constant(layer.weights, name=f"{prefix}_weights"),
+                      tf.constant(layer.biases, name=f"{prefix}_biases"))
+                     for number, layer in enumerate(self.layers)
+                     for prefix in ["final" if number == count - 1 else f"hidden_{number}"]]
+        return dense_logits(features, constants, name)
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        logits = features.astype(np.float32) @ self.weights + self.biases
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
+        outputs = features.astype(np.float32)
+        for number, layer in enumerate(self.layers):
+            if number:
+                outputs = np.maximum(outputs, 0)
+            outputs = outputs @ layer.weights + layer.biases
+        outputs -= outputs.max(axis=1, keepdims=True)
+        exp = np.exp(outputs)
         return exp / exp.sum(axis=1, keepdims=True)
 
 
 @dataclass
 class TrainingConfig:
+    """How the head is trained; every check of these values lives here, for the CLI and the library alike."""
     steps: int = 4000
     learning_rate: float = 0.01
     train_batch_size: int = 100
     validation_batch_size: int = 100
     eval_step_interval: int = 10
     seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for flag, value in (("how_many_training_steps", self.steps), ("train_batch_size", self.train_batch_size),
+                            ("eval_step_interval", self.eval_step_interval)):
+            if value < 1 and not (flag == "train_batch_size" and value == -1):
+                raise UserError(f"--{flag} must be at least 1, got {value}")
+        if self.learning_rate <= 0:
+            raise UserError(f"--learning_rate must be positive, got {self.learning_rate}")
+
+    @property
+    def draws(self) -> int:
+        """How often training asks its ``BatchSource`` for data: once per run of steps between evaluations."""
+        return math.ceil(self.steps / self.eval_step_interval)
 
 
 @dataclass
@@ -50,58 +103,6 @@ class EvalPoint:
     cross_entropy: float
     validation_accuracy: float | None
     validation_count: int
-
-
-class TrainingPool(Protocol):
-    """Where training batches are drawn from.
-
-    ``pool(rng)`` returns (features, labels, sample). With ``sample`` True,
-    the steps up to the next evaluation draw their batches from those rows
-    in-graph (cached bottlenecks: the whole training set). With False they
-    are one step's batch (distortions: freshly distorted images each step).
-    """
-    def __call__(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool]: ...
-
-
-def sample_rows(rng: np.random.Generator, count: int, batch_size: int) -> np.ndarray:
-    """Poets' sampling: ``batch_size`` random rows with replacement; -1 means all rows."""
-    if batch_size < 0:
-        return np.arange(count)
-    return rng.integers(0, count, size=batch_size)
-
-
-def cached_pool(features: np.ndarray, labels: np.ndarray) -> TrainingPool:
-    """Train on in-memory bottlenecks: the whole set is the pool, sampled in-graph."""
-    def pool(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool]:
-        return features, labels, True
-    return pool
-
-
-def streamed_pool(features: FeatureRows, labels: np.ndarray, config: TrainingConfig,
-                  rows_per_chunk: int) -> TrainingPool:
-    """Train on more bottlenecks than fit in memory: one large chunk at a time, read sequentially from disk.
-
-    Batches are sampled in-graph from the current chunk. Chunks come in a
-    random order, each read once per pass, and each serves an equal share of
-    the steps, so over a run sampling stays close to uniform over the whole
-    training set while the disk only sees large sequential reads.
-    """
-    chunks = features.chunks(rows_per_chunk)
-    draws = math.ceil(config.steps / max(config.eval_step_interval, 1))
-    draws_per_chunk = max(1, draws // len(chunks))
-    queue: list[np.ndarray] = []
-    current: list[tuple[np.ndarray, np.ndarray]] = []
-    calls = [0]
-
-    def pool(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool]:
-        if calls[0] % draws_per_chunk == 0:
-            if not queue:
-                queue.extend(chunks[i] for i in rng.permutation(len(chunks)))
-            rows = queue.pop()
-            current[:] = [(features.read(rows), labels[rows])]
-        calls[0] += 1
-        return (*current[0], True)
-    return pool
 
 
 def _as_tensor(array: np.ndarray):
@@ -117,15 +118,13 @@ def _as_tensor(array: np.ndarray):
     return tf.convert_to_tensor(array)
 
 
-def train_head(pool: TrainingPool, feature_size: int, num_classes: int, config: TrainingConfig,
+def train_head(batches: BatchSource, feature_size: int, num_classes: int, config: TrainingConfig,
                validation: tuple[np.ndarray, np.ndarray] | None = None,
                on_eval: Callable[[EvalPoint], None] | None = None,
                on_checkpoint: Callable[[int, Head], None] | None = None,
                checkpoint_every: int = 0) -> Head:
-    """Train a softmax layer on batches from ``pool``; report every ``eval_step_interval`` steps."""
+    """Train a softmax layer on batches from ``batches``; report every ``eval_step_interval`` steps."""
     import tensorflow as tf
-    if config.steps < 1:
-        raise UserError(f"--how_many_training_steps must be at least 1, got {config.steps}")
     rng = np.random.default_rng(config.seed)
     generator = (tf.random.Generator.from_seed(config.seed) if config.seed is not None
                  else tf.random.Generator.from_non_deterministic_state())
@@ -177,17 +176,17 @@ def train_head(pool: TrainingPool, feature_size: int, num_classes: int, config: 
         return steps_for[features.dtype](features, labels, tf.constant(sample), tf.constant(steps, tf.int32))
 
     def snapshot() -> Head:
-        return Head(weights.numpy(), biases.numpy())
+        return Head.linear(weights.numpy(), biases.numpy())
 
     interval = max(config.eval_step_interval, 1)
     stops = sorted({*range(interval, config.steps, interval),
                     *(range(checkpoint_every, config.steps, checkpoint_every) if checkpoint_every > 0 else ()),
                     config.steps})
     done = 0
-    converted: tuple = (None, None, None)  # (array, its tensors): convert each (large) pool draw once, not per call
+    converted: tuple = (None, None, None)  # (array, its tensors): convert each (large) draw once, not per call
     for stop in stops:
         while done < stop:
-            features, labels, sample = pool(rng)
+            features, labels, sample = batches(rng)
             if features is not converted[0]:
                 converted = (features, _as_tensor(features), tf.constant(labels, tf.int32))
             steps = stop - done if sample else 1

@@ -83,7 +83,12 @@ def find_class_folders(image_dir: str | os.PathLike) -> dict[str, Path]:
 
 def split_images(image_dir: str | os.PathLike, testing_percentage: float = 10,
                  validation_percentage: float = 10) -> list[ImageRecord]:
-    """All labelled images under ``image_dir``, each with its stable split."""
+    """All labelled images under ``image_dir``, each with its stable split, grouped by split in ``SPLITS`` order.
+
+    Grouped, so each split's bottlenecks are one contiguous block of rows: a
+    view of the feature matrix, never a copy. Within a split, images keep the
+    order of their labels and file names.
+    """
     for name, value in (("testing", testing_percentage), ("validation", validation_percentage)):
         if not 0 <= value < 100:
             raise UserError(f"--{name}_percentage must be from 0 to under 100, got {value}")
@@ -103,7 +108,7 @@ def split_images(image_dir: str | os.PathLike, testing_percentage: float = 10,
     if len(classes) < 2:
         raise UserError(f"found {len(classes)} class folder(s) in {image_dir}; a classifier needs at least two "
                         f"sub-folders of images, one per class")
-    return records
+    return sorted(records, key=lambda record: SPLITS.index(record.split))
 
 
 def labels_of(records: Iterable[ImageRecord]) -> list[str]:

@@ -6,33 +6,19 @@ size 1: pass ``--input_mean`` etc. as with Poets' ``label_image.py``).
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from .backbones import load_graph_def, normalize_pixels, prune_graph
-from .bottlenecks import decoded_batches
+from .decode import decoded_batches
 from .errors import UserError
-from .export import sidecar_path
+from .graph_contract import Sidecar
 
-# TensorFlow-for-Poets' label_image.py defaults, used when there is no sidecar.
-POETS_DEFAULTS = {"input_layer": "input", "output_layer": "final_result", "input_height": 224,
-                  "input_width": 224, "input_mean": 128.0, "input_std": 128.0}
-
-
-@dataclass
-class GraphConfig:
-    """How to feed a graph and read its answer."""
-    input_layer: str
-    output_layer: str
-    input_height: int
-    input_width: int
-    input_mean: float
-    input_std: float
+LABEL_BATCH_SIZE = 32  # images per call through a graph when labelling: batches amortise TensorFlow's per-call cost
 
 
 def read_labels(path: str | os.PathLike) -> list[str]:
@@ -48,20 +34,10 @@ def read_labels(path: str | os.PathLike) -> list[str]:
     return labels
 
 
-def resolve_graph_config(graph_path: str | os.PathLike, **overrides) -> tuple[GraphConfig, list[str] | None]:
-    """Settings from Poets' defaults, then the sidecar, then explicit flags (non-None overrides)."""
-    settings = dict(POETS_DEFAULTS)
-    labels = None
-    sidecar = sidecar_path(graph_path)
-    if sidecar.is_file():
-        try:
-            info = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise UserError(f"cannot read {sidecar} ({error}); delete it and pass --input_mean etc. by hand") from None
-        settings.update({key: info[key] for key in POETS_DEFAULTS if key in info})
-        labels = info.get("labels")
-    settings.update({key: value for key, value in overrides.items() if value is not None})
-    return GraphConfig(**settings), labels
+def resolve_graph_config(graph_path: str | os.PathLike, **overrides) -> Sidecar:
+    """How to feed the graph: Poets' defaults, then its sidecar if it has one, then explicit (non-None) flags."""
+    sidecar = Sidecar.read(graph_path) or Sidecar()
+    return dataclasses.replace(sidecar, **{key: value for key, value in overrides.items() if value is not None})
 
 
 class GraphLabeler:
@@ -72,11 +48,11 @@ class GraphLabeler:
         graph_path = Path(graph_path)
         if not graph_path.is_file():
             raise UserError(f"--graph {graph_path} does not exist; pass the .pb file written by retrain")
-        self.config, sidecar_labels = resolve_graph_config(graph_path, **overrides)
+        self.config = resolve_graph_config(graph_path, **overrides)
         if labels_path is not None:
             self.labels = read_labels(labels_path)
-        elif sidecar_labels:
-            self.labels = list(sidecar_labels)
+        elif self.config.labels:
+            self.labels = list(self.config.labels)
         else:
             raise UserError("no --labels given and no sidecar JSON beside the graph; pass the labels file")
         self._classify = self._compile(prune_graph(load_graph_def(graph_path), self.config.input_layer,
@@ -124,7 +100,7 @@ class GraphLabeler:
         """Probabilities ``[N, len(labels)]`` for uint8 RGB images at the graph's size."""
         return self._run(images)
 
-    def predict_files(self, paths: Sequence[Path], batch_size: int = 32
+    def predict_files(self, paths: Sequence[Path], batch_size: int = LABEL_BATCH_SIZE
                       ) -> Iterator[tuple[Path, np.ndarray | None, str | None]]:
         """(path, probabilities, None) per image, or (path, None, error) if unreadable; input order."""
         for good, batch, bad in decoded_batches(paths, self.config.input_height, self.config.input_width, batch_size):

@@ -14,8 +14,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from retrain.errors import run_cli
-from scripts.label_image import add_graph_arguments, load_labeler
+from retrain.labeler import LABEL_BATCH_SIZE
+from scripts._cli import add_graph_arguments, load_labeler, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image_dir", required=True, help="Folder with one sub-folder of images per class.")
     parser.add_argument("--plot", default=None, metavar="FILE.png",
                         help="Also save the confusion matrix and per-class bars here (.png, .pdf or .svg).")
-    parser.add_argument("--batch_size", type=int, default=32, help="Images per batch through the graph. (default 32)")
+    parser.add_argument("--batch_size", type=int, default=LABEL_BATCH_SIZE,
+                        help="Images per batch through the graph. (default %(default)s)")
     return parser
 
 

@@ -21,10 +21,10 @@ import argparse
 import sys
 from typing import Sequence
 
-from retrain.errors import run_cli
+from retrain.journal import undo
 from retrain.relabel import (FAILED, MODES, PAST_TENSE, SORTED_EARLIER, UNREADABLE, RelabelOptions, check_options,
-                             relabel, undo)
-from scripts.label_image import add_graph_arguments, load_labeler
+                             relabel)
+from scripts._cli import add_graph_arguments, default_of, load_labeler, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,11 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output_dir", default=None,
                         help="Where the class folders go (one per label, plus _uncertain). Must be outside "
                              "--image_dir's tree or a sub-folder of it, never --image_dir itself.")
-    parser.add_argument("--mode", choices=MODES, default="copy",
+    parser.add_argument("--mode", choices=MODES, default=default_of(RelabelOptions, "mode"),
                         help="copy, move or symlink each image; report only writes the CSV and changes nothing "
-                             "else. (default copy)")
-    parser.add_argument("--min_confidence", type=float, default=0.5,
-                        help="Images whose top probability is below this go to _uncertain. (default 0.5)")
+                             "else. (default %(default)s)")
+    parser.add_argument("--min_confidence", type=float, default=default_of(RelabelOptions, "min_confidence"),
+                        help="Images whose top probability is below this go to _uncertain. (default %(default)s)")
     parser.add_argument("--report", default=None,
                         help="CSV report to write. (default <output_dir>/relabel_report.csv)")
     parser.add_argument("--journal", default=None,
@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--audit", action="store_true",
                         help="Print the suspected mislabels: images whose class folder the model disagrees with, "
                              "most confident first.")
-    parser.add_argument("--batch_size", type=int, default=32, help="Images per batch through the graph. (default 32)")
+    parser.add_argument("--batch_size", type=int, default=default_of(RelabelOptions, "batch_size"),
+                        help="Images per batch through the graph. (default %(default)s)")
     parser.add_argument("--undo", metavar="JOURNAL", default=None,
                         help="Reverse every operation in this journal (newest first) and exit; needs no graph.")
     return parser

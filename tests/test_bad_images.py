@@ -174,15 +174,16 @@ def test_retrain_uses_every_usable_image_and_skips_the_rest_with_one_line_each(t
                              summaries_dir=str(tmp_path / "logs"), bottleneck_dir=str(tmp_path / "bn"),
                              training=TrainingConfig(steps=20, seed=0))
     messages = []
-    result = run_retrain(options, report=messages.append)
+    result = run_retrain(options, log=messages.append)
 
-    assert set(usable.values()) <= set(result.bottlenecks.paths)
+    used = [path for split in result.data.values() for path in split.paths]
+    assert set(usable.values()) <= set(used)
     assert sorted(path for path, _ in result.bottlenecks.unreadable) == unusable
     warnings = [m for m in messages if m.startswith("warning: skipping unreadable image")]
     assert len(warnings) == len(unusable)
     for path in unusable:
         assert sum(line.startswith(f"warning: skipping unreadable image {path}: ") for line in warnings) == 1
     assert all("\n" not in line for line in warnings)
-    assert f"Skipped {len(unusable)} unreadable image(s) of {len(result.bottlenecks.paths) + len(unusable)}" \
+    assert f"Skipped {len(unusable)} unreadable image(s) of {len(used) + len(unusable)}" \
         in messages
     assert (tmp_path / "out" / "g.pb").is_file()

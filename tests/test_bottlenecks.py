@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from retrain.backbones import load_backbone
-from retrain.bottlenecks import BottleneckCache, get_bottlenecks
+from retrain.bottlenecks import get_bottlenecks
+from retrain.cache_store import BottleneckCache
 from tests.conftest import make_image, tiny_spec
 
 
@@ -19,7 +20,7 @@ def backbone(tiny_model_dir):
 def run(paths, backbone, bottleneck_dir, messages=None):
     cache = BottleneckCache(bottleneck_dir, backbone.spec.cache_id, backbone.feature_size)
     return get_bottlenecks(paths, backbone, backbone.input_size, cache, batch_size=4,
-                           report=(messages.append if messages is not None else lambda m: None))
+                           log=(messages.append if messages is not None else lambda m: None))
 
 
 def image_paths(image_dir):
@@ -72,7 +73,7 @@ def test_duplicate_images_are_computed_once(tmp_path, backbone):
     b = tmp_path / "x" / "b.jpg"
     shutil.copy(a, b)
     result = run([a, b], backbone, tmp_path / "bn")
-    assert result.computed == 1 and len(result.paths) == 2
+    assert result.computed == 1 and list(result.usable) == [0, 1]
 
 
 def test_unreadable_images_are_skipped_with_a_warning(image_dir, backbone, tmp_path):
@@ -81,14 +82,15 @@ def test_unreadable_images_are_skipped_with_a_warning(image_dir, backbone, tmp_p
     messages = []
     result = run(image_paths(image_dir), backbone, tmp_path / "bn", messages)
     assert [p for p, _ in result.unreadable] == [bad]
-    assert bad not in result.paths
+    assert image_paths(image_dir).index(bad) not in result.usable
     assert sum("broken.jpg" in m for m in messages) == 1
 
 
 def test_many_shards_are_merged_into_one(image_dir, backbone, tmp_path, monkeypatch):
     import retrain.bottlenecks as bottlenecks
+    import retrain.cache_store as cache_store
     monkeypatch.setattr(bottlenecks, "FLUSH_EVERY_IMAGES", 2)
-    monkeypatch.setattr(bottlenecks, "MERGE_WHEN_SHARDS_EXCEED", 3)
+    monkeypatch.setattr(cache_store, "MERGE_WHEN_SHARDS_EXCEED", 3)
     paths = image_paths(image_dir)
     run(paths, backbone, tmp_path / "bn")
     cache = BottleneckCache(tmp_path / "bn", backbone.spec.cache_id, backbone.feature_size)
@@ -99,11 +101,12 @@ def test_many_shards_are_merged_into_one(image_dir, backbone, tmp_path, monkeypa
 def test_a_cold_run_reads_each_shard_once_to_verify_it(image_dir, backbone, tmp_path, monkeypatch):
     # Shards are immutable: what this run wrote or merged needs no second checksum pass; a new run checks all.
     import retrain.bottlenecks as bottlenecks
+    import retrain.cache_store as cache_store
     monkeypatch.setattr(bottlenecks, "FLUSH_EVERY_IMAGES", 2)
-    monkeypatch.setattr(bottlenecks, "MERGE_WHEN_SHARDS_EXCEED", 3)
+    monkeypatch.setattr(cache_store, "MERGE_WHEN_SHARDS_EXCEED", 3)
     checked = []
-    check = bottlenecks._check_file_digest
-    monkeypatch.setattr(bottlenecks, "_check_file_digest", lambda path: (checked.append(path.name), check(path)))
+    check = cache_store._check_file_digest
+    monkeypatch.setattr(cache_store, "_check_file_digest", lambda path: (checked.append(path.name), check(path)))
     paths = image_paths(image_dir)
     run(paths, backbone, tmp_path / "bn")
     assert checked == []
@@ -113,17 +116,17 @@ def test_a_cold_run_reads_each_shard_once_to_verify_it(image_dir, backbone, tmp_
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are Linux's")
 def test_decoding_threads_yield_the_cpu_and_the_caller_keeps_its_priority(image_dir, monkeypatch):
-    import retrain.bottlenecks as bottlenecks
+    import retrain.decode as decoding
     seen = []
-    decode = bottlenecks.load_rgb
+    decode = decoding.load_rgb
 
     def recording_decode(*args):
         seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
         return decode(*args)
 
-    monkeypatch.setattr(bottlenecks, "load_rgb", recording_decode)
+    monkeypatch.setattr(decoding, "load_rgb", recording_decode)
     before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    batches = list(bottlenecks.decoded_batches(image_paths(image_dir), 8, 8, batch_size=2))
+    batches = list(decoding.decoded_batches(image_paths(image_dir), 8, 8, batch_size=2))
     assert sum(len(good) for good, _, _ in batches) == len(seen) > 0
     assert set(seen) == {19}
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before

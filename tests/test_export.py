@@ -19,7 +19,7 @@ LABELS = ["blue", "green", "red"]
 def exported(tiny_model_dir, tmp_path):
     backbone = load_backbone(tiny_spec(), tiny_model_dir)
     rng = np.random.default_rng(0)
-    head = Head(rng.normal(0, 1, (TINY_FEATURES, 3)).astype(np.float32), rng.normal(0, 1, 3).astype(np.float32))
+    head = Head.linear(rng.normal(0, 1, (TINY_FEATURES, 3)).astype(np.float32), rng.normal(0, 1, 3).astype(np.float32))
     graph = tmp_path / "out" / "retrained_graph.pb"
     export_frozen_graph(backbone, head, graph)
     write_labels(LABELS, tmp_path / "out" / "retrained_labels.txt")
@@ -120,7 +120,7 @@ def hub_backbone(tmp_path):
 def test_every_source_freezes_into_a_poets_graph(make_backbone, tmp_path):
     backbone = make_backbone(tmp_path)
     rng = np.random.default_rng(0)
-    head = Head(rng.normal(0, 0.1, (backbone.feature_size, 3)).astype(np.float32), np.zeros(3, np.float32))
+    head = Head.linear(rng.normal(0, 0.1, (backbone.feature_size, 3)).astype(np.float32), np.zeros(3, np.float32))
     graph = tmp_path / "graph.pb"
     export_frozen_graph(backbone, head, graph)
     size = backbone.input_size

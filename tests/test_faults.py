@@ -21,10 +21,13 @@ import numpy as np
 import pytest
 
 import retrain.bottlenecks as bottlenecks
+import retrain.cache_store as cache_store
 from retrain.backbones import load_backbone
-from retrain.bottlenecks import BottleneckCache, get_bottlenecks
-from retrain.errors import run_cli
-from retrain.paths import atomic_write
+from retrain.bottlenecks import get_bottlenecks
+from retrain.cache_store import SHARD_HEADER_BYTES, SHARD_MAGIC, BottleneckCache
+from retrain.decode import load_rgb
+from retrain.files import atomic_write
+from scripts._cli import run_cli
 from tests.conftest import PROJECT, make_dataset, make_image, tiny_spec
 from tests.test_backbones import save_tiny_hub_module
 
@@ -38,6 +41,7 @@ ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(PROJECT)}
 DRIVER = r'''
 import contextlib, os, pathlib, sys, threading, time
 import retrain.bottlenecks as bottlenecks
+import retrain.decode as decoding
 import retrain.export as export
 from scripts.retrain import cli
 
@@ -55,13 +59,13 @@ def wait_for_partner():
                 time.sleep(0.01)
 
 bottlenecks.FLUSH_EVERY_IMAGES = 8
-decode = bottlenecks.load_rgb
+decode = decoding.load_rgb
 def slow_decode(*args):
     if barrier:
         wait_for_partner()
     time.sleep(0.01)
     return decode(*args)
-bottlenecks.load_rgb = slow_decode
+decoding.load_rgb = slow_decode
 
 if mode == "pause_export":
     write = export.atomic_write
@@ -120,7 +124,7 @@ def cached_vectors(bottleneck_dir: Path) -> dict:
         return {}
     (folder,) = folders
     messages = []
-    loaded = BottleneckCache(bottleneck_dir, folder.name, HUB_FEATURES).load(report=messages.append)
+    loaded = BottleneckCache(bottleneck_dir, folder.name, HUB_FEATURES).load(log=messages.append)
     try:
         vectors = loaded.rows(np.arange(len(loaded))).read()
         keys = loaded.keys.copy()
@@ -296,11 +300,11 @@ def test_atomic_write_keeps_the_old_file_on_a_crash_and_gives_normal_permissions
 def tiny_cache(image_dir, tiny_model_dir, tmp_path, monkeypatch):
     """Bottlenecks of 36 images in 6 shards; returns (paths, backbone, cache, first result)."""
     monkeypatch.setattr(bottlenecks, "FLUSH_EVERY_IMAGES", 6)
-    monkeypatch.setattr(bottlenecks, "MERGE_WHEN_SHARDS_EXCEED", 100)
+    monkeypatch.setattr(cache_store, "MERGE_WHEN_SHARDS_EXCEED", 100)
     backbone = load_backbone(tiny_spec(), tiny_model_dir)
     cache = BottleneckCache(tmp_path / "bn", backbone.spec.cache_id, backbone.feature_size)
     paths = sorted(image_dir.rglob("*.jpg"))
-    first = get_bottlenecks(paths, backbone, backbone.input_size, cache, batch_size=6, report=lambda m: None)
+    first = get_bottlenecks(paths, backbone, backbone.input_size, cache, batch_size=6, log=lambda m: None)
     return paths, backbone, cache, first
 
 
@@ -308,7 +312,7 @@ def rerun(tiny_cache, cache=None):
     paths, backbone, original, _ = tiny_cache
     messages = []
     result = get_bottlenecks(paths, backbone, backbone.input_size, cache or original, batch_size=6,
-                             report=messages.append)
+                             log=messages.append)
     return result, messages
 
 
@@ -346,14 +350,14 @@ def test_every_flipped_bit_is_caught_before_hdf5_parses_the_file(tiny_cache, tmp
     data = original.read_bytes()
     probe = BottleneckCache(tmp_path / "probe", cache.cache_id, cache.feature_size)
     probe.directory.mkdir(parents=True)
-    header = len(bottlenecks.SHARD_MAGIC) + 64  # bytes after the digest up to SHARD_HEADER_BYTES are padding
+    header = len(SHARD_MAGIC) + 64  # bytes after the digest up to SHARD_HEADER_BYTES are padding
     rng = np.random.default_rng(0)
-    for position in [*range(0, header, 7), *range(bottlenecks.SHARD_HEADER_BYTES, len(data), 23)]:
+    for position in [*range(0, header, 7), *range(SHARD_HEADER_BYTES, len(data), 23)]:
         flipped = bytearray(data)
         flipped[position] ^= 1 << int(rng.integers(0, 8))
         (probe.directory / original.name).write_bytes(bytes(flipped))
         messages = []
-        loaded = probe.load(report=messages.append)
+        loaded = probe.load(log=messages.append)
         loaded.close()
         assert len(loaded) == 0 and len(messages) == 1 and "is damaged" in messages[0], position
 
@@ -369,11 +373,11 @@ def test_shards_of_another_backbone_are_never_mixed_in(tiny_cache, tiny_model_di
             shutil.copy(shard, other_cache.directory / shard.name)
         messages = []
         result = get_bottlenecks(paths, other, other.input_size, other_cache, batch_size=6,
-                                 report=messages.append)
+                                 log=messages.append)
         foreign = [m for m in messages if "made by backbone" in m]
         assert len(foreign) == len(cache.shard_paths())
         assert (result.reused, result.computed) == (0, len(paths))
-        expected = other(np.stack([bottlenecks.load_rgb(p, other.input_size, other.input_size) for p in paths]))
+        expected = other(np.stack([load_rgb(p, other.input_size, other.input_size) for p in paths]))
         np.testing.assert_allclose(result.features, expected, rtol=1e-2, atol=1e-2)
     assert rerun(tiny_cache)[0].reused == len(paths)  # and the first backbone's cache is untouched
 
@@ -504,7 +508,7 @@ from tests.conftest import tiny_spec
 run_retrain(RetrainOptions(image_dir={str(image_dir)!r}, architecture=tiny_spec(), model_dir={str(tiny_model_dir)!r},
                            output_graph={str(tmp_path / 'g.pb')!r}, output_labels={str(tmp_path / 'l.txt')!r},
                            summaries_dir={str(tmp_path / 'logs')!r}, bottleneck_dir={str(tmp_path / 'bn')!r},
-                           training=TrainingConfig(steps=30, seed=0)), report=lambda message: None)
+                           training=TrainingConfig(steps=30, seed=0)), log=lambda message: None)
 """
     result = subprocess.run([sys.executable, "-c", driver], cwd=PROJECT, capture_output=True, text=True, timeout=300,
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))

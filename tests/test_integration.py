@@ -15,8 +15,7 @@ from retrain.images import split_images
 from tests.conftest import FLOWERS
 from tests.test_cli import run_script
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(not FLOWERS.is_dir(), reason="../shared/data/flower_photos not present")]
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

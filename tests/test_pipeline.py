@@ -21,7 +21,7 @@ def options(image_dir, tmp_path, model_dir, **changes):
 
 def test_retrain_learns_separable_classes_and_exports(image_dir, tmp_path, tiny_model_dir):
     messages = []
-    result = run_retrain(options(image_dir, tmp_path, tiny_model_dir), report=messages.append)
+    result = run_retrain(options(image_dir, tmp_path, tiny_model_dir), log=messages.append)
     assert result.labels == ["blue", "green", "red"]
     assert result.test_report is not None and result.test_report.accuracy >= 0.9
     assert any(m.startswith("Final test accuracy") for m in messages)
@@ -34,8 +34,8 @@ def test_retrain_learns_separable_classes_and_exports(image_dir, tmp_path, tiny_
 
 
 def test_same_seed_gives_bit_identical_graphs(image_dir, tmp_path, tiny_model_dir):
-    run_retrain(options(image_dir, tmp_path / "a", tiny_model_dir), report=lambda m: None)
-    run_retrain(options(image_dir, tmp_path / "b", tiny_model_dir), report=lambda m: None)
+    run_retrain(options(image_dir, tmp_path / "a", tiny_model_dir), log=lambda m: None)
+    run_retrain(options(image_dir, tmp_path / "b", tiny_model_dir), log=lambda m: None)
     assert (tmp_path / "a" / "g.pb").read_bytes() == (tmp_path / "b" / "g.pb").read_bytes()
 
 
@@ -45,21 +45,21 @@ def test_distortions_train_without_the_cache(image_dir, tmp_path, tiny_model_dir
                    distortions=Distortions(flip_left_right=True, random_crop=10, random_scale=10,
                                            random_brightness=10))
     messages = []
-    result = run_retrain(opts, report=messages.append)
+    result = run_retrain(opts, log=messages.append)
     assert any("Distortions are on" in m for m in messages)
     assert result.history[-1].step == 20
 
 
 def test_intermediate_graphs_are_stored(image_dir, tmp_path, tiny_model_dir):
     run_retrain(options(image_dir, tmp_path, tiny_model_dir, intermediate_store_frequency=100,
-                        intermediate_output_graphs_dir=str(tmp_path / "inter")), report=lambda m: None)
+                        intermediate_output_graphs_dir=str(tmp_path / "inter")), log=lambda m: None)
     assert sorted(p.name for p in (tmp_path / "inter").iterdir()) == ["intermediate_100.pb", "intermediate_200.pb"]
 
 
 def test_evaluation_interval_is_honoured(image_dir, tmp_path, tiny_model_dir):
     opts = options(image_dir, tmp_path, tiny_model_dir,
                    training=TrainingConfig(steps=35, eval_step_interval=10, learning_rate=0.5, seed=0))
-    result = run_retrain(opts, report=lambda m: None)
+    result = run_retrain(opts, log=lambda m: None)
     assert [p.step for p in result.history] == [10, 20, 30, 35]
 
 
@@ -70,4 +70,4 @@ def test_class_with_only_unreadable_images_is_a_user_error(tmp_path, tiny_model_
     for i in range(3):
         (bad / f"x{i}.jpg").write_bytes(b"")
     with pytest.raises(UserError, match="'broken' have no usable training images"):
-        run_retrain(options(image_dir, tmp_path, tiny_model_dir), report=lambda m: None)
+        run_retrain(options(image_dir, tmp_path, tiny_model_dir), log=lambda m: None)

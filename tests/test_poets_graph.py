@@ -37,7 +37,7 @@ def write_poets_graph(path, head, reshape_to_batch_1: bool) -> None:
             bottleneck_input = tf.compat.v1.placeholder_with_default(bottleneck, [None, TINY_FEATURES],
                                                                      name="BottleneckInputPlaceholder")
         with tf.name_scope("final_training_ops"):
-            logits = tf.matmul(bottleneck_input, tf.constant(head.weights)) + tf.constant(head.biases)
+            logits = tf.matmul(bottleneck_input, tf.constant(head.layers[0].weights)) + tf.constant(head.layers[0].biases)
         tf.nn.softmax(logits, name="final_result")
     path.write_bytes(graph.as_graph_def().SerializeToString())
 

@@ -20,8 +20,9 @@ from retrain.errors import UserError
 from retrain.export import export_frozen_graph, write_labels, write_sidecar
 from retrain.head import Head
 from retrain.labeler import GraphLabeler
-from retrain.relabel import (JOURNAL_NAME, REPORT_NAME, UNCERTAIN_FOLDER, Journal, RelabelOptions, Verdict,
-                             place_file, relabel, undo)
+from retrain.journal import JOURNAL_NAME, Journal, undo
+from retrain.placement import place_file
+from retrain.relabel import REPORT_NAME, UNCERTAIN_FOLDER, RelabelOptions, relabel
 from tests.conftest import CLASS_COLOURS, FLOWERS, PROJECT, TINY_SIZE, make_dataset, make_image, tiny_graph_def, \
     tiny_spec
 from tests.test_cli import run_script
@@ -33,7 +34,7 @@ LABELS = sorted(CLASS_COLOURS)
 def centroid_head(features: np.ndarray, truths: np.ndarray, classes: int, scale: float = 0.25) -> Head:
     """Nearest class mean as a linear layer: argmax_c of x.mean_c - |mean_c|^2 / 2 (scaled)."""
     means = np.stack([features[truths == c].mean(axis=0) for c in range(classes)])
-    return Head((means.T * scale).astype(np.float32), (-(means ** 2).sum(axis=1) / 2 * scale).astype(np.float32))
+    return Head.linear((means.T * scale).astype(np.float32), (-(means ** 2).sum(axis=1) / 2 * scale).astype(np.float32))
 
 
 def tiny_backbone_and_head(root: Path):
@@ -100,7 +101,7 @@ def test_copy_sorts_reports_every_image_once_and_a_second_run_is_a_no_op(labeler
     gaps = [(b - a, (a + b) / 2) for a, b in zip(confidences, confidences[1:])][2:-2]
     threshold = max(gaps)[1]  # well between two images' confidences: some sorted, some uncertain
     out = tmp_path / "sorted"
-    result = relabel(labeler, RelabelOptions(str(source), str(out), "copy", threshold, batch_size=4), report=print)
+    result = relabel(labeler, RelabelOptions(str(source), str(out), "copy", threshold, batch_size=4), log=print)
 
     assert tree_bytes(source) == original  # copy leaves the input alone
     rows = read_report(out / REPORT_NAME)
@@ -124,7 +125,7 @@ def test_copy_sorts_reports_every_image_once_and_a_second_run_is_a_no_op(labeler
     assert result.suspected_mislabels == [v for v in result.verdicts if v.disagrees]
 
     before = tree_bytes(out)
-    again = relabel(labeler, RelabelOptions(str(source), str(out), "copy", threshold), report=print)
+    again = relabel(labeler, RelabelOptions(str(source), str(out), "copy", threshold), log=print)
     assert {v.status for v in again.verdicts} == {"sorted earlier", "unreadable"}
     after = tree_bytes(out)
     assert after.keys() == before.keys() and all(after[k] == before[k] for k in before if k != REPORT_NAME)
@@ -137,7 +138,7 @@ def test_name_collisions_get_unique_names_and_nothing_is_overwritten(labeler, tm
     out = tmp_path / "out"
     make_image(out / "red" / "same.jpg", CLASS_COLOURS["red"], seed=1)  # was there before
     existing = (out / "red" / "same.jpg").read_bytes()
-    relabel(labeler, RelabelOptions(str(source), str(out), "move", 0.0), report=print)
+    relabel(labeler, RelabelOptions(str(source), str(out), "move", 0.0), log=print)
     names = sorted(p.name for p in (out / "red").iterdir())
     assert names == ["same (1).jpg", "same (2).jpg", "same (3).jpg", "same.jpg"]
     assert (out / "red" / "same.jpg").read_bytes() == existing
@@ -149,7 +150,7 @@ def test_report_mode_changes_nothing_but_the_report(labeler, tmp_path):
     original = tree_bytes(tmp_path)
     report_path = tmp_path / "report.csv"
     result = relabel(labeler, RelabelOptions(str(source), None, "report", report_path=str(report_path)),
-                     report=print)
+                     log=print)
     assert tree_bytes(tmp_path).keys() - original.keys() == {"report.csv"}
     assert all(tree_bytes(tmp_path)[k] == v for k, v in original.items())
     assert len(read_report(report_path)) == len(result.verdicts) == len(original)
@@ -160,29 +161,29 @@ def test_move_and_symlink_are_undone(labeler, tmp_path):
     source = messy_input(tmp_path / "in")
     original = tree_bytes(source)
     moved, linked = tmp_path / "moved", tmp_path / "linked"
-    relabel(labeler, RelabelOptions(str(source), str(linked), "symlink", 0.0), report=print)
+    relabel(labeler, RelabelOptions(str(source), str(linked), "symlink", 0.0), log=print)
     links = [p for p in linked.rglob("*.*") if p.is_symlink()]
     assert len(links) == len(original) - 1 and all(Path(os.readlink(p)).is_file() for p in links)
-    relabel(labeler, RelabelOptions(str(source), str(moved), "move", 0.0), report=print)
+    relabel(labeler, RelabelOptions(str(source), str(moved), "move", 0.0), log=print)
     assert [p.name for p in source.rglob("*.*")] == ["broken.jpg"]  # unreadable: left where it was
 
-    assert undo(moved / JOURNAL_NAME, report=print) == 0
+    assert undo(moved / JOURNAL_NAME, log=print) == 0
     assert tree_bytes(source) == original
-    assert undo(linked / JOURNAL_NAME, report=print) == 0
+    assert undo(linked / JOURNAL_NAME, log=print) == 0
     assert not [p for p in linked.rglob("*.*") if p.is_symlink()]
     assert sorted(p.name for p in moved.iterdir()) == [JOURNAL_NAME, REPORT_NAME]  # label folders removed
-    assert undo(moved / JOURNAL_NAME, report=print) == 0 and tree_bytes(source) == original  # rerun: no-op
+    assert undo(moved / JOURNAL_NAME, log=print) == 0 and tree_bytes(source) == original  # rerun: no-op
 
 
 def test_undo_goes_newest_first(labeler, tmp_path):
     source, out = tmp_path / "in", tmp_path / "out"
     make_image(source / "photo.jpg", CLASS_COLOURS["red"], seed=1)
     first = (source / "photo.jpg").read_bytes()
-    relabel(labeler, RelabelOptions(str(source), str(out), "move", 0.0), report=print)
+    relabel(labeler, RelabelOptions(str(source), str(out), "move", 0.0), log=print)
     second = make_image(source / "photo.jpg", CLASS_COLOURS["red"], seed=2).read_bytes()  # a new photo, same name
-    relabel(labeler, RelabelOptions(str(source), str(out), "move", 0.0), report=print)
+    relabel(labeler, RelabelOptions(str(source), str(out), "move", 0.0), log=print)
     # Newest first: the latest photo gets its name back; the older one cannot and stays sorted.
-    assert undo(out / JOURNAL_NAME, report=print) == 1
+    assert undo(out / JOURNAL_NAME, log=print) == 1
     assert (source / "photo.jpg").read_bytes() == second and (out / "red" / "photo.jpg").read_bytes() == first
 
 
@@ -194,7 +195,7 @@ def test_bad_options_are_user_errors(labeler, tmp_path):
                              (RelabelOptions(str(tmp_path / "nope"), str(tmp_path / "o")), "is not a folder"),
                              (RelabelOptions(str(source), str(tmp_path / "o"), min_confidence=2), "from 0 to 1")]:
         with pytest.raises(UserError, match=message):
-            relabel(labeler, options, report=print)
+            relabel(labeler, options, log=print)
 
 
 # --- crash safety, one state at a time (no TensorFlow needed) ---
@@ -205,8 +206,7 @@ def planned_move(tmp_path: Path, mode="move") -> tuple[Path, Path, Path, bytes]:
     destination = tmp_path / "out" / "red" / "photo.jpg"
     journal_path = tmp_path / "out" / JOURNAL_NAME
     with Journal(journal_path) as journal:
-        journal.plan(mode, source, destination, hashlib.sha1(source.read_bytes()).hexdigest(),
-                     Verdict(source, "moved", [("red", 0.9)]))
+        journal.plan(mode, source, destination, hashlib.sha1(source.read_bytes()).hexdigest(), [("red", 0.9)], None)
     return journal_path, source, destination, source.read_bytes()
 
 
@@ -223,12 +223,12 @@ def test_resume_and_undo_after_a_kill_at_every_step_of_a_move(tmp_path, killed_a
         with open(journal_path, "ab") as handle:
             handle.write(b'{"op": "do')
     with Journal(journal_path) as journal:
-        in_effect = journal.resume(report=print)
+        in_effect = journal.resume(log=print)
     assert [Path(e["source"]) for e in in_effect] == [source]
     assert Journal(journal_path).operations() == (in_effect, [])  # recorded as done, even after a torn line
     assert not source.exists() and destination.read_bytes() == content
     assert sorted(p.name for p in destination.parent.iterdir()) == [destination.name]  # no temporary left
-    assert undo(journal_path, report=print) == 0
+    assert undo(journal_path, log=print) == 0
     assert source.read_bytes() == content and not destination.exists()
 
 
@@ -236,25 +236,25 @@ def test_undo_after_a_kill_mid_move_puts_the_file_back_once(tmp_path):
     journal_path, source, destination, content = planned_move(tmp_path)
     destination.parent.mkdir(parents=True)
     os.link(source, destination)  # killed between the new name and removing the old one
-    assert undo(journal_path, report=print) == 0
+    assert undo(journal_path, log=print) == 0
     assert source.read_bytes() == content and not destination.exists()
 
 
 def test_undo_never_replaces_a_file_that_took_the_original_name(tmp_path):
     journal_path, source, destination, content = planned_move(tmp_path)
     with Journal(journal_path) as journal:
-        journal.resume(report=print)
+        journal.resume(log=print)
     newcomer = make_image(source, CLASS_COLOURS["blue"], seed=9).read_bytes()
-    assert undo(journal_path, report=print) == 1
+    assert undo(journal_path, log=print) == 1
     assert source.read_bytes() == newcomer and destination.read_bytes() == content
 
 
 def test_undo_keeps_a_copy_whose_original_is_gone(tmp_path):
     journal_path, source, destination, content = planned_move(tmp_path, mode="copy")
     with Journal(journal_path) as journal:
-        journal.resume(report=print)  # carries out the planned copy
+        journal.resume(log=print)  # carries out the planned copy
     source.unlink()
-    assert undo(journal_path, report=print) == 1
+    assert undo(journal_path, log=print) == 1
     assert destination.read_bytes() == content
 
 

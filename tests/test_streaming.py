@@ -2,8 +2,10 @@
 import numpy as np
 import pytest
 
-from retrain.bottlenecks import BottleneckCache, within_budget
-from retrain.head import Head, TrainingConfig, cached_pool, streamed_pool, train_head
+from retrain.batches import in_memory_batches, streamed_batches
+from retrain.cache_store import BottleneckCache
+from retrain.feature_rows import within_budget
+from retrain.head import Head, TrainingConfig, train_head
 from tests.test_pipeline import options
 
 FEATURES = 8
@@ -26,12 +28,12 @@ def keys(count):
 
 
 def test_reading_any_selection_from_disk_matches_the_in_memory_matrix(cache, monkeypatch):
-    import retrain.bottlenecks as bottlenecks
+    import retrain.feature_rows as feature_rows
     loaded = cache.load()
     rows = loaded.rows(loaded.find(keys(300)))
     matrix = rows.read()
     assert matrix.shape == (300, FEATURES) and matrix.dtype == np.float16
-    monkeypatch.setattr(bottlenecks, "READ_CHUNK_BYTES", 64)  # force many small slabs and sparse reads
+    monkeypatch.setattr(feature_rows, "READ_CHUNK_BYTES", 64)  # force many small slabs and sparse reads
     selection = np.random.default_rng(1).permutation(300)[:120]
     np.testing.assert_array_equal(rows[selection], matrix[selection])
     np.testing.assert_array_equal(rows.subset(selection[:7]).read(), matrix[selection[:7]])
@@ -58,14 +60,14 @@ def in_memory_and_streamed(cache, steps, rows_per_chunk):
     rows = loaded.rows(loaded.find(keys(300)))
     labels = (np.arange(300) % 3).astype(np.int32)
     config = TrainingConfig(steps=steps, learning_rate=0.1, seed=3)
-    in_memory = train_head(cached_pool(rows.read(), labels), FEATURES, 3, config)
-    streamed = train_head(streamed_pool(rows, labels, config, rows_per_chunk), FEATURES, 3, config)
+    in_memory = train_head(in_memory_batches(rows.read(), labels), FEATURES, 3, config)
+    streamed = train_head(streamed_batches(rows, labels, config.draws, rows_per_chunk), FEATURES, 3, config)
     return in_memory, streamed, rows.read(), labels
 
 
 def test_streaming_with_one_chunk_trains_exactly_the_in_memory_head(cache):
     in_memory, streamed, _, _ = in_memory_and_streamed(cache, steps=50, rows_per_chunk=300)
-    np.testing.assert_array_equal(streamed.weights, in_memory.weights)
+    np.testing.assert_array_equal(streamed.layers[0].weights, in_memory.layers[0].weights)
 
 
 def test_streaming_in_small_chunks_learns_as_well_as_in_memory(cache):
@@ -79,16 +81,16 @@ def test_float16_features_train_the_same_head_as_their_float32_values():
     features = rng.normal(size=(50, FEATURES)).astype(np.float16)
     labels = rng.integers(0, 3, 50).astype(np.int32)
     config = TrainingConfig(steps=30, seed=1)
-    half: Head = train_head(cached_pool(features, labels), FEATURES, 3, config)
-    single: Head = train_head(cached_pool(features.astype(np.float32), labels), FEATURES, 3, config)
-    np.testing.assert_array_equal(half.weights, single.weights)
+    half: Head = train_head(in_memory_batches(features, labels), FEATURES, 3, config)
+    single: Head = train_head(in_memory_batches(features.astype(np.float32), labels), FEATURES, 3, config)
+    np.testing.assert_array_equal(half.layers[0].weights, single.layers[0].weights)
 
 
 def test_retrain_beyond_the_memory_budget_streams_and_still_learns(image_dir, tmp_path, tiny_model_dir):
     from retrain.pipeline import run_retrain
     messages = []
     result = run_retrain(options(image_dir, tmp_path, tiny_model_dir, memory_budget_gb=1e-7),
-                         report=messages.append)
+                         log=messages.append)
     assert any("streaming them from the cache" in m for m in messages)
     assert result.test_report is not None and result.test_report.accuracy >= 0.9
 
@@ -98,7 +100,7 @@ def test_every_evaluation_reaches_tensorboard(image_dir, tmp_path, tiny_model_di
     from retrain.pipeline import run_retrain
     run_retrain(options(image_dir, tmp_path, tiny_model_dir,
                         training=TrainingConfig(steps=35, eval_step_interval=10, learning_rate=0.5, seed=0)),
-                report=lambda m: None)
+                log=lambda m: None)
     steps = {}
     for events in (tmp_path / "logs").rglob("events.out.tfevents*"):
         for event in tf.compat.v1.train.summary_iterator(str(events)):
@@ -123,7 +125,7 @@ def test_vectors_read_back_are_the_ones_written_in_any_key_order(tmp_path):
     cache.write_shard([f"{i:040d}" for i in range(30, 50)], written[30:])
     for order in (np.arange(50), np.random.default_rng(3).permutation(50)):
         wanted = np.insert(keys(50)[order], 7, b"f" * 40)  # and one key that is not cached
-        usable, rows = cache.load().take_rows(wanted)
+        usable, rows = cache.load().read_features(wanted, memory_budget_gb=0)
         assert list(usable) == [i for i in range(51) if i != 7]
         np.testing.assert_array_equal(rows.read(), written[order])
         np.testing.assert_array_equal(rows.read(np.arange(49, -1, -1)), written[order][::-1])

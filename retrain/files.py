@@ -1,4 +1,5 @@
-"""Project-relative defaults, crash-safe file writing and file digests."""
+"""File helpers every stage shares: crash-safe writes, digests and content keys,
+writability checks, and the project-relative default folders."""
 from __future__ import annotations
 
 import contextlib
@@ -6,7 +7,8 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Iterator, Sequence
 
 from .errors import UserError
 
@@ -101,3 +103,19 @@ def remove_quietly(path: str | os.PathLike) -> None:
     """Delete ``path`` if it is there; a leftover we could not delete is harmless, never an error."""
     with contextlib.suppress(OSError):
         os.remove(path)
+
+
+def content_key(path: str | os.PathLike) -> str:
+    """SHA-1 of a file's bytes: the cache key of its bottleneck, and how relabel recognises a file."""
+    return file_digest(path, "sha1")
+
+
+def hash_files(paths: Sequence[Path], workers: int = 4) -> list[str | None]:
+    """Content keys of ``paths``, on ``workers`` threads; None where the file can't be read."""
+    def safe_key(path: Path) -> str | None:
+        try:
+            return content_key(path)
+        except OSError:
+            return None
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(safe_key, paths))

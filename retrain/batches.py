@@ -1,0 +1,101 @@
+"""Where training batches come from: every ``BatchSource`` the head can train on.
+
+``train_head`` calls a source before each run of steps and gets a
+``BatchDraw``. Cached bottlenecks (in memory, or streamed from disk beyond the
+memory budget) hand over a whole pool of rows, and the compiled training loop
+samples its batches from it in-graph; distorted images are one fresh batch
+per step, because a distorted image is never seen twice.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple, Protocol, Sequence
+
+import numpy as np
+
+from .backbones import Backbone
+from .feature_rows import FeatureRows
+from .decode import UnreadableImage
+from .distortions import Distortions, distort_image
+from .errors import Log
+
+STREAM_CHUNKS_PER_BUDGET = 4  # a streamed chunk takes a quarter of the memory budget: large reads, room to spare
+
+
+class BatchDraw(NamedTuple):
+    """What one call of a ``BatchSource`` gives the training loop."""
+    features: np.ndarray  # [N, D]
+    labels: np.ndarray  # [N]
+    sample_in_graph: bool  # True: a pool to draw every step's batch from; False: exactly one step's batch
+
+
+class BatchSource(Protocol):
+    """Called with the run's random generator before each run of training steps."""
+    def __call__(self, rng: np.random.Generator) -> BatchDraw: ...
+
+
+def sample_rows(rng: np.random.Generator, count: int, batch_size: int) -> np.ndarray:
+    """Poets' sampling: ``batch_size`` random rows with replacement; -1 means all rows."""
+    if batch_size < 0:
+        return np.arange(count)
+    return rng.integers(0, count, size=batch_size)
+
+
+def in_memory_batches(features: np.ndarray, labels: np.ndarray) -> BatchSource:
+    """Train on in-memory bottlenecks: the whole set is the pool, sampled in-graph."""
+    def source(rng: np.random.Generator) -> BatchDraw:
+        return BatchDraw(features, labels, True)
+    return source
+
+
+def streamed_batches(features: FeatureRows, labels: np.ndarray, draws: int, rows_per_chunk: int) -> BatchSource:
+    """Train on more bottlenecks than fit in memory: one large chunk at a time, read sequentially from disk.
+
+    Batches are sampled in-graph from the current chunk. Chunks come in a
+    random order, each read once per pass, and each serves an equal share of
+    the steps, so over a run sampling stays close to uniform over the whole
+    training set while the disk only sees large sequential reads. ``draws``
+    is how often training will call the source (``TrainingConfig.draws``).
+    """
+    chunks = features.chunks(rows_per_chunk)
+    draws_per_chunk = max(1, draws // len(chunks))
+    queue: list[np.ndarray] = []
+    current: list[BatchDraw] = []
+    calls = [0]
+
+    def source(rng: np.random.Generator) -> BatchDraw:
+        if calls[0] % draws_per_chunk == 0:
+            if not queue:
+                queue.extend(chunks[i] for i in rng.permutation(len(chunks)))
+            rows = queue.pop()
+            current[:] = [BatchDraw(features.read(rows), labels[rows], True)]
+        calls[0] += 1
+        return current[0]
+    return source
+
+
+def bottleneck_batches(features: np.ndarray | FeatureRows, labels: np.ndarray, draws: int,
+                       memory_budget_gb: float, log: Log) -> BatchSource:
+    """Training batches from cached bottlenecks: in memory, or streamed when beyond the memory budget."""
+    if not isinstance(features, FeatureRows):
+        return in_memory_batches(features, labels)
+    log(f"Bottlenecks ({features.nbytes / 2 ** 30:.1f} GiB) exceed --memory_budget_gb "
+        f"{memory_budget_gb:g}: streaming them from the cache in large chunks")
+    row_bytes = features.nbytes / max(len(features), 1) or 1
+    rows_per_chunk = int(memory_budget_gb * 2 ** 30 / STREAM_CHUNKS_PER_BUDGET / row_bytes)
+    return streamed_batches(features, labels, draws, max(rows_per_chunk, 1))
+
+
+def distorted_batches(paths: Sequence[Path], labels: np.ndarray, backbone: Backbone, distortions: Distortions,
+                      batch_size: int) -> BatchSource:
+    """One batch of freshly distorted images per step, run through the backbone (slow: no cache)."""
+    def source(rng: np.random.Generator) -> BatchDraw:
+        images, kept = [], []
+        for row in sample_rows(rng, len(paths), batch_size):
+            try:
+                images.append(distort_image(paths[row], backbone.input_size, distortions, rng))
+                kept.append(row)
+            except UnreadableImage:
+                continue  # already reported when its bottleneck failed
+        return BatchDraw(backbone(np.stack(images)), labels[np.array(kept)], False)
+    return source

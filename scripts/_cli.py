@@ -1,0 +1,96 @@
+"""What every command-line script shares, so no script imports another.
+
+``run_cli`` turns a ``UserError`` into one ``error: ...`` line and exit code 2
+(never a traceback); ``add_graph_arguments`` and ``load_labeler`` are the
+flags and loading of every tool that runs a retrained graph; ``default_of``
+reads a flag's default from the options dataclass it fills, so each default
+is written once, in the library.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
+
+from retrain.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
+from retrain.graph_contract import Sidecar
+from retrain.quiet import silence_tensorflow_startup
+
+if TYPE_CHECKING:
+    from retrain.labeler import GraphLabeler
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> NoReturn:
+    """Run a script's ``main`` and exit; user errors become one stderr line."""
+    silence_tensorflow_startup()
+    for stream in (sys.stdout, sys.stderr):
+        # A file name that is not valid UTF-8 (an old archive's) must print, not crash the run.
+        stream.reconfigure(errors="backslashreplace")
+    try:
+        code = main(argv)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        code = EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept; rerun to continue", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    sys.exit(code or 0)
+
+
+def default_of(options_class: type, name: str) -> Any:
+    """The default of the dataclass field ``name``: where every flag's default is written."""
+    for option in dataclasses.fields(options_class):
+        if option.name == name:
+            if option.default_factory is not dataclasses.MISSING:
+                return option.default_factory()
+            return option.default
+    raise KeyError(f"{options_class.__name__} has no field {name}")
+
+
+def add_flags(parser: argparse.ArgumentParser, groups: dict[str, dict[str, str]], defaults: dict[str, Any]) -> None:
+    """Add ``{group title: {flag: help}}`` to ``parser``, each flag with its default from ``defaults``.
+
+    The type comes from the default (None means a whole number, as for a
+    seed), a default of False makes a switch, and the help ends with the
+    default unless it already speaks of it or there is nothing to show.
+    """
+    for title, flags in groups.items():
+        group = parser.add_argument_group(title)
+        for flag, help_text in flags.items():
+            default = defaults[flag]
+            if default is False:
+                group.add_argument(flag, action="store_true", help=help_text)
+                continue
+            if "default" not in help_text and default not in ("", None):
+                help_text += " (default %(default)s)"
+            group.add_argument(flag, type=int if default is None else type(default), default=default, help=help_text)
+
+
+def add_graph_arguments(parser: argparse.ArgumentParser, graph_required: bool = True) -> None:
+    """--graph, --labels and the input overrides a Poets graph needs; shared by every script that labels."""
+    poets = Sidecar()  # what a graph without a sidecar is assumed to take: Poets' label_image defaults
+    parser.add_argument("--graph", required=graph_required,
+                        help="Frozen graph (.pb) to use, e.g. the --output_graph of retrain.")
+    parser.add_argument("--labels", default=None,
+                        help="Labels file, one per line. Optional when the graph has its JSON sidecar.")
+    override = parser.add_argument_group("graph input (read from the sidecar when present; Poets' defaults otherwise)")
+    override.add_argument("--input_layer", default=None, help=f"Input tensor name. (Poets default: {poets.input_layer})")
+    override.add_argument("--output_layer", default=None,
+                          help=f"Output tensor name. (Poets default: {poets.output_layer})")
+    override.add_argument("--input_height", type=int, default=None,
+                          help=f"Input height. (Poets default: {poets.input_height})")
+    override.add_argument("--input_width", type=int, default=None,
+                          help=f"Input width. (Poets default: {poets.input_width})")
+    override.add_argument("--input_mean", type=float, default=None,
+                          help=f"Subtracted from each pixel value. (Poets default: {poets.input_mean:g})")
+    override.add_argument("--input_std", type=float, default=None,
+                          help=f"Pixel values are divided by this after the mean. (Poets default: {poets.input_std:g})")
+
+
+def load_labeler(args: argparse.Namespace) -> GraphLabeler:
+    """The GraphLabeler the flags of ``add_graph_arguments`` describe (imports TensorFlow)."""
+    from retrain.labeler import GraphLabeler
+    return GraphLabeler(args.graph, args.labels, input_layer=args.input_layer, output_layer=args.output_layer,
+                        input_height=args.input_height, input_width=args.input_width,
+                        input_mean=args.input_mean, input_std=args.input_std)
