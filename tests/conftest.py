@@ -29,9 +29,9 @@ from retrain.architectures import ArchitectureSpec  # noqa: E402
 PROJECT = Path(__file__).resolve().parent.parent
 SHARED = PROJECT.parent / "shared"
 # The 600 shared flower photos where ../shared is beside the project, else the 100 bundled with it: the
-# integration tests run either way, never skip.
-FLOWERS = next(folder for folder in (SHARED / "data" / "flower_photos", PROJECT / "examples" / "flower_photos")
-               if folder.is_dir())
+# integration tests run either way.
+SHARED_FLOWERS = SHARED / "data" / "flower_photos"
+FLOWERS = SHARED_FLOWERS if SHARED_FLOWERS.is_dir() else PROJECT / "examples" / "flower_photos"
 TINY_SIZE = 32
 TINY_FEATURES = 8
 # Distinct base colours make the generated classes separable by a tiny network.
