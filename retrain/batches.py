@@ -14,10 +14,10 @@ from typing import NamedTuple, Protocol, Sequence
 import numpy as np
 
 from .backbones import Backbone
-from .feature_rows import FeatureRows
 from .decode import UnreadableImage
 from .distortions import Distortions, distort_image
 from .errors import Log
+from .feature_rows import FeatureRows
 
 STREAM_CHUNKS_PER_BUDGET = 4  # a streamed chunk takes a quarter of the memory budget: large reads, room to spare
 
