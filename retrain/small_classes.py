@@ -20,20 +20,20 @@ def ensure_holdout(groups: dict[str, tuple[float, str]], required: Iterable[str]
 
     ``groups`` maps a photo's hash name (variants of one photo, ``_nohash_``,
     share it and always move together) to its hash percentage and its hash
-    split. A photo is taken from training when training keeps at least one,
-    else from another held-out split that keeps at least one. Classes with
-    fewer than ``MIN_PHOTOS_FOR_HOLDOUT`` photos are left as they are.
+    split. ``required`` lists the splits in the order they are filled and
+    drawn from: training first, then the held-out splits whose percentage is
+    above 0. A photo is only taken from a split that keeps at least one.
+    Classes with fewer than ``MIN_PHOTOS_FOR_HOLDOUT`` photos are left as they are.
     """
     splits = {name: split for name, (_, split) in groups.items()}
-    if len(groups) < MIN_PHOTOS_FOR_HOLDOUT:
-        return splits
     required = list(required)
+    if len(groups) < max(MIN_PHOTOS_FOR_HOLDOUT, len(required)):
+        return splits
     for wanted in required:
         counts = Counter(splits.values())
         if counts[wanted]:
             continue
-        donors = ["train", *(s for s in required if s != wanted)]
-        donor = next(s for s in donors if counts[s] > 1)
+        donor = next(s for s in [*required, *counts] if counts[s] > 1)
         moved = min((name for name, split in splits.items() if split == donor), key=lambda name: groups[name][0])
         splits[moved] = wanted
     return splits
