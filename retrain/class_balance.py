@@ -9,15 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import UserError
-
 CLASS_WEIGHTS = ("none", "balanced")
 IMBALANCE_WARNING_RATIO = 5  # largest class over smallest beyond which we suggest --class_weight balanced
-
-
-def check_class_weight(class_weight: str) -> None:
-    if class_weight not in CLASS_WEIGHTS:
-        raise UserError(f"--class_weight {class_weight!r} is unknown; use one of {', '.join(CLASS_WEIGHTS)}")
 
 
 def class_weights(class_weight: str, labels: np.ndarray, num_classes: int) -> np.ndarray | None:

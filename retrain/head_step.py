@@ -18,7 +18,9 @@ import numpy as np
 @dataclass
 class StepOptions:
     """What shapes the loss and its gradient, beyond the layers themselves."""
-    dropout: float = 0.0  # fraction of each layer's inputs zeroed during training
+    # Fraction of the softmax layer's inputs zeroed during training: the pooled features of a linear head (as in
+    # Keras' transfer-learning guide), the hidden units of a deeper one (the Dense+Dropout heads of the tutorials).
+    dropout: float = 0.0
     label_smoothing: float = 0.0
     class_weights: np.ndarray | None = None  # [C] loss weight per class, None for all 1
 
@@ -32,15 +34,13 @@ def head_step(layers: Sequence[tuple], features, labels, options: StepOptions, g
     dropout masks. Variables are read, never written.
     """
     import tensorflow as tf
-    inputs, masks, activations = [], [], features
+    inputs, activations, mask = [], features, None
     for index, (weights, biases) in enumerate(layers):
-        mask = None
-        if options.dropout > 0:
+        if index == len(layers) - 1 and options.dropout > 0:
             keep = generator.uniform(tf.shape(activations)) >= options.dropout
             mask = tf.cast(keep, tf.float32) / (1.0 - options.dropout)  # inverted dropout: no rescaling at inference
             activations = activations * mask
         inputs.append(activations)
-        masks.append(mask)
         activations = tf.matmul(activations, weights) + biases
         if index < len(layers) - 1:
             activations = tf.nn.relu(activations)
@@ -63,8 +63,8 @@ def head_step(layers: Sequence[tuple], features, labels, options: StepOptions, g
         gradients[:0] = [tf.matmul(inputs[index], gradient, transpose_a=True), tf.reduce_sum(gradient, 0)]
         if index > 0:
             gradient = tf.matmul(gradient, weights, transpose_b=True)
-            if masks[index] is not None:
-                gradient = gradient * masks[index]
+            if index == len(layers) - 1 and mask is not None:
+                gradient = gradient * mask
             # inputs[index] is ReLU's output (times the mask, which is positive where it kept a value)
             gradient = gradient * tf.cast(inputs[index] > 0, tf.float32)
     return logits, gradients

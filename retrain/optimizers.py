@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from .errors import UserError
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 SCHEDULES = ("constant", "cosine")
@@ -25,15 +24,6 @@ MOMENTUM = 0.9
 ADAM_BETA_1 = 0.9
 ADAM_BETA_2 = 0.999
 ADAM_EPSILON = 1e-7
-
-
-def check_optimizer_options(optimizer: str, schedule: str, weight_decay: float) -> None:
-    if optimizer not in OPTIMIZERS:
-        raise UserError(f"--optimizer {optimizer!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
-    if schedule not in SCHEDULES:
-        raise UserError(f"--learning_rate_schedule {schedule!r} is unknown; use one of {', '.join(SCHEDULES)}")
-    if not weight_decay >= 0:
-        raise UserError(f"--weight_decay must be 0 or more, got {weight_decay}")
 
 
 def learning_rate_at(base: float, schedule: str, step, total_steps: int):

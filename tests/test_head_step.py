@@ -19,7 +19,7 @@ def _reference_gradients(layers, features, labels, options, scale, generator):
     with tf.GradientTape() as tape:
         activations = features
         for index, (weights, biases) in enumerate(layers):
-            if options.dropout > 0:
+            if options.dropout > 0 and index == len(layers) - 1:
                 keep = generator.uniform(tf.shape(activations)) >= options.dropout
                 activations = activations * tf.cast(keep, tf.float32) / (1 - options.dropout)
             activations = activations @ weights + biases
@@ -37,6 +37,7 @@ def _reference_gradients(layers, features, labels, options, scale, generator):
 @pytest.mark.parametrize("sizes, options", [
     ((6, 3), StepOptions()),
     ((6, 5, 3), StepOptions(label_smoothing=0.1, class_weights=np.array([0.5, 1.0, 2.0], np.float32))),
+    ((6, 3), StepOptions(dropout=0.5)),
     ((6, 5, 4, 3), StepOptions(dropout=0.4)),
 ])
 def test_hand_written_gradients_match_gradient_tape(sizes, options):
