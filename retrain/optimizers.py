@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-
 OPTIMIZERS = ("sgd", "momentum", "adam")
 SCHEDULES = ("constant", "cosine")
 MOMENTUM = 0.9
