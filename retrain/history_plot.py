@@ -8,20 +8,9 @@ an Agg canvas, no display and no global pyplot state.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
-from .errors import UserError
-from .evaluation import PLOT_FORMATS
-from .paths import atomic_write
-
-
-def check_plot_path(path: str | os.PathLike, flag: str) -> str:
-    """The file format of a plot's ``path`` (png, pdf or svg), or a UserError naming ``flag``."""
-    file_format = Path(path).suffix.lower().lstrip(".")
-    if file_format not in PLOT_FORMATS:
-        raise UserError(f"{flag} {path}: use a .png, .pdf or .svg file name")
-    return file_format
+from .files import atomic_write, check_plot_path
 
 
 def plot_history(history: Sequence, path: str | os.PathLike, best_step: int | None = None,

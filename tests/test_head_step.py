@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from retrain.head import dense_logits
 from retrain.head_step import StepOptions, head_step
 from retrain.optimizers import Optimizer, learning_rate_at
 
@@ -9,8 +10,8 @@ tf = pytest.importorskip("tensorflow")
 
 
 def _layers(rng, sizes):
-    return [(tf.Variable(rng.normal(0, 0.5, (a, b)).astype(np.float32)), tf.Variable(rng.normal(0, 0.1, b).astype(np.float32)))
-            for a, b in zip(sizes[:-1], sizes[1:])]
+    return [(tf.Variable(rng.normal(0, 0.5, (a, b)).astype(np.float32)),
+             tf.Variable(rng.normal(0, 0.1, b).astype(np.float32))) for a, b in zip(sizes[:-1], sizes[1:])]
 
 
 def _reference_gradients(layers, features, labels, options, scale, generator):
@@ -50,6 +51,15 @@ def test_hand_written_gradients_match_gradient_tape(sizes, options):
     assert len(ours) == len(theirs) == 2 * len(layers)
     for mine, reference in zip(ours, theirs):
         np.testing.assert_allclose(mine.numpy(), reference.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_training_forward_pass_is_the_exported_one():
+    """Without dropout, the logits trained on are the ones ``dense_logits`` (export) computes."""
+    rng = np.random.default_rng(1)
+    layers = _layers(rng, (6, 5, 3))
+    features = tf.constant(rng.normal(0, 1, (4, 6)).astype(np.float32))
+    logits, _ = head_step(layers, features, tf.constant([0, 1, 2, 0]), StepOptions(), 0.25)
+    np.testing.assert_array_equal(logits.numpy(), dense_logits(features, layers).numpy())
 
 
 @pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
