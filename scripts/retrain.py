@@ -111,7 +111,8 @@ HELP = {
         "--eval_step_interval": "Evaluate on a validation batch every this many steps; about 20 of these "
                                 "evaluations are printed, all go to TensorBoard.",
         "--validation_batch_size": "Validation images per evaluation; -1 uses the whole validation set, which is "
-                                   "more stable but slower on big datasets.",
+                                   "more stable but slower on big datasets. The last evaluation and "
+                                   "--early_stopping_patience always use the whole set.",
         "--test_batch_size": "Test images in the final evaluation; -1 (the default) uses the whole test set.",
         "--random_seed": "Seed for weight initialisation and batch sampling: two runs with the "
                          "same seed give the same graph. (default: random)",
