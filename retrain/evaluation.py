@@ -21,7 +21,6 @@ from .metrics import ClassificationReport, classification_report
 from .files import atomic_write, check_plot_path
 
 
-
 @dataclass
 class Evaluation:
     """The report, plus what was scored and what could not be read."""

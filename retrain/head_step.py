@@ -1,11 +1,12 @@
 """One training step of the head as TensorFlow ops: forward pass and hand-written back-propagation.
 
 The head is small (Dense+ReLU layers, then a softmax), and TensorFlow's cost
-here is per op, not per FLOP: back-propagating by hand takes a few ops per
-layer, where ``tf.GradientTape`` adds dozens (and its gradient of the fused
-cross-entropy op is the same ``softmax - labels`` we use directly). The
-default head (one layer, no dropout, no smoothing, no class weights) builds
-exactly the ops of Poets' loop, so seeded runs are bit-identical to it.
+here is per op, not per FLOP: written out by hand, back-propagation is a few
+ops per layer, the fused cross-entropy op yields ``softmax - labels``
+directly, and the default head (one layer, no dropout, no smoothing, no class
+weights) builds exactly the ops of Poets' loop, so seeded runs stay
+bit-identical to it. Without dropout the forward pass is ``head.dense_logits``,
+the one export uses (a test holds them equal).
 """
 from __future__ import annotations
 
