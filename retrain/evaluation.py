@@ -18,9 +18,7 @@ from .errors import UserError
 from .images import find_class_folders, iter_image_files, label_for_folder
 from .labeler import LABEL_BATCH_SIZE, GraphLabeler
 from .metrics import ClassificationReport, classification_report
-from .files import atomic_write
-
-PLOT_FORMATS = ("png", "pdf", "svg")
+from .files import atomic_write, check_plot_path
 
 
 @dataclass
@@ -86,9 +84,7 @@ def plot_report(report: ClassificationReport, path: str | os.PathLike) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    file_format = Path(path).suffix.lower().lstrip(".")
-    if file_format not in PLOT_FORMATS:
-        raise UserError(f"--plot {path}: use a .png, .pdf or .svg file name")
+    file_format = check_plot_path(path, "--plot")
     n = len(report.labels)
     figure = Figure(figsize=(4 + 1.6 * n, 2.5 + 0.5 * n), layout="constrained")
     FigureCanvasAgg(figure)

@@ -15,6 +15,7 @@ from .errors import UserError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_DIR = PROJECT_ROOT / "models"
 DEFAULT_BOTTLENECK_DIR = PROJECT_ROOT / "bottlenecks"
+PLOT_FORMATS = ("png", "pdf", "svg")
 
 # Read once at import: os.umask can only be read by setting it, which is not thread-safe later on.
 _UMASK = os.umask(0o022)
@@ -71,6 +72,14 @@ def check_writable_file(path: str | os.PathLike, flag: str) -> None:
     if Path(path).is_dir():
         raise UserError(f"{flag} {path} is a folder; give a file name")
     check_writable_folder(Path(path).parent, flag)
+
+
+def check_plot_path(path: str | os.PathLike, flag: str) -> str:
+    """The file format of a plot's ``path`` (png, pdf or svg), or a UserError naming ``flag``."""
+    file_format = Path(path).suffix.lower().lstrip(".")
+    if file_format not in PLOT_FORMATS:
+        raise UserError(f"{flag} {path}: use a .png, .pdf or .svg file name")
+    return file_format
 
 
 def _sync_folder(folder: Path) -> None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from .errors import UserError
 
@@ -21,6 +22,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif"})
 # Same constant as TensorFlow-for-Poets, so a split there maps onto ours.
 MAX_NUM_IMAGES_PER_CLASS = 2 ** 27 - 1
 SPLITS = ("train", "validation", "test")
+MIN_PHOTOS_PER_CLASS_FOR_HOLDOUT = 3  # one to train on, one to validate, one to test
 
 
 @dataclass(frozen=True)
@@ -49,17 +51,43 @@ def label_for_folder(folder_name: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", folder_name.lower()).strip()
 
 
-def split_for(relative_name: str, validation_percentage: float, testing_percentage: float) -> str:
-    """Which set an image belongs to, from its name relative to its class folder."""
+def hash_percentage(relative_name: str) -> float:
+    """Where an image falls in [0, 100] by the hash of its name relative to its class folder (Poets' rule)."""
     hash_name = re.sub(r"_nohash_.*$", "", relative_name)
     # fsencode: the UTF-8 bytes Poets hashed, and file names that are not valid UTF-8 (old archives) work too
     digest = int(hashlib.sha1(os.fsencode(hash_name)).hexdigest(), 16)
-    percentage = (digest % (MAX_NUM_IMAGES_PER_CLASS + 1)) * (100.0 / MAX_NUM_IMAGES_PER_CLASS)
+    return (digest % (MAX_NUM_IMAGES_PER_CLASS + 1)) * (100.0 / MAX_NUM_IMAGES_PER_CLASS)
+
+
+def split_at(percentage: float, validation_percentage: float, testing_percentage: float) -> str:
+    """Which set an image belongs to by its hash alone (a small class may then get one moved: ensure_every_split)."""
     if percentage < validation_percentage:
         return "validation"
     if percentage < validation_percentage + testing_percentage:
         return "test"
     return "train"
+
+
+def ensure_every_split(photos: dict[float, str], required: Sequence[str]) -> dict[float, str]:
+    """The splits of one class's photos (keyed by hash percentage), each ``required`` split given at least one.
+
+    With 10% held out each for validation and test, a class of 5 photos often
+    gets none of either: its accuracy is never measured (Poets users' most
+    common complaint with small datasets). So an empty required split takes
+    the photo with the lowest hash from the first of ``required`` that keeps
+    at least one photo. Variants of one photo (``_nohash_``) share a hash and
+    move together. A class with fewer photos than splits to fill (or than
+    ``MIN_PHOTOS_PER_CLASS_FOR_HOLDOUT``) is left as it is.
+    """
+    splits = dict(photos)
+    if len(splits) < max(MIN_PHOTOS_PER_CLASS_FOR_HOLDOUT, len(required)):
+        return splits
+    for wanted in required:
+        counts = Counter(splits.values())
+        if not counts[wanted]:
+            donor = next(split for split in [*required, *counts] if counts[split] > 1)
+            splits[min(key for key, split in splits.items() if split == donor)] = wanted
+    return splits
 
 
 def find_class_folders(image_dir: str | os.PathLike) -> dict[str, Path]:
@@ -96,15 +124,19 @@ def split_images(image_dir: str | os.PathLike, testing_percentage: float = 10,
         raise UserError("--testing_percentage plus --validation_percentage leave no training images; "
                         "keep their sum under 100")
     classes = find_class_folders(image_dir)
+    required = ["train", *(split for split, percentage in (("validation", validation_percentage),
+                                                          ("test", testing_percentage)) if percentage > 0)]
     records = []
     for label, folder in classes.items():
         files = iter_image_files(folder)
         if not files:
             raise UserError(f"class folder {folder} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
                             f"add some or remove the folder")
-        for path in files[:MAX_NUM_IMAGES_PER_CLASS]:
-            relative = path.relative_to(folder).as_posix()
-            records.append(ImageRecord(path, label, split_for(relative, validation_percentage, testing_percentage)))
+        files = files[:MAX_NUM_IMAGES_PER_CLASS]
+        keys = [hash_percentage(path.relative_to(folder).as_posix()) for path in files]
+        splits = ensure_every_split({key: split_at(key, validation_percentage, testing_percentage)
+                                     for key in keys}, required)
+        records.extend(ImageRecord(path, label, splits[key]) for path, key in zip(files, keys))
     if len(classes) < 2:
         raise UserError(f"found {len(classes)} class folder(s) in {image_dir}; a classifier needs at least two "
                         f"sub-folders of images, one per class")
@@ -114,3 +146,20 @@ def split_images(image_dir: str | os.PathLike, testing_percentage: float = 10,
 def labels_of(records: Iterable[ImageRecord]) -> list[str]:
     """Sorted label list: the row order of the labels file and the softmax."""
     return sorted({record.label for record in records})
+
+
+def split_summary(records: Sequence[ImageRecord]) -> str:
+    """One line of split counts; classes with at most one image in a held-out split are listed with theirs."""
+    labels = labels_of(records)
+    counts = {(label, split): 0 for label in labels for split in SPLITS}
+    for record in records:
+        counts[record.label, record.split] += 1
+    totals = {split: sum(counts[label, split] for label in labels) for split in SPLITS}
+    line = (f"Found {len(records)} images in {len(labels)} classes: {totals['train']} train, "
+            f"{totals['validation']} validation, {totals['test']} test")
+    held_out = [split for split in SPLITS[1:] if totals[split]]
+    small = [label for label in labels if any(counts[label, split] <= 1 for split in held_out)]
+    if small:
+        line += "; small classes (train/validation/test): " + ", ".join(
+            f"{label!r} " + "/".join(str(counts[label, split]) for split in SPLITS) for label in small)
+    return line

@@ -15,14 +15,17 @@ from .backbones import Backbone, load_backbone
 from .batches import bottleneck_batches, distorted_batches
 from .bottlenecks import Bottlenecks, get_bottlenecks
 from .cache_store import DEFAULT_MEMORY_BUDGET_GB, BottleneckCache
+from .class_balance import imbalance_warning
 from .feature_rows import FeatureRows
 from .distortions import Distortions
 from .errors import Log, UserError
 from .export import export_frozen_graph, export_saved_model, write_labels, write_sidecar
-from .files import DEFAULT_BOTTLENECK_DIR, DEFAULT_MODEL_DIR, check_writable_file, check_writable_folder
+from .files import (DEFAULT_BOTTLENECK_DIR, DEFAULT_MODEL_DIR, check_plot_path, check_writable_file,
+                    check_writable_folder)
 from .graph_contract import FINAL_TENSOR_NAME
 from .head import EvalPoint, Head, TrainingConfig, train_head
-from .images import SPLITS, ImageRecord, labels_of, split_images
+from .history_plot import plot_history
+from .images import SPLITS, ImageRecord, labels_of, split_images, split_summary
 from .metrics import ClassificationReport, classification_report
 from .summaries import TrainingSummaries, progress_printer
 
@@ -51,6 +54,7 @@ class RetrainOptions:
     saved_model_dir: str = ""
     bottleneck_batch_size: int = 16
     memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB
+    plot_history: str = ""
 
     def __post_init__(self) -> None:
         if self.bottleneck_batch_size < 1:
@@ -118,15 +122,16 @@ def _check_outputs_writable(options: RetrainOptions) -> None:
         check_writable_folder(options.intermediate_output_graphs_dir, "--intermediate_output_graphs_dir")
     if options.saved_model_dir:
         check_writable_folder(Path(options.saved_model_dir).parent, "--saved_model_dir")
+    if options.plot_history:
+        check_plot_path(options.plot_history, "--plot_history")
+        check_writable_file(options.plot_history, "--plot_history")
 
 
 def run_retrain(options: RetrainOptions, log: Log = print) -> RetrainResult:
     """Run the whole job and write the outputs; returns what it measured."""
     records = split_images(options.image_dir, options.testing_percentage, options.validation_percentage)
     labels = labels_of(records)
-    counts = {split: sum(r.split == split for r in records) for split in SPLITS}
-    log(f"Found {len(records)} images in {len(labels)} classes: {counts['train']} train, "
-        f"{counts['validation']} validation, {counts['test']} test")
+    log(split_summary(records))
     _check_outputs_writable(options)
     backbone = load_backbone(options.architecture, options.model_dir)
     cache = BottleneckCache(options.bottleneck_dir, backbone.spec.cache_id, backbone.feature_size)
@@ -137,6 +142,9 @@ def run_retrain(options: RetrainOptions, log: Log = print) -> RetrainResult:
         log(f"Skipped {len(bottlenecks.unreadable)} unreadable image(s) of {len(records)}")
     data = split_data(records, bottlenecks, labels)
     _check_training_data(data["train"], labels)
+    warning = imbalance_warning(data["train"].labels, labels, options.training.class_weight)
+    if warning:
+        log(warning)
 
     summaries = TrainingSummaries(options.summaries_dir)
     printer = progress_printer(options.training.steps, log)
@@ -163,7 +171,9 @@ def run_retrain(options: RetrainOptions, log: Log = print) -> RetrainResult:
     head = train_head(batches, backbone.feature_size, len(labels), options.training,
                       validation=(validation.features, validation.labels) if len(validation.labels) else None,
                       on_eval=on_eval, on_checkpoint=on_checkpoint,
-                      checkpoint_every=options.intermediate_store_frequency)
+                      checkpoint_every=options.intermediate_store_frequency, train_labels=train.labels, log=log)
+    if options.plot_history:
+        _plot(history, options, log)
 
     test_report = None
     if len(test.labels):
@@ -183,6 +193,16 @@ def run_retrain(options: RetrainOptions, log: Log = print) -> RetrainResult:
 
     _export(options, backbone, head, labels, log)
     return RetrainResult(labels, test_report, bottlenecks, data, head, history)
+
+
+def _plot(history: list[EvalPoint], options: RetrainOptions, log: Log) -> None:
+    """The training curves; with early stopping, the restored step (lowest validation loss) and the last one marked."""
+    best = stopped = None
+    if options.training.early_stopping_patience:
+        best = min(history, key=lambda point: point.validation_loss).step
+        stopped = history[-1].step if history[-1].step < options.training.steps else None
+    plot_history(history, options.plot_history, best, stopped)
+    log(f"Wrote training history plot {options.plot_history}")
 
 
 def _export(options: RetrainOptions, backbone: Backbone, head: Head, labels: list[str], log: Log) -> None:

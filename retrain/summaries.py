@@ -62,16 +62,18 @@ class TrainingSummaries:
 
         # autograph=False: AutoGraph writes generated source to a temporary file, which fails on a full disk.
         @tf.function(autograph=False)
-        def write(steps, train_accuracy, cross_entropy, validation_steps, validation_accuracy):
+        def write(steps, train_accuracy, cross_entropy, validation_steps, validation_accuracy, validation_loss):
             write_series(self.train, ("accuracy", "cross_entropy"), steps, train_accuracy, cross_entropy)
-            write_series(self.validation, ("accuracy",), validation_steps, validation_accuracy)
+            write_series(self.validation, ("accuracy", "cross_entropy"), validation_steps, validation_accuracy,
+                         validation_loss)
 
         with self._write_errors():
             write(tf.constant([p.step for p in self.points], tf.int64),
                   tf.constant([p.train_accuracy for p in self.points], tf.float32),
                   tf.constant([p.cross_entropy for p in self.points], tf.float32),
                   tf.constant([p.step for p in validated], tf.int64),
-                  tf.constant([p.validation_accuracy for p in validated], tf.float32))
+                  tf.constant([p.validation_accuracy for p in validated], tf.float32),
+                  tf.constant([p.validation_loss for p in validated], tf.float32))
         self.points = []
 
     def write_test(self, report: ClassificationReport, step: int) -> None:

@@ -50,6 +50,14 @@ DEFAULTS = {
     "--validation_batch_size": training("validation_batch_size"),
     "--test_batch_size": option("test_batch_size"),
     "--random_seed": training("seed"),
+    "--hidden_units": training("hidden_units"),
+    "--dropout": training("dropout"),
+    "--label_smoothing": training("label_smoothing"),
+    "--optimizer": training("optimizer"),
+    "--learning_rate_schedule": training("learning_rate_schedule"),
+    "--weight_decay": training("weight_decay"),
+    "--class_weight": training("class_weight"),
+    "--early_stopping_patience": training("early_stopping_patience"),
     "--print_misclassified_test_images": False,
     "--summaries_dir": option("summaries_dir"),
     "--flip_left_right": False,
@@ -62,6 +70,7 @@ DEFAULTS = {
     "--intermediate_output_graphs_dir": option("intermediate_output_graphs_dir"),
     "--intermediate_store_frequency": option("intermediate_store_frequency"),
     "--saved_model_dir": option("saved_model_dir"),
+    "--plot_history": option("plot_history"),
 }
 
 # Poets' flag names, grouped as --help shows them, with what each one is for.
@@ -102,13 +111,35 @@ HELP = {
         "--eval_step_interval": "Evaluate on a validation batch every this many steps; about 20 of these "
                                 "evaluations are printed, all go to TensorBoard.",
         "--validation_batch_size": "Validation images per evaluation; -1 uses the whole validation set, which is "
-                                   "more stable but slower on big datasets.",
+                                   "more stable but slower on big datasets. The last evaluation and "
+                                   "--early_stopping_patience always use the whole set.",
         "--test_batch_size": "Test images in the final evaluation; -1 (the default) uses the whole test set.",
         "--random_seed": "Seed for weight initialisation and batch sampling: two runs with the "
                          "same seed give the same graph. (default: random)",
         "--print_misclassified_test_images": "List every test image the final model gets wrong.",
         "--summaries_dir": "TensorBoard summaries go to a new timestamped folder in here each run; view them with "
                            "`tensorboard --logdir` on this folder.",
+    },
+    "a stronger head (each off by default: Poets' single softmax layer and plain gradient descent)": {
+        "--hidden_units": "Add a Dense+ReLU layer of this many units (e.g. 256) before the softmax; try it when "
+                          "training accuracy stays well below 100%%, or with thousands of images per class. "
+                          "(default: none)",
+        "--dropout": "Fraction (0 to under 1, e.g. 0.3) of the softmax layer's inputs zeroed at random each step; "
+                     "use it when training accuracy runs far ahead of validation accuracy (overfitting).",
+        "--label_smoothing": "Train towards 1-F for the true class instead of 1 (e.g. 0.1); use it when some "
+                             "labels are wrong or the model is over-confident.",
+        "--optimizer": "sgd (Poets' plain gradient descent), momentum (0.9: faster at the same --learning_rate) "
+                       "or adam (adapts per weight; use --learning_rate 0.001; good with --hidden_units).",
+        "--learning_rate_schedule": "constant, or cosine: the learning rate falls smoothly to 0 at the last step; "
+                                    "use cosine for long runs, to settle into the final weights.",
+        "--weight_decay": "Shrink every weight by learning_rate * this each step (decoupled, as AdamW; e.g. 1e-4); "
+                          "a regulariser for few images or a --hidden_units layer.",
+        "--class_weight": "none, or balanced: weigh each class's loss by its inverse frequency; use it when the "
+                          "largest class has many times the images of the smallest (the run warns beyond 5x).",
+        "--early_stopping_patience": "Stop when the loss on the whole validation set has not improved for this "
+                                     "many evaluations (one per --eval_step_interval steps) and keep the best "
+                                     "weights; use it to stop a generous --how_many_training_steps in time. "
+                                     "(default: off)",
     },
     "distortions (each training image is distorted afresh every step, so the cache can't be used: much slower)": {
         "--flip_left_right": "Randomly mirror half of the training images horizontally.",
@@ -127,6 +158,8 @@ HELP = {
                                           "the final one.",
         "--saved_model_dir": "Also export a TF2 SavedModel here (signature "
                              "serving_default: input -> final_result).",
+        "--plot_history": "Save training and validation accuracy and loss against step to this .png, .pdf or "
+                          ".svg file, the early-stopping point marked; use it to see over- or underfitting.",
     },
 }
 
@@ -149,7 +182,12 @@ def options_from_args(args: argparse.Namespace) -> RetrainOptions:
         training=TrainingConfig(steps=args.how_many_training_steps, learning_rate=args.learning_rate,
                                 train_batch_size=args.train_batch_size,
                                 validation_batch_size=args.validation_batch_size,
-                                eval_step_interval=args.eval_step_interval, seed=args.random_seed),
+                                eval_step_interval=args.eval_step_interval, seed=args.random_seed,
+                                hidden_units=args.hidden_units, dropout=args.dropout,
+                                label_smoothing=args.label_smoothing, optimizer=args.optimizer,
+                                learning_rate_schedule=args.learning_rate_schedule, weight_decay=args.weight_decay,
+                                class_weight=args.class_weight,
+                                early_stopping_patience=args.early_stopping_patience),
         testing_percentage=args.testing_percentage, validation_percentage=args.validation_percentage,
         test_batch_size=args.test_batch_size, print_misclassified_test_images=args.print_misclassified_test_images,
         final_tensor_name=args.final_tensor_name,
@@ -157,7 +195,7 @@ def options_from_args(args: argparse.Namespace) -> RetrainOptions:
         intermediate_store_frequency=args.intermediate_store_frequency,
         distortions=Distortions(args.flip_left_right, args.random_crop, args.random_scale, args.random_brightness),
         saved_model_dir=args.saved_model_dir, bottleneck_batch_size=args.bottleneck_batch_size,
-        memory_budget_gb=args.memory_budget_gb)
+        memory_budget_gb=args.memory_budget_gb, plot_history=args.plot_history)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
