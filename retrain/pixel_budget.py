@@ -24,7 +24,7 @@ DEFAULT_MAX_IMAGE_MEGAPIXELS = 40.0
 FLAG = "--max_image_megapixels"
 # The formats we promise to read. Pillow recognises ~40 more by content, whatever the file's name, some
 # through outside programs (Ghostscript for PostScript): a scraped "photo.jpg" must not reach those.
-READABLE_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "TIFF", "WEBP")
+READABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
 # Pillow's own guard compares one process-wide number with the header *before* a JPEG is drafted, so it cannot
 # tell a 200 MP photo (fine at 1/8 scale) from a 200 MP PNG. It stays on as a backstop at the largest image a
 # JPEG header can declare (Pillow raises above twice the number); ``check_pixel_budget`` is the real limit.
