@@ -169,7 +169,7 @@ def _seed_graphs(work: Path) -> list:
     (model_dir / "tiny_v1").mkdir(parents=True)
     (model_dir / "tiny_v1" / "frozen_graph.pb").write_bytes(tiny_graph_def().SerializeToString())
     rng = np.random.default_rng(0)
-    head = Head(rng.normal(0, 1, (TINY_FEATURES, 3)).astype(np.float32), np.zeros(3, np.float32))
+    head = Head.linear(rng.normal(0, 1, (TINY_FEATURES, 3)).astype(np.float32), np.zeros(3, np.float32))
     export_frozen_graph(load_backbone(tiny_spec(), model_dir), head, work / "ours.pb")
     write_poets_graph(work / "poets.pb", head, reshape_to_batch_1=True)
     return [load_graph_def(work / "ours.pb"), load_graph_def(work / "poets.pb")]

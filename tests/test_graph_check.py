@@ -30,7 +30,7 @@ def keras_row_without_weights(name: str) -> Backbone:
 
 
 def check_exports(backbone: Backbone, tmp_path, saved_model: bool = True) -> None:
-    head = Head(np.zeros((backbone.feature_size, 3), np.float32), np.zeros(3, np.float32))
+    head = Head.linear(np.zeros((backbone.feature_size, 3), np.float32), np.zeros(3, np.float32))
     export_frozen_graph(backbone, head, tmp_path / "graph.pb")
     check_graph_def(load_graph_def(tmp_path / "graph.pb"), "graph.pb")
     if saved_model:
