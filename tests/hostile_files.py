@@ -123,3 +123,17 @@ def graph_writing_file(target: Path, size: int = 32, classes: int = 3):
             logits = tf.tile(tf.reduce_mean(images, axis=[1, 2, 3], keepdims=False)[:, None], [1, classes])
         tf.nn.softmax(logits, name="final_result")
     return graph.as_graph_def()
+
+
+def saved_model_writing_file(folder: Path, target: Path) -> Path:
+    """A SavedModel (TF-Hub style: callable on images, and a serving signature) that writes ``target`` when run."""
+    import tensorflow as tf
+    module = tf.Module()
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)], autograph=False)
+    def call(images):
+        with tf.control_dependencies([tf.io.write_file(str(target), "written by the module")]):
+            return tf.reduce_mean(images, axis=[1, 2])
+    module.__call__ = call
+    tf.saved_model.save(module, str(folder), signatures={"serving_default": call})
+    return folder

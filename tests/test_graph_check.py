@@ -11,7 +11,7 @@ from retrain.export import export_frozen_graph, export_saved_model
 from retrain.graph_check import check_graph_def, check_saved_model, check_tflite_ops
 from retrain.head import Head
 from tests.conftest import PROJECT, tiny_graph_def, tiny_spec
-from tests.hostile_files import graph_writing_file
+from tests.hostile_files import graph_writing_file, saved_model_writing_file
 
 # The smallest input each Keras Applications row builds at: the ops do not depend on the size.
 KERAS_SMALLEST_INPUT = {"inception_v3": 75, "vgg16": 32, "resnet50": 32}
@@ -85,17 +85,19 @@ def test_ops_inside_functions_are_checked_too():
 
 
 def test_a_saved_model_that_writes_a_file_when_served_is_refused(tmp_path):
-    import tensorflow as tf
-    module = tf.Module()
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)], autograph=False)
-    def serve(x):
-        with tf.control_dependencies([tf.io.write_file(str(tmp_path / "x"), "boo")]):
-            return tf.identity(x)
-    module.serve = serve
-    tf.saved_model.save(module, str(tmp_path / "evil"), signatures={"serving_default": serve})
+    saved_model_writing_file(tmp_path / "evil", tmp_path / "x")
     with pytest.raises(UserError, match=r"contains op WriteFile \(node \S+ in function"):
         check_saved_model(tmp_path / "evil")
+
+
+def test_retrain_refuses_such_a_tfhub_module_before_loading_it(tmp_path):
+    from retrain.architectures import tfhub_spec
+    saved_model_writing_file(tmp_path / "evil", tmp_path / "x")
+    with pytest.raises(UserError, match=r"evil contains op WriteFile"):
+        load_backbone(tfhub_spec(str(tmp_path / "evil"), input_size=16), tmp_path / "models")
+    assert not (tmp_path / "x").exists()
+    load_backbone(tfhub_spec(str(tmp_path / "evil"), input_size=16), tmp_path / "models", trust_graph=True)
+    assert (tmp_path / "x").exists()  # trusted, it ran
 
 
 def test_not_a_saved_model_is_one_line(tmp_path):

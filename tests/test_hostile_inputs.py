@@ -6,12 +6,11 @@ import sys
 import pytest
 
 from retrain.errors import UserError
-from retrain.head import TrainingConfig
-from retrain.pipeline import RetrainOptions, run_retrain
+from retrain.pipeline import run_retrain
 from scripts import evaluate as evaluate_script
 from scripts import label_image as label_image_script
 from scripts import relabel as relabel_script
-from tests.conftest import PROJECT, TINY_SIZE, make_dataset, tiny_spec
+from tests.conftest import PROJECT, TINY_SIZE, make_dataset, tiny_retrain_options
 from tests.hostile_files import gif_bomb, graph_writing_file, png_bomb, tiff_bomb
 
 SIZE_FLAGS = ["--input_height", str(TINY_SIZE), "--input_width", str(TINY_SIZE)]
@@ -27,13 +26,8 @@ def plant_bombs(folder, width=20000, height=15000):
 def test_retrain_skips_bombs_with_one_line_each_saying_how_to_raise_the_limit(tmp_path, tiny_model_dir):
     image_dir = make_dataset(tmp_path / "images", per_class=6)
     bombs = plant_bombs(image_dir / "red")
-    options = RetrainOptions(image_dir=str(image_dir), architecture=tiny_spec(), model_dir=str(tiny_model_dir),
-                             output_graph=str(tmp_path / "out" / "g.pb"),
-                             output_labels=str(tmp_path / "out" / "labels.txt"),
-                             summaries_dir=str(tmp_path / "logs"), bottleneck_dir=str(tmp_path / "bn"),
-                             training=TrainingConfig(steps=5, seed=0))
     messages = []
-    run_retrain(options, log=messages.append)
+    run_retrain(tiny_retrain_options(image_dir, tiny_model_dir, tmp_path, steps=5), log=messages.append)
     for bomb in bombs:
         [line] = [m for m in messages if str(bomb) in m]
         assert line == (f"warning: skipping unreadable image {bomb}: 20000x15000 pixels (300 megapixels) is over "
