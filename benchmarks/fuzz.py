@@ -114,19 +114,18 @@ def image_worker(seed: int) -> None:
     from retrain.decode import UnreadableImage, load_rgb
     seeds = seed_images()
     work = Path(tempfile.mkdtemp(prefix="fuzz-image-"))
-    _serve(lambda case: _decode_case(seeds, work, seed, case, load_rgb, UnreadableImage))
 
-
-def _decode_case(seeds, work: Path, seed: int, case: int, load_rgb, unreadable) -> str:
-    rng = np.random.default_rng([seed, case])
-    suffix, data = seeds[rng.integers(len(seeds))]
-    path = work / f"case{suffix}"
-    path.write_bytes(mutate(data, rng))
-    try:
-        load_rgb(path, 224, 224)
-        return "decoded"
-    except unreadable:
-        return "skipped"
+    def run(case: int) -> str:
+        rng = np.random.default_rng([seed, case])
+        suffix, data = seeds[rng.integers(len(seeds))]
+        path = work / f"case{suffix}"
+        path.write_bytes(mutate(data, rng))
+        try:
+            load_rgb(path, 224, 224)
+            return "decoded"
+        except UnreadableImage:
+            return "skipped"
+    _serve(run)
 
 
 def model_worker(seed: int) -> None:

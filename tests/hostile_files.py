@@ -49,7 +49,8 @@ def tiff_bomb(path: Path, width: int, height: int, rows_per_strip: int = 256) ->
         (262, 3, 1, 1), (273, 4, strips, data_at if inline else offsets_at), (277, 3, 1, 1),
         (278, 4, 1, rows_per_strip), (279, 4, strips, len(strip) if inline else counts_at)]
     ifd = struct.pack("<H", tag_count) + b"".join(
-        struct.pack("<HHI", tag, kind, count) + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
+        struct.pack("<HHI", tag, kind, count)
+        + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
         for tag, kind, count, value in entries) + struct.pack("<I", 0)
     path.write_bytes(b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack(f"<{strips}I", *[data_at] * strips)
                      + struct.pack(f"<{strips}I", *[len(strip)] * strips) + strip)
@@ -113,7 +114,7 @@ def _sub_blocks(data: bytes) -> bytes:
 
 
 def graph_writing_file(target: Path, size: int = 32, classes: int = 3):
-    """A Poets-contract GraphDef (``input`` -> ``final_result``) whose output waits for a ``WriteFile`` of ``target``."""
+    """A Poets-contract GraphDef (``input`` -> ``final_result``) whose output waits for writing ``target``."""
     import tensorflow as tf
     graph = tf.Graph()
     with graph.as_default():

@@ -56,3 +56,8 @@ def test_formats_we_do_not_read_are_not_handed_to_pillow(tmp_path):
 def test_the_limit_must_be_positive(value):
     with pytest.raises(UserError, match="--max_image_megapixels must be a positive number"):
         validate_max_megapixels(value)
+
+
+def test_pillows_own_guard_stays_on_as_a_backstop():
+    import retrain.decode  # noqa: F401  (importing the decoder must not switch the guard off)
+    assert Image.MAX_IMAGE_PIXELS is not None
