@@ -20,9 +20,9 @@ from tqdm import tqdm
 from .cache_store import DEFAULT_MEMORY_BUDGET_GB, KEY_DTYPE, BottleneckCache
 from .feature_rows import FeatureRows
 from .decode import decoded_batches
-from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
 from .errors import Log
 from .files import hash_files
+from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
 
 FLUSH_EVERY_IMAGES = 512
 FLUSH_EVERY_SECONDS = 30.0

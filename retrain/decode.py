@@ -21,7 +21,6 @@ from PIL import Image, ImageOps
 from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS, open_within_budget
 
 
-
 class UnreadableImage(Exception):
     """The file is not an image we can decode (empty, truncated, not an image)."""
 
