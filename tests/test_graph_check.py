@@ -9,7 +9,7 @@ from retrain.backbones import Backbone, load_backbone, load_graph_def
 from retrain.errors import UserError
 from retrain.export import export_frozen_graph, export_saved_model
 from retrain.graph_check import check_graph_def, check_saved_model, check_tflite_ops
-from retrain.head import Head
+from retrain.head import DenseLayer, Head
 from tests.conftest import PROJECT, tiny_graph_def, tiny_spec
 from tests.hostile_files import graph_writing_file, saved_model_writing_file
 
@@ -30,7 +30,9 @@ def keras_row_without_weights(name: str) -> Backbone:
 
 
 def check_exports(backbone: Backbone, tmp_path, saved_model: bool = True) -> None:
-    head = Head.linear(np.zeros((backbone.feature_size, 3), np.float32), np.zeros(3, np.float32))
+    """Export with a --hidden_units head (its ops include the linear head's) and check graph and SavedModel."""
+    head = Head([DenseLayer(np.zeros((backbone.feature_size, 4), np.float32), np.zeros(4, np.float32)),
+                 DenseLayer(np.zeros((4, 3), np.float32), np.zeros(3, np.float32))])
     export_frozen_graph(backbone, head, tmp_path / "graph.pb")
     check_graph_def(load_graph_def(tmp_path / "graph.pb"), "graph.pb")
     if saved_model:
