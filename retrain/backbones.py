@@ -17,6 +17,7 @@ import numpy as np
 from .architectures import ArchitectureSpec
 from .downloads import ensure_model_file
 from .errors import UserError
+from .graph_check import check_graph_def, check_saved_model
 
 
 def normalize_pixels(images, mean: float, std: float):
@@ -67,8 +68,9 @@ class Backbone:
         return self._features_from_uint8(tf.constant(images, tf.uint8)).numpy()
 
 
-def load_graph_def(path: Path):
-    """Parse a binary GraphDef, with a one-line error when it is not one."""
+def load_graph_def(path: Path, trust_graph: bool = False):
+    """Parse a binary GraphDef, with a one-line error when it is not one or, unless trusted, holds an op that
+    does more than compute (``graph_check.py``): every frozen graph we run is loaded here, before it runs."""
     import tensorflow as tf
     graph_def = tf.compat.v1.GraphDef()
     try:
@@ -78,6 +80,8 @@ def load_graph_def(path: Path):
                         f"pass the frozen graph written by retrain") from None
     if not graph_def.node:
         raise UserError(f"{path} is an empty graph; pass the frozen graph written by retrain")
+    if not trust_graph:
+        check_graph_def(graph_def, path)
     return graph_def
 
 
@@ -95,7 +99,11 @@ def prune_graph(graph_def, input_name: str, output_name: str) -> Callable:
     def import_graph():
         tf.compat.v1.import_graph_def(graph_def, name="")
 
-    wrapped = tf.compat.v1.wrap_function(import_graph, [])
+    try:
+        wrapped = tf.compat.v1.wrap_function(import_graph, [])
+    except (ValueError, TypeError, tf.errors.OpError) as error:  # a damaged or hand-edited graph
+        raise UserError(f"the graph cannot be loaded ({str(error).splitlines()[0][:200]}); pass a frozen graph "
+                        f"written by retrain or TensorFlow-for-Poets") from None
     try:
         return wrapped.prune(wrapped.graph.get_tensor_by_name(_tensor_name(input_name)),
                              wrapped.graph.get_tensor_by_name(_tensor_name(output_name)))
@@ -116,12 +124,13 @@ def _flatten(fn: Callable) -> Callable:
     return features
 
 
-def _load_frozen_graph(spec: ArchitectureSpec, model_dir: Path) -> Callable:
+def _load_frozen_graph(spec: ArchitectureSpec, model_dir: Path, trust_graph: bool) -> Callable:
     path = ensure_model_file(spec.url, model_dir, spec.model_file, spec.archive_member, spec.file_hash)
-    return _flatten(prune_graph(load_graph_def(path), spec.input_tensor, spec.feature_tensor))
+    return _flatten(prune_graph(load_graph_def(path, trust_graph), spec.input_tensor, spec.feature_tensor))
 
 
-def _load_keras(spec: ArchitectureSpec, model_dir: Path) -> Callable:
+def _load_keras(spec: ArchitectureSpec, model_dir: Path, trust_graph: bool) -> Callable:
+    """Nothing to check whatever ``trust_graph`` says: our code builds the graph, the file holds only weights."""
     import keras
     weights = ensure_model_file(spec.url, model_dir, spec.model_file, file_hash=spec.file_hash)
     constructor = getattr(keras.applications, spec.keras_model)
@@ -145,15 +154,23 @@ def _keras_module(model_name: str) -> str:
 _USER_TFHUB_CACHE_DIR = os.environ.get("TFHUB_CACHE_DIR")
 
 
-def _load_tfhub(spec: ArchitectureSpec, model_dir: Path) -> Callable:
-    """Load a TF-Hub handle; URLs are downloaded once into ``--model_dir/tfhub`` and reused offline."""
+def _load_tfhub(spec: ArchitectureSpec, model_dir: Path, trust_graph: bool) -> Callable:
+    """Load a TF-Hub handle; URLs are downloaded once into ``--model_dir/tfhub`` and reused offline.
+
+    The SavedModel is checked between download and load (``hub.load`` runs it).
+    """
     import tensorflow_hub as hub
     os.environ["TFHUB_CACHE_DIR"] = _USER_TFHUB_CACHE_DIR or str(model_dir / "tfhub")
     handle = spec.url
     if "://" not in handle and not Path(handle).is_dir():
         raise UserError(f"--tfhub_module {handle} is neither a URL nor a SavedModel folder")
     try:
-        module = hub.load(handle)
+        folder = hub.resolve(handle)
+        if not trust_graph:
+            check_saved_model(folder)
+        module = hub.load(folder)
+    except UserError:
+        raise
     except Exception as error:  # hub/TF raise many types for an unreachable or bad module
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"cannot load TF-Hub module {handle} ({first_line[:200]}); to work offline, download "
@@ -161,17 +178,17 @@ def _load_tfhub(spec: ArchitectureSpec, model_dir: Path) -> Callable:
     return _flatten(module)
 
 
-LOADERS: dict[str, Callable[[ArchitectureSpec, Path], Callable]] = {
+LOADERS: dict[str, Callable[[ArchitectureSpec, Path, bool], Callable]] = {
     "frozen_graph": _load_frozen_graph,
     "keras": _load_keras,
     "tfhub": _load_tfhub,
 }
 
 
-def load_backbone(spec: ArchitectureSpec, model_dir: str | os.PathLike) -> Backbone:
-    """Fetch (if needed) and load ``spec``; check its feature size on a test image."""
+def load_backbone(spec: ArchitectureSpec, model_dir: str | os.PathLike, trust_graph: bool = False) -> Backbone:
+    """Fetch (if needed) and load ``spec``; check its ops (unless ``trust_graph``) and its feature size."""
     import tensorflow as tf
-    features = LOADERS[spec.source](spec, Path(model_dir))
+    features = LOADERS[spec.source](spec, Path(model_dir), trust_graph)
     probe = tf.zeros([1, spec.input_size, spec.input_size, 3])
     try:
         size = int(features(probe).shape[-1])

@@ -87,13 +87,13 @@ def bottleneck_batches(features: np.ndarray | FeatureRows, labels: np.ndarray, d
 
 
 def distorted_batches(paths: Sequence[Path], labels: np.ndarray, backbone: Backbone, distortions: Distortions,
-                      batch_size: int) -> BatchSource:
+                      batch_size: int, max_megapixels: float) -> BatchSource:
     """One batch of freshly distorted images per step, run through the backbone (slow: no cache)."""
     def source(rng: np.random.Generator) -> BatchDraw:
         images, kept = [], []
         for row in sample_rows(rng, len(paths), batch_size):
             try:
-                images.append(distort_image(paths[row], backbone.input_size, distortions, rng))
+                images.append(distort_image(paths[row], backbone.input_size, distortions, rng, max_megapixels))
                 kept.append(row)
             except UnreadableImage:
                 continue  # already reported when its bottleneck failed

@@ -22,6 +22,7 @@ from .feature_rows import FeatureRows
 from .decode import decoded_batches
 from .errors import Log
 from .files import hash_files
+from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
 
 FLUSH_EVERY_IMAGES = 512
 FLUSH_EVERY_SECONDS = 30.0
@@ -53,7 +54,8 @@ class Bottlenecks:
 
 def get_bottlenecks(paths: Sequence[Path], backbone: Callable[[np.ndarray], np.ndarray], input_size: int,
                     cache: BottleneckCache, batch_size: int = 32, log: Log = print,
-                    memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB) -> Bottlenecks:
+                    memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
+                    max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS) -> Bottlenecks:
     """Bottlenecks for ``paths``: from the cache where present, else computed and cached.
 
     Unusable images are skipped with one warning line each. New vectors are
@@ -79,7 +81,7 @@ def get_bottlenecks(paths: Sequence[Path], backbone: Callable[[np.ndarray], np.n
 
     failed_keys: dict[str, str] = {}
     if first_path_of:
-        failed_keys = _compute_and_store(first_path_of, backbone, input_size, cache, batch_size)
+        failed_keys = _compute_and_store(first_path_of, backbone, input_size, cache, batch_size, max_megapixels)
         cache.merge_shards(log)
         loaded.close()
         loaded = cache.load(wanted, log=log)
@@ -92,7 +94,8 @@ def get_bottlenecks(paths: Sequence[Path], backbone: Callable[[np.ndarray], np.n
 
 
 def _compute_and_store(first_path_of: dict[str, Path], backbone: Callable[[np.ndarray], np.ndarray],
-                       input_size: int, cache: BottleneckCache, batch_size: int) -> dict[str, str]:
+                       input_size: int, cache: BottleneckCache, batch_size: int,
+                       max_megapixels: float) -> dict[str, str]:
     """Run the backbone on each key's image and write the vectors to new shards; returns {key: error}.
 
     Decoding runs ahead on worker threads and shards are written on another,
@@ -106,7 +109,8 @@ def _compute_and_store(first_path_of: dict[str, Path], backbone: Callable[[np.nd
     with ThreadPoolExecutor(max_workers=1) as writer, \
             tqdm(total=len(todo_paths), desc="Computing bottlenecks", unit="img") as bar:
         writes: list[Future] = []
-        for good, batch, bad in decoded_batches(todo_paths, input_size, input_size, batch_size):
+        for good, batch, bad in decoded_batches(todo_paths, input_size, input_size, batch_size,
+                                                  max_megapixels=max_megapixels):
             for index, error in bad:
                 failed_keys[todo_keys[index]] = error
             if good:

@@ -18,15 +18,15 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-# Photos of 100+ megapixels are legitimate; PIL's bomb guard would refuse them.
-Image.MAX_IMAGE_PIXELS = None
+from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS, open_within_budget
 
 
 class UnreadableImage(Exception):
     """The file is not an image we can decode (empty, truncated, not an image)."""
 
 
-def load_rgb(path: str | os.PathLike, height: int, width: int) -> np.ndarray:
+def load_rgb(path: str | os.PathLike, height: int, width: int,
+             max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS) -> np.ndarray:
     """Read ``path`` as a ``[height, width, 3]`` uint8 RGB array.
 
     EXIF orientation is applied, any mode (CMYK, grayscale, palette, alpha,
@@ -34,12 +34,13 @@ def load_rgb(path: str | os.PathLike, height: int, width: int) -> np.ndarray:
     the image is squashed to the network's size as TensorFlow-for-Poets did.
     JPEGs are decoded at a reduced scale first when they are much larger than
     needed, which makes huge photos cheap without visibly changing the result.
+    An image that would decode to more than ``max_megapixels`` is refused from
+    its header (``pixel_budget.py``).
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as image:
-                image.draft("RGB", (width * 2, height * 2))
+            with open_within_budget(path, (width * 2, height * 2), max_megapixels) as image:
                 image = ImageOps.exif_transpose(image)
                 image = _to_rgb(image)
                 image = image.resize((width, height), Image.BILINEAR)
@@ -66,12 +67,14 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def decoded_batches(paths: Sequence[Path], height: int, width: int, batch_size: int, workers: int = 2,
-                    prefetch_batches: int = 3) -> Iterator[tuple[list[int], np.ndarray, list[tuple[int, str]]]]:
+                    prefetch_batches: int = 3, max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS
+                    ) -> Iterator[tuple[list[int], np.ndarray, list[tuple[int, str]]]]:
     """Decode images on worker threads, ahead of the consumer, in batches.
 
     Yields (indices of decoded images, uint8 batch, [(index, error)] for
     unreadable ones). PIL releases the GIL while decoding, so this overlaps
-    with the backbone's compute; only ``prefetch_batches`` are held at once.
+    with the backbone's compute; only ``prefetch_batches`` are held at once,
+    and each worker decodes one image at a time within ``max_megapixels``.
     """
     with ThreadPoolExecutor(max_workers=workers, initializer=_yield_cpu_to_the_backbone) as pool:
         pending: collections.deque[Future] = collections.deque()
@@ -83,7 +86,7 @@ def decoded_batches(paths: Sequence[Path], height: int, width: int, batch_size: 
                 index = next(index_iter, None)
                 if index is None:
                     return
-                pending.append(pool.submit(_decode_or_error, index, paths[index], height, width))
+                pending.append(pool.submit(_decode_or_error, index, paths[index], height, width, max_megapixels))
 
         top_up()
         while pending:
@@ -119,8 +122,9 @@ def _yield_cpu_to_the_backbone() -> None:
             pass  # refused by some sandboxes: decoding keeps its normal priority
 
 
-def _decode_or_error(index: int, path: Path, height: int, width: int) -> tuple[int, np.ndarray | None, str | None]:
+def _decode_or_error(index: int, path: Path, height: int, width: int,
+                     max_megapixels: float) -> tuple[int, np.ndarray | None, str | None]:
     try:
-        return index, load_rgb(path, height, width), None
+        return index, load_rgb(path, height, width, max_megapixels), None
     except UnreadableImage as error:
         return index, None, str(error)

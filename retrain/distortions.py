@@ -29,7 +29,8 @@ class Distortions:
                                                             self.random_brightness))
 
 
-def distort_image(path: Path, size: int, distortions: Distortions, rng: np.random.Generator) -> np.ndarray:
+def distort_image(path: Path, size: int, distortions: Distortions, rng: np.random.Generator,
+                  max_megapixels: float) -> np.ndarray:
     """Decode ``path`` and apply one random draw of ``distortions``; uint8 ``[size, size, 3]``.
 
     Crop and scale work as in Poets: the image is enlarged by the crop margin
@@ -37,7 +38,7 @@ def distort_image(path: Path, size: int, distortions: Distortions, rng: np.rando
     """
     scale = (1 + distortions.random_crop / 100) * rng.uniform(1, 1 + distortions.random_scale / 100)
     enlarged = max(size, int(round(size * scale)))
-    image = load_rgb(path, enlarged, enlarged)
+    image = load_rgb(path, enlarged, enlarged, max_megapixels)
     top, left = rng.integers(0, enlarged - size + 1, size=2)
     image = image[top:top + size, left:left + size]
     if distortions.flip_left_right and rng.random() < 0.5:

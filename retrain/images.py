@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 
 from .errors import UserError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 # Same constant as TensorFlow-for-Poets, so a split there maps onto ours.
 MAX_NUM_IMAGES_PER_CLASS = 2 ** 27 - 1
 SPLITS = ("train", "validation", "test")

@@ -17,6 +17,7 @@ from .backbones import load_graph_def, normalize_pixels, prune_graph
 from .decode import decoded_batches
 from .errors import UserError
 from .graph_contract import Sidecar
+from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS, validate_max_megapixels
 
 LABEL_BATCH_SIZE = 32  # images per call through a graph when labelling: batches amortise TensorFlow's per-call cost
 
@@ -43,19 +44,21 @@ def resolve_graph_config(graph_path: str | os.PathLike, **overrides) -> Sidecar:
 class GraphLabeler:
     """A frozen classifier graph plus its labels, ready to label image files."""
 
-    def __init__(self, graph_path: str | os.PathLike, labels_path: str | os.PathLike | None = None,
+    def __init__(self, graph_path: str | os.PathLike, labels_path: str | os.PathLike | None = None, *,
+                 trust_graph: bool = False, max_image_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS,
                  **overrides):
         graph_path = Path(graph_path)
         if not graph_path.is_file():
             raise UserError(f"--graph {graph_path} does not exist; pass the .pb file written by retrain")
         self.config = resolve_graph_config(graph_path, **overrides)
+        self.max_image_megapixels = validate_max_megapixels(max_image_megapixels)
         if labels_path is not None:
             self.labels = read_labels(labels_path)
         elif self.config.labels:
             self.labels = list(self.config.labels)
         else:
             raise UserError("no --labels given and no sidecar JSON beside the graph; pass the labels file")
-        self._classify = self._compile(prune_graph(load_graph_def(graph_path), self.config.input_layer,
+        self._classify = self._compile(prune_graph(load_graph_def(graph_path, trust_graph), self.config.input_layer,
                                                    self.config.output_layer))
         self._batching = True
         outputs = self._run(np.zeros((1, self.config.input_height, self.config.input_width, 3), np.uint8))
@@ -103,7 +106,8 @@ class GraphLabeler:
     def predict_files(self, paths: Sequence[Path], batch_size: int = LABEL_BATCH_SIZE
                       ) -> Iterator[tuple[Path, np.ndarray | None, str | None]]:
         """(path, probabilities, None) per image, or (path, None, error) if unreadable; input order."""
-        for good, batch, bad in decoded_batches(paths, self.config.input_height, self.config.input_width, batch_size):
+        for good, batch, bad in decoded_batches(paths, self.config.input_height, self.config.input_width, batch_size,
+                                                max_megapixels=self.max_image_megapixels):
             results = {index: (probs, None) for index, probs in zip(good, self.predict(batch) if good else [])}
             results.update({index: (None, error) for index, error in bad})
             for index in sorted(results):

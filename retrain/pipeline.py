@@ -27,6 +27,7 @@ from .head import EvalPoint, Head, TrainingConfig, train_head
 from .history_plot import plot_history
 from .images import SPLITS, ImageRecord, labels_of, split_images, split_summary
 from .metrics import ClassificationReport, classification_report
+from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS, validate_max_megapixels
 from .summaries import TrainingSummaries, progress_printer
 
 PREDICT_ROWS = 8192  # rows scored at once: scoring a big (or streamed) test set needs little memory
@@ -55,8 +56,11 @@ class RetrainOptions:
     bottleneck_batch_size: int = 16
     memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB
     plot_history: str = ""
+    max_image_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS
+    trust_graph: bool = False
 
     def __post_init__(self) -> None:
+        validate_max_megapixels(self.max_image_megapixels)
         if self.bottleneck_batch_size < 1:
             raise UserError(f"--bottleneck_batch_size must be at least 1, got {self.bottleneck_batch_size}")
         if self.memory_budget_gb <= 0:
@@ -133,11 +137,14 @@ def run_retrain(options: RetrainOptions, log: Log = print) -> RetrainResult:
     labels = labels_of(records)
     log(split_summary(records))
     _check_outputs_writable(options)
-    backbone = load_backbone(options.architecture, options.model_dir)
+    if options.trust_graph:
+        log("warning: --trust_graph: the backbone's graph runs without its ops being checked")
+    backbone = load_backbone(options.architecture, options.model_dir, options.trust_graph)
     cache = BottleneckCache(options.bottleneck_dir, backbone.spec.cache_id, backbone.feature_size)
     bottlenecks = get_bottlenecks([r.path for r in records], backbone, backbone.input_size, cache,
                                   batch_size=options.bottleneck_batch_size, log=log,
-                                  memory_budget_gb=options.memory_budget_gb)
+                                  memory_budget_gb=options.memory_budget_gb,
+                                  max_megapixels=options.max_image_megapixels)
     if bottlenecks.unreadable:
         log(f"Skipped {len(bottlenecks.unreadable)} unreadable image(s) of {len(records)}")
     data = split_data(records, bottlenecks, labels)
@@ -164,7 +171,7 @@ def run_retrain(options: RetrainOptions, log: Log = print) -> RetrainResult:
     if options.distortions.enabled:
         log("Distortions are on: every training step decodes and runs the backbone afresh (slow)")
         batches = distorted_batches(train.paths, train.labels, backbone, options.distortions,
-                                    options.training.train_batch_size)
+                                    options.training.train_batch_size, options.max_image_megapixels)
     else:
         batches = bottleneck_batches(train.features, train.labels, options.training.draws,
                                      options.memory_budget_gb, log)

@@ -172,6 +172,8 @@ def _classify_and_sort(labeler: GraphLabeler, options: RelabelOptions, image_dir
     for path, probabilities, error in tqdm(predictions, total=len(todo), desc="Relabelling", unit="img"):
         verdict = Verdict(path, UNREADABLE, current_label=_current_label(path, image_dir, labels_by_folder),
                           error=error or "")
+        if error is not None:
+            log(f"warning: skipping unreadable image {error}")  # left in place, listed in the report
         if probabilities is not None:
             verdict.top = labeler.top_labels(probabilities, TOP_K)
             verdict.status = PAST_TENSE[options.mode]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
 from retrain.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
 from retrain.graph_contract import Sidecar
+from retrain.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
 from retrain.quiet import silence_tensorflow_startup
 
 if TYPE_CHECKING:
@@ -67,6 +68,17 @@ def add_flags(parser: argparse.ArgumentParser, groups: dict[str, dict[str, str]]
             group.add_argument(flag, type=int if default is None else type(default), default=default, help=help_text)
 
 
+# The flags every tool that decodes images or runs a graph has: retrain, label_image, relabel, evaluate.
+HOSTILE_INPUT_HELP = {
+    "--max_image_megapixels": "Skip, with a warning, any image whose header says it would decode to more "
+                              "pixels than this, so a decompression bomb cannot exhaust memory. JPEGs count the "
+                              "pixels decoded at reduced scale: 100+ megapixel photos work.",
+    "--trust_graph": "Run a graph (or TF-Hub module) even if it holds ops that do more than compute, such as "
+                     "reading or writing files or running Python. Only for models from a source you trust.",
+}
+HOSTILE_INPUT_DEFAULTS = {"--max_image_megapixels": DEFAULT_MAX_IMAGE_MEGAPIXELS, "--trust_graph": False}
+
+
 def add_graph_arguments(parser: argparse.ArgumentParser, graph_required: bool = True) -> None:
     """--graph, --labels and the input overrides a Poets graph needs; shared by every script that labels."""
     poets = Sidecar()  # what a graph without a sidecar is assumed to take: Poets' label_image defaults
@@ -86,11 +98,15 @@ def add_graph_arguments(parser: argparse.ArgumentParser, graph_required: bool = 
                           help=f"Subtracted from each pixel value. (Poets default: {poets.input_mean:g})")
     override.add_argument("--input_std", type=float, default=None,
                           help=f"Pixel values are divided by this after the mean. (Poets default: {poets.input_std:g})")
+    add_flags(parser, {"hostile inputs": HOSTILE_INPUT_HELP}, HOSTILE_INPUT_DEFAULTS)
 
 
 def load_labeler(args: argparse.Namespace) -> GraphLabeler:
     """The GraphLabeler the flags of ``add_graph_arguments`` describe (imports TensorFlow)."""
     from retrain.labeler import GraphLabeler
-    return GraphLabeler(args.graph, args.labels, input_layer=args.input_layer, output_layer=args.output_layer,
-                        input_height=args.input_height, input_width=args.input_width,
-                        input_mean=args.input_mean, input_std=args.input_std)
+    if args.trust_graph:
+        print(f"warning: --trust_graph: running {args.graph} without checking its ops", file=sys.stderr)
+    return GraphLabeler(args.graph, args.labels, trust_graph=args.trust_graph,
+                        max_image_megapixels=args.max_image_megapixels, input_layer=args.input_layer,
+                        output_layer=args.output_layer, input_height=args.input_height,
+                        input_width=args.input_width, input_mean=args.input_mean, input_std=args.input_std)

@@ -1,6 +1,6 @@
 """Sort a folder tree of images into one folder per label, with a retrained graph.
 
-Every image under --image_dir (recursively; jpg, jpeg, png, bmp, gif) is
+Every image under --image_dir (recursively; jpg, jpeg, png, bmp, gif, tif, tiff, webp) is
 classified in batches and copied, moved or symlinked into
 --output_dir/<label>/ (or --output_dir/_uncertain/ below --min_confidence).
 A CSV report lists every image: predicted label, confidence, top 3 and, when

@@ -24,7 +24,7 @@ from retrain.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, HUB_IMAGE
 from retrain.distortions import Distortions
 from retrain.head import TrainingConfig
 from retrain.pipeline import RetrainOptions
-from scripts._cli import add_flags, default_of, run_cli
+from scripts._cli import HOSTILE_INPUT_HELP, add_flags, default_of, run_cli
 
 option = partial(default_of, RetrainOptions)
 training = partial(default_of, TrainingConfig)
@@ -71,13 +71,15 @@ DEFAULTS = {
     "--intermediate_store_frequency": option("intermediate_store_frequency"),
     "--saved_model_dir": option("saved_model_dir"),
     "--plot_history": option("plot_history"),
+    "--max_image_megapixels": option("max_image_megapixels"),
+    "--trust_graph": option("trust_graph"),
 }
 
 # Poets' flag names, grouped as --help shows them, with what each one is for.
 HELP = {
     "images and split": {
         "--image_dir": "Folder of labelled images: one sub-folder per class, named after the class. "
-                       "jpg, jpeg, png, bmp and gif in any letter case, searched recursively.",
+                       "jpg, jpeg, png, bmp, gif, tif, tiff and webp in any letter case, searched recursively.",
         "--testing_percentage": "Percentage of images held out as the test set, scored once at the end.",
         "--validation_percentage": "Percentage of images used to check accuracy during training. The split comes "
                                    "from a hash of each file name, so adding images never moves old ones.",
@@ -161,6 +163,7 @@ HELP = {
         "--plot_history": "Save training and validation accuracy and loss against step to this .png, .pdf or "
                           ".svg file, the early-stopping point marked; use it to see over- or underfitting.",
     },
+    "hostile inputs": HOSTILE_INPUT_HELP,
 }
 
 
@@ -195,7 +198,8 @@ def options_from_args(args: argparse.Namespace) -> RetrainOptions:
         intermediate_store_frequency=args.intermediate_store_frequency,
         distortions=Distortions(args.flip_left_right, args.random_crop, args.random_scale, args.random_brightness),
         saved_model_dir=args.saved_model_dir, bottleneck_batch_size=args.bottleneck_batch_size,
-        memory_budget_gb=args.memory_budget_gb, plot_history=args.plot_history)
+        memory_budget_gb=args.memory_budget_gb, plot_history=args.plot_history,
+        max_image_megapixels=args.max_image_megapixels, trust_graph=args.trust_graph)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,9 +15,8 @@ import pytest
 from PIL import Image
 
 from retrain.decode import UnreadableImage, load_rgb
-from retrain.head import TrainingConfig
-from retrain.pipeline import RetrainOptions, run_retrain
-from tests.conftest import PROJECT, make_dataset, make_image, tiny_spec
+from retrain.pipeline import run_retrain
+from tests.conftest import PROJECT, make_dataset, make_image, tiny_retrain_options
 
 RED, BLUE = (220, 20, 20), (20, 20, 220)
 HUGE_SIZE = (12000, 9000)
@@ -168,11 +167,7 @@ def test_retrain_uses_every_usable_image_and_skips_the_rest_with_one_line_each(t
     os.symlink(huge_jpeg, image_dir / "red" / "huge.jpg")
     usable["huge.jpg"] = image_dir / "red" / "huge.jpg"
     unusable = unusable_images(image_dir / "blue" / "broken")
-    options = RetrainOptions(image_dir=str(image_dir), architecture=tiny_spec(), model_dir=str(tiny_model_dir),
-                             output_graph=str(tmp_path / "out" / "g.pb"),
-                             output_labels=str(tmp_path / "out" / "labels.txt"),
-                             summaries_dir=str(tmp_path / "logs"), bottleneck_dir=str(tmp_path / "bn"),
-                             training=TrainingConfig(steps=20, seed=0))
+    options = tiny_retrain_options(image_dir, tiny_model_dir, tmp_path)
     messages = []
     result = run_retrain(options, log=messages.append)
 

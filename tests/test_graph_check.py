@@ -1,0 +1,117 @@
+"""Graphs are checked before they run: pure computation passes, anything with side effects is refused."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from retrain.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, get_architecture
+from retrain.backbones import Backbone, load_backbone, load_graph_def
+from retrain.errors import UserError
+from retrain.export import export_frozen_graph, export_saved_model
+from retrain.graph_check import check_graph_def, check_saved_model, check_tflite_ops
+from retrain.head import DenseLayer, Head
+from tests.conftest import PROJECT, tiny_graph_def, tiny_spec
+from tests.hostile_files import graph_writing_file, saved_model_writing_file
+
+# The smallest input each Keras Applications row builds at: the ops do not depend on the size.
+KERAS_SMALLEST_INPUT = {"inception_v3": 75, "vgg16": 32, "resnet50": 32}
+
+
+def keras_row_without_weights(name: str) -> Backbone:
+    """A registry row built as the registry says, with random weights (the real ones need a download)."""
+    import keras
+    from retrain.backbones import _keras_module
+    size = KERAS_SMALLEST_INPUT[name]
+    spec = dataclasses.replace(get_architecture(name), input_size=size)
+    model = getattr(keras.applications, spec.keras_model)(include_top=False, weights=None, pooling="avg",
+                                                          input_shape=(size, size, 3), **dict(spec.keras_kwargs))
+    preprocess = getattr(keras.applications, _keras_module(spec.keras_model)).preprocess_input
+    return Backbone(spec, lambda images: model(preprocess(images), training=False), spec.feature_size)
+
+
+def check_exports(backbone: Backbone, tmp_path, saved_model: bool = True) -> None:
+    """Export with a --hidden_units head (its ops include the linear head's) and check graph and SavedModel."""
+    head = Head([DenseLayer(np.zeros((backbone.feature_size, 4), np.float32), np.zeros(4, np.float32)),
+                 DenseLayer(np.zeros((4, 3), np.float32), np.zeros(3, np.float32))])
+    export_frozen_graph(backbone, head, tmp_path / "graph.pb")
+    check_graph_def(load_graph_def(tmp_path / "graph.pb"), "graph.pb")
+    if saved_model:
+        export_saved_model(backbone, head, tmp_path / "saved_model")
+        check_saved_model(tmp_path / "saved_model")
+
+
+def test_frozen_graph_backbones_and_their_exports_pass(tiny_model_dir, tmp_path):
+    check_exports(load_backbone(tiny_spec(), tiny_model_dir), tmp_path)
+
+
+@pytest.mark.integration
+def test_the_bundled_backbone_and_its_exports_pass(tmp_path):
+    spec = get_architecture(DEFAULT_ARCHITECTURE)
+    check_graph_def(load_graph_def(PROJECT / "models" / spec.model_file), spec.model_file)
+    check_exports(load_backbone(spec, PROJECT / "models"), tmp_path)
+
+
+def test_every_keras_row_of_the_registry_is_covered():
+    assert set(KERAS_SMALLEST_INPUT) == {name for name, spec in ARCHITECTURES.items() if spec.source == "keras"}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", sorted(KERAS_SMALLEST_INPUT))
+def test_every_keras_row_exports_graphs_that_pass(name, tmp_path):
+    # Only the frozen graph: export_saved_model cannot save Keras backbones yet (untracked variables).
+    check_exports(keras_row_without_weights(name), tmp_path, saved_model=False)
+
+
+def test_tfhub_modules_and_their_exports_pass(tmp_path):
+    from tests.test_export import hub_backbone
+    backbone = hub_backbone(tmp_path)
+    check_saved_model(tmp_path / "hub")
+    check_exports(backbone, tmp_path, saved_model=False)  # see test_every_keras_row_exports_graphs_that_pass
+
+
+def test_a_graph_that_writes_a_file_is_refused_naming_op_and_node(tmp_path):
+    with pytest.raises(UserError, match=r"evil\.pb contains op WriteFile \(node SideEffect\).*--trust_graph"):
+        check_graph_def(graph_writing_file(tmp_path / "x"), "evil.pb")
+    assert not (tmp_path / "x").exists()
+
+
+def test_ops_inside_functions_are_checked_too():
+    import tensorflow as tf
+
+    @tf.function(autograph=False)
+    def reads(name):
+        return tf.io.read_file(name)
+
+    graph_def = tiny_graph_def()  # the function is in the library only: no node calls it
+    graph_def.library.function.add().CopyFrom(
+        reads.get_concrete_function(tf.TensorSpec([], tf.string)).function_def)
+    with pytest.raises(UserError, match=r"op ReadFile \(node \S+ in function __inference_reads"):
+        check_graph_def(graph_def, "g.pb")
+
+
+def test_a_saved_model_that_writes_a_file_when_served_is_refused(tmp_path):
+    saved_model_writing_file(tmp_path / "evil", tmp_path / "x")
+    with pytest.raises(UserError, match=r"contains op WriteFile \(node \S+ in function"):
+        check_saved_model(tmp_path / "evil")
+
+
+def test_retrain_refuses_such_a_tfhub_module_before_loading_it(tmp_path):
+    from retrain.architectures import tfhub_spec
+    saved_model_writing_file(tmp_path / "evil", tmp_path / "x")
+    with pytest.raises(UserError, match=r"evil contains op WriteFile"):
+        load_backbone(tfhub_spec(str(tmp_path / "evil"), input_size=16), tmp_path / "models")
+    assert not (tmp_path / "x").exists()
+    load_backbone(tfhub_spec(str(tmp_path / "evil"), input_size=16), tmp_path / "models", trust_graph=True)
+    assert (tmp_path / "x").exists()  # trusted, it ran
+
+
+def test_not_a_saved_model_is_one_line(tmp_path):
+    with pytest.raises(UserError, match="is not a SavedModel"):
+        check_saved_model(tmp_path)
+
+
+def test_tflite_builtins_pass_and_custom_or_unsafe_flex_ops_are_refused():
+    check_tflite_ops([("CONV_2D", "0"), ("FULLY_CONNECTED", "1"), ("SOFTMAX", "2"), ("FlexConv2D", "3")], "m.tflite")
+    for op in ("FlexWriteFile", "FlexPyFunc", "MyCustomOp"):
+        with pytest.raises(UserError, match=f"m.tflite contains op {op} \\(node 7\\)"):
+            check_tflite_ops([("CONV_2D", "0"), (op, "7")], "m.tflite")
