@@ -1,0 +1,177 @@
+"""Activation maximisation: the picture each convolution filter responds to most.
+
+Start from faint noise and climb the gradient of one filter's mean
+activation, through the frozen graph itself. Unregularised ascent makes
+high-frequency noise that no photo contains, so, as in Mahendran & Vedaldi
+and Olah et al., each step also pays for large pixel values (an Lp norm),
+for pixel-to-pixel jumps (total variation, squared), and is taken on a randomly
+shifted copy of the image (jitter); optional octaves optimise a small image
+first and enlarge it, which brings out larger patterns. All filters are
+optimised together, one image each, in one batch.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .errors import UserError
+from .imported_graph import ImportedGraph
+from .paths import atomic_write
+
+RECTIFIERS = ("Relu", "Relu6")
+START_NOISE = 10.0  # pixel-value std of the starting noise around mid-grey: faint, so the filter's pattern wins
+
+
+@dataclass
+class FilterOptions:
+    """How the images are optimised.
+
+    Pixels are scaled to [-1, 1]; each step moves them by ``learning_rate``
+    times the filter's normalised gradient minus the penalties' gradients
+    (weights relative to that unit step).
+    """
+    steps: int = 60
+    learning_rate: float = 0.05
+    jitter: int = 4  # pixels of random shift per step
+    lp_norm: float = 6.0
+    lp_weight: float = 0.05
+    tv_weight: float = 0.25
+    octaves: int = 1  # >1: start at 1/octave_scale^(octaves-1) of the size and enlarge between octaves
+    octave_scale: float = 1.4
+    seed: int = 0
+
+
+class FilterVisualizer:
+    """One layer of a frozen graph, ready to show what its filters respond to."""
+
+    def __init__(self, graph_path: str | os.PathLike, input_name: str, layer: str, height: int, width: int,
+                 input_mean: float, input_std: float):
+        graph = ImportedGraph(graph_path)
+        activations = graph.tensor(layer)
+        if activations.shape.rank != 4:
+            raise UserError(f"--layer {activations.name} has shape {activations.shape}, not [batch, height, width, "
+                            f"filters]; name a convolutional layer's output")
+        self.layer = activations.name
+        self.filter_count = int(activations.shape[-1])
+        images = graph.tensor(input_name, "--input_layer")
+        self._activations = graph.function(images, activations)
+        # The ascent climbs the filter's response before its ReLU: a filter silent on the starting noise
+        # would give no gradient after it, and ReLU6 would stop the climb at 6.
+        before_relu = activations.op.inputs[0] if activations.op.type in RECTIFIERS else activations
+        self._objective = graph.function(images, before_relu)
+        self.size = (height, width)
+        # Pixel values 0 and 255 as the graph's input sees them: the image must stay a possible photo.
+        self._low, self._high = (0 - input_mean) / input_std, (255 - input_mean) / input_std
+        self._mean, self._std = input_mean, input_std
+
+    def check_filters(self, filters: Sequence[int]) -> None:
+        bad = [f for f in filters if not 0 <= f < self.filter_count]
+        if bad or not filters:
+            raise UserError(f"--filters {bad[0] if bad else '(none)'}: layer {self.layer} has filters "
+                            f"0-{self.filter_count - 1}")
+
+    def start_images(self, count: int, seed: int = 0) -> np.ndarray:
+        """Faint noise around mid-grey: the uint8 images the ascent starts from."""
+        rng = np.random.default_rng(seed)
+        return np.clip(np.round(127.5 + rng.normal(0, START_NOISE, (count, *self.size, 3))), 0, 255).astype(np.uint8)
+
+    def mean_activations(self, images: np.ndarray, filters: Sequence[int]) -> np.ndarray:
+        """Each image's mean activation of its own filter (``filters[i]`` for image ``i``)."""
+        import tensorflow as tf
+        outputs = self._activations(tf.constant((images.astype(np.float32) - self._mean) / self._std))
+        return tf.reduce_mean(tf.gather(outputs, list(filters), axis=3, batch_dims=1), axis=[1, 2]).numpy()
+
+    def visualize(self, filters: Sequence[int], options: FilterOptions = FilterOptions(),
+                  start: np.ndarray | None = None) -> np.ndarray:
+        """uint8 images ``[len(filters), H, W, 3]``, image ``i`` maximising filter ``filters[i]``."""
+        import tensorflow as tf
+        self.check_filters(filters)
+        if options.steps < 1 or options.octaves < 1:
+            raise UserError("--steps and --octaves must be at least 1")
+        start = self.start_images(len(filters), options.seed) if start is None else start
+        # The image lives in [-1, 1] (pixel 0 .. 255) whatever the graph's normalisation, so steps and
+        # penalty weights mean the same for every backbone.
+        middle, half_range = (self._high + self._low) / 2, (self._high - self._low) / 2
+        image = tf.constant((start.astype(np.float32) - 127.5) / 127.5)
+        rng = np.random.default_rng(options.seed)
+        picks = tf.constant(list(filters), tf.int32)
+        for octave in range(options.octaves):
+            size = [max(8, round(side / options.octave_scale ** (options.octaves - 1 - octave))) for side in self.size]
+            image = tf.image.resize(image, size)
+            for _ in range(math.ceil(options.steps / options.octaves)):
+                shift = [int(s) for s in rng.integers(-options.jitter, options.jitter + 1, size=2)]
+                with tf.GradientTape() as tape:
+                    tape.watch(image)
+                    full = tf.roll(tf.image.resize(image, self.size), shift=shift, axis=[1, 2]) * half_range + middle
+                    objective = tf.reduce_sum(tf.reduce_mean(
+                        tf.gather(self._objective(full), picks, axis=3, batch_dims=1), axis=[1, 2]))
+                ascent = tape.gradient(objective, image)
+                # Normalised per image, so every filter climbs at the same pace whatever its scale, and the
+                # penalties' weights compare with a step of size one.
+                ascent /= tf.math.reduce_std(ascent, axis=[1, 2, 3], keepdims=True) + 1e-8
+                with tf.GradientTape() as tape:
+                    tape.watch(image)
+                    penalty = (options.lp_weight * tf.reduce_sum(tf.abs(image) ** options.lp_norm)
+                               + options.tv_weight * squared_variation(image))
+                step = ascent - tape.gradient(penalty, image)
+                image = tf.clip_by_value(image + options.learning_rate * step, -1.0, 1.0)
+        pixels = tf.image.resize(image, self.size).numpy() * 127.5 + 127.5
+        return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+
+
+def squared_variation(images):
+    """Mahendran & Vedaldi's total variation with beta = 2: summed squared neighbour differences.
+
+    Squared, its gradient shrinks with the differences, so steps smooth the
+    image; the absolute value's constant-size gradient makes pixels flicker.
+    """
+    import tensorflow as tf
+    return (tf.reduce_sum(tf.square(images[:, 1:] - images[:, :-1]))
+            + tf.reduce_sum(tf.square(images[:, :, 1:] - images[:, :, :-1])))
+
+
+def total_variation(images: np.ndarray) -> np.ndarray:
+    """Mean absolute difference between neighbouring pixels, per image (in pixel values)."""
+    values = images.astype(np.float64)
+    return (np.abs(np.diff(values, axis=1)).mean(axis=(1, 2, 3)) + np.abs(np.diff(values, axis=2)).mean(axis=(1, 2, 3)))
+
+
+def parse_filters(text: str) -> list[int]:
+    """``"0-15"``, ``"3,7,9"`` or ``"0-3,8"`` -> filter indices."""
+    filters: list[int] = []
+    try:
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            filters.extend(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise UserError(f"--filters {text!r}: use a range like 0-15 or a list like 3,7,9") from None
+    return filters
+
+
+def save_grid(images: np.ndarray, filters: Sequence[int], path: str | os.PathLike, title: str = "") -> None:
+    """One captioned tile per filter in a near-square grid, saved as PNG or JPEG."""
+    suffix = os.path.splitext(str(path))[1].lower()
+    if suffix not in (".png", ".jpg", ".jpeg"):
+        raise UserError(f"--output {path}: use a .png or .jpg file name")
+    count, height, width = images.shape[:3]
+    columns = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    caption, margin = 14, 4
+    top = caption if title else 0
+    grid = Image.new("RGB", (columns * (width + margin) + margin, top + rows * (height + caption + margin) + margin),
+                     "white")
+    draw = ImageDraw.Draw(grid)
+    if title:
+        draw.text((margin, 1), title, fill="black")
+    for index, (tile, number) in enumerate(zip(images, filters)):
+        x = margin + (index % columns) * (width + margin)
+        y = top + margin + (index // columns) * (height + caption + margin)
+        grid.paste(Image.fromarray(tile), (x, y + caption))
+        draw.text((x, y + 1), f"filter {number}", fill="black")
+    with atomic_write(path) as handle:
+        grid.save(handle, format="PNG" if suffix == ".png" else "JPEG", quality=90)

@@ -1,0 +1,67 @@
+"""Filter visualisation climbs the filter's activation, and total variation smooths what it draws."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from retrain.errors import UserError
+from retrain.filters import FilterOptions, FilterVisualizer, parse_filters, save_grid, total_variation
+from tests.conftest import TINY_FEATURES, TINY_SIZE
+from tests.test_gradcam import downsampling_graph_def
+
+FILTERS = list(range(TINY_FEATURES))
+
+
+def backbone_graph(folder):
+    graph = folder / "backbone.pb"
+    graph.write_bytes(downsampling_graph_def().SerializeToString())
+    return graph
+
+
+@pytest.fixture(scope="module")
+def visualizer(tmp_path_factory) -> FilterVisualizer:
+    return FilterVisualizer(backbone_graph(tmp_path_factory.mktemp("filters")), "input", "Relu", TINY_SIZE,
+                            TINY_SIZE, 127.5, 127.5)
+
+
+def test_the_optimised_image_raises_the_filter_activation_tenfold(visualizer):
+    start = visualizer.start_images(len(FILTERS), seed=1)
+    result = visualizer.visualize(FILTERS, FilterOptions(steps=40), start)
+    before, after = visualizer.mean_activations(start, FILTERS), visualizer.mean_activations(result, FILTERS)
+    print(f"activation gain per filter: {np.round(after / np.maximum(before, 1e-9), 1)}")
+    assert (after > 0).all() and (after >= 10 * before).all(), (before, after)
+    # Each image excites its own filter more than the other images do: the pictures are filter-specific.
+    others = np.stack([visualizer.mean_activations(np.roll(result, k, axis=0), FILTERS) for k in range(1, 4)])
+    assert (after > others.max(axis=0)).mean() >= 0.75
+
+
+def test_total_variation_regularisation_smooths_the_image(visualizer):
+    start = visualizer.start_images(4, seed=2)
+    smooth = visualizer.visualize(FILTERS[:4], FilterOptions(steps=30, tv_weight=0.5), start)
+    rough = visualizer.visualize(FILTERS[:4], FilterOptions(steps=30, tv_weight=0.0), start)
+    assert (total_variation(smooth) < total_variation(rough)).all()
+
+
+def test_octaves_and_lp_norm_keep_the_size_and_the_pixel_range(visualizer):
+    loud = visualizer.visualize([0, 1], FilterOptions(steps=20, octaves=2, lp_weight=0.0))
+    quiet = visualizer.visualize([0, 1], FilterOptions(steps=20, octaves=2, lp_weight=1.0))
+    assert loud.shape == (2, TINY_SIZE, TINY_SIZE, 3) and loud.dtype == np.uint8
+    assert np.abs(quiet.astype(float) - 127.5).mean() < np.abs(loud.astype(float) - 127.5).mean()
+
+
+def test_bad_filters_layers_and_outputs_are_refused(visualizer, tmp_path):
+    assert parse_filters("0-3,7") == [0, 1, 2, 3, 7]
+    with pytest.raises(UserError, match="range like 0-15"):
+        parse_filters("all")
+    with pytest.raises(UserError, match=f"has filters 0-{TINY_FEATURES - 1}"):
+        visualizer.visualize([0, TINY_FEATURES])
+    with pytest.raises(UserError, match="--layer Nope:0 is not a tensor of"):
+        FilterVisualizer(backbone_graph(tmp_path), "input", "Nope", TINY_SIZE, TINY_SIZE, 127.5, 127.5)
+    with pytest.raises(UserError, match=".png or .jpg"):
+        save_grid(np.zeros((1, 4, 4, 3), np.uint8), [0], tmp_path / "grid.gif")
+
+
+def test_the_grid_has_one_captioned_tile_per_filter(tmp_path):
+    tiles = np.full((5, 20, 30, 3), 200, np.uint8)
+    save_grid(tiles, [3, 4, 5, 6, 7], tmp_path / "grid.png", title="layer X")
+    with Image.open(tmp_path / "grid.png") as grid:
+        assert grid.format == "PNG" and grid.width == 3 * 34 + 4 and grid.height > 2 * (20 + 14)
