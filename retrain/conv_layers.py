@@ -12,8 +12,12 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from .architectures import ArchitectureSpec
+import json
+import os
+
+from .architectures import ARCHITECTURES, ArchitectureSpec
 from .errors import UserError
+from .export import sidecar_path
 
 
 def _mobilenet_v1() -> dict[str, str]:
@@ -38,6 +42,16 @@ def conv_layers(spec: ArchitectureSpec) -> Mapping[str, str]:
     if spec.feature_tensor.startswith("MobilenetV2/"):
         return _mobilenet_v2()
     return {}
+
+
+def graph_layers(graph_path: str | os.PathLike) -> Mapping[str, str]:
+    """The blocks of the backbone a retrained graph's sidecar names (empty for a Poets graph or a TF-Hub one)."""
+    try:
+        architecture = json.loads(sidecar_path(graph_path).read_text(encoding="utf-8"))["architecture"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    spec = ARCHITECTURES.get(architecture)
+    return conv_layers(spec) if spec else {}
 
 
 def resolve_layer(layers: Mapping[str, str], layer: str | None, flag: str = "--layer") -> str | None:

@@ -49,9 +49,8 @@ class FilterOptions:
 class FilterVisualizer:
     """One layer of a frozen graph, ready to show what its filters respond to."""
 
-    def __init__(self, graph_path: str | os.PathLike, input_name: str, layer: str, height: int, width: int,
+    def __init__(self, graph: ImportedGraph, input_name: str, layer: str, height: int, width: int,
                  input_mean: float, input_std: float):
-        graph = ImportedGraph(graph_path)
         activations = graph.tensor(layer)
         if activations.shape.rank != 4:
             raise UserError(f"--layer {activations.name} has shape {activations.shape}, not [batch, height, width, "

@@ -1,12 +1,18 @@
 """Filter visualisation climbs the filter's activation, and total variation smooths what it draws."""
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from retrain.errors import UserError
 from retrain.filters import FilterOptions, FilterVisualizer, parse_filters, save_grid, total_variation
+from retrain.imported_graph import ImportedGraph
+from scripts import visualize_filters
 from tests.conftest import TINY_FEATURES, TINY_SIZE
+from tests.test_cli import run_script
 from tests.test_gradcam import downsampling_graph_def
+from tests.test_relabel import tiny_graph  # noqa: F401 (module-scoped fixture)
 
 FILTERS = list(range(TINY_FEATURES))
 
@@ -19,7 +25,7 @@ def backbone_graph(folder):
 
 @pytest.fixture(scope="module")
 def visualizer(tmp_path_factory) -> FilterVisualizer:
-    return FilterVisualizer(backbone_graph(tmp_path_factory.mktemp("filters")), "input", "Relu", TINY_SIZE,
+    return FilterVisualizer(ImportedGraph(backbone_graph(tmp_path_factory.mktemp("filters"))), "input", "Relu", TINY_SIZE,
                             TINY_SIZE, 127.5, 127.5)
 
 
@@ -55,7 +61,7 @@ def test_bad_filters_layers_and_outputs_are_refused(visualizer, tmp_path):
     with pytest.raises(UserError, match=f"has filters 0-{TINY_FEATURES - 1}"):
         visualizer.visualize([0, TINY_FEATURES])
     with pytest.raises(UserError, match="--layer Nope:0 is not a tensor of"):
-        FilterVisualizer(backbone_graph(tmp_path), "input", "Nope", TINY_SIZE, TINY_SIZE, 127.5, 127.5)
+        FilterVisualizer(ImportedGraph(backbone_graph(tmp_path)), "input", "Nope", TINY_SIZE, TINY_SIZE, 127.5, 127.5)
     with pytest.raises(UserError, match=".png or .jpg"):
         save_grid(np.zeros((1, 4, 4, 3), np.uint8), [0], tmp_path / "grid.gif")
 
@@ -65,3 +71,28 @@ def test_the_grid_has_one_captioned_tile_per_filter(tmp_path):
     save_grid(tiles, [3, 4, 5, 6, 7], tmp_path / "grid.png", title="layer X")
     with Image.open(tmp_path / "grid.png") as grid:
         assert grid.format == "PNG" and grid.width == 3 * 34 + 4 and grid.height > 2 * (20 + 14)
+
+
+def test_the_script_draws_a_grid_for_a_retrained_graph(tiny_graph, tmp_path):  # noqa: F811
+    output = tmp_path / "grid.png"
+    assert visualize_filters.main(["--graph", str(tiny_graph), "--filters", "0-2", "--steps", "5", "--octaves", "2",
+                                   "--output", str(output)]) == 0
+    with Image.open(output) as grid:
+        assert grid.format == "PNG" and grid.width > 2 * TINY_SIZE
+
+
+def test_bad_input_gives_one_line_and_exit_code_2():
+    result = run_script("scripts.visualize_filters", "--architecture", "mobilenet_1.0_224", "--layer", "Conv2d_99")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: --layer 'Conv2d_99' is not a block of this backbone (blocks: Conv2d_0, ")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--filters", "1020-1030"], "--filters 1024: layer MobilenetV1/MobilenetV1/Conv2d_13_pointwise/Relu6:0 "
+                                 "has filters 0-1023"),
+    (["--output", "/proc/grid.png"], "--output: cannot write in /proc"),
+    (["--architecture", "inception_v3"], "inception_v3 is a keras model, not a frozen graph"),
+])
+def test_bad_flags_are_refused(flags, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        visualize_filters.main(["--architecture", "mobilenet_1.0_224", *flags])

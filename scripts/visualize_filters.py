@@ -1,0 +1,132 @@
+"""Show what the filters of a convolutional layer respond to: one optimised picture per filter, in a grid.
+
+Each picture starts as faint noise and is changed, step by step, to excite
+one filter as much as possible (activation maximisation), with jitter,
+Lp-norm and total-variation penalties keeping it photo-like.
+
+    python -m scripts.visualize_filters --architecture mobilenet_1.0_224 --layer Conv2d_11 --filters 0-15 \\
+        --output grid.png
+    python -m scripts.visualize_filters --graph out/retrained_graph.pb --output grid.png
+
+--layer takes the registry's block names (default: the last block) or any
+tensor name of the graph.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Mapping, NamedTuple, Sequence
+
+from retrain.errors import UserError, run_cli
+from retrain.filters import FilterOptions, parse_filters
+from retrain.paths import DEFAULT_MODEL_DIR, check_writable_file
+from scripts.label_image import add_graph_arguments
+
+DEFAULTS = FilterOptions()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m scripts.visualize_filters", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--architecture", default=None,
+                        help="A backbone of the registry (frozen-graph ones: MobileNet, Inception v4).")
+    parser.add_argument("--model_dir", default=str(DEFAULT_MODEL_DIR),
+                        help="Where --architecture's file is (downloaded there if missing). (default: models/)")
+    add_graph_arguments(parser, graph_required=False)
+    parser.add_argument("--layer", default=None,
+                        help="Block name (wrong ones list the valid ones) or tensor name. (default: the last block)")
+    parser.add_argument("--filters", default="0-15", help="Filters to show: 0-15, 3,7,9 or 0-3,8. (default 0-15)")
+    parser.add_argument("--output", default="filters.png", help="The grid image, .png or .jpg. (default filters.png)")
+    tuning = parser.add_argument_group("optimisation (pixels scaled to [-1, 1]; penalty weights relative to a "
+                                       "unit ascent step)")
+    tuning.add_argument("--steps", type=int, default=DEFAULTS.steps, help=f"Ascent steps. (default {DEFAULTS.steps})")
+    tuning.add_argument("--learning_rate", type=float, default=DEFAULTS.learning_rate,
+                        help=f"Step size. (default {DEFAULTS.learning_rate})")
+    tuning.add_argument("--jitter", type=int, default=DEFAULTS.jitter,
+                        help=f"Random shift in pixels at each step. (default {DEFAULTS.jitter})")
+    tuning.add_argument("--lp_norm", type=float, default=DEFAULTS.lp_norm,
+                        help=f"p of the Lp-norm penalty on pixel values. (default {DEFAULTS.lp_norm})")
+    tuning.add_argument("--lp_weight", type=float, default=DEFAULTS.lp_weight,
+                        help=f"Weight of the Lp-norm penalty; 0 turns it off. (default {DEFAULTS.lp_weight})")
+    tuning.add_argument("--tv_weight", type=float, default=DEFAULTS.tv_weight,
+                        help=f"Weight of the total-variation penalty; 0 turns it off. (default {DEFAULTS.tv_weight})")
+    tuning.add_argument("--octaves", type=int, default=DEFAULTS.octaves,
+                        help=f"Multi-scale steps: optimise a smaller image first, then enlarge it. "
+                             f"(default {DEFAULTS.octaves})")
+    tuning.add_argument("--octave_scale", type=float, default=DEFAULTS.octave_scale,
+                        help=f"Size ratio between octaves. (default {DEFAULTS.octave_scale})")
+    tuning.add_argument("--seed", type=int, default=DEFAULTS.seed, help="Seed of the starting noise and jitter.")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if bool(args.architecture) == bool(args.graph):
+        parser.error("pass exactly one of --architecture and --graph")
+    filters = parse_filters(args.filters)
+    check_writable_file(args.output, "--output")  # before TensorFlow's slow start-up
+    options = FilterOptions(args.steps, args.learning_rate, args.jitter, args.lp_norm, args.lp_weight,
+                            args.tv_weight, args.octaves, args.octave_scale, args.seed)
+    from retrain.filters import FilterVisualizer, save_grid
+    from retrain.imported_graph import ImportedGraph
+    from retrain.conv_layers import resolve_layer
+    source = _backbone_source(args) if args.architecture else _graph_source(args)
+    graph = ImportedGraph(source.path)
+    layer = (resolve_layer(source.layers, args.layer)
+             or graph.last_feature_map(graph.tensor(source.output, "--output_layer")).name)
+    visualizer = FilterVisualizer(graph, source.input_name, layer, source.height, source.width, source.mean,
+                                  source.std)
+    visualizer.check_filters(filters)
+    print(f"Optimising {len(filters)} filter(s) of {visualizer.layer} ({options.steps} steps)")
+    save_grid(visualizer.visualize(filters, options), filters, args.output, title=visualizer.layer)
+    print(f"Grid: {args.output}")
+    return 0
+
+
+class Source(NamedTuple):
+    """The graph to visualise and how to feed it."""
+    path: Path
+    input_name: str
+    height: int
+    width: int
+    mean: float
+    std: float
+    layers: Mapping[str, str]  # block name -> tensor
+    output: str  # the last layer is found walking back from here when there are no block names
+
+
+def _backbone_source(args: argparse.Namespace) -> Source:
+
+    from retrain.architectures import get_architecture
+    from retrain.conv_layers import conv_layers
+    from retrain.downloads import ensure_model_file
+    spec = get_architecture(args.architecture)
+    if spec.source != "frozen_graph":
+        raise UserError(f"--architecture {spec.name} is a {spec.source} model, not a frozen graph; retrain on it "
+                        f"and pass the retrained graph with --graph instead")
+    path = ensure_model_file(spec.url, Path(args.model_dir), spec.model_file, spec.archive_member, spec.file_hash)
+    return Source(path, spec.input_tensor, spec.input_size, spec.input_size, spec.input_mean, spec.input_std,
+                  conv_layers(spec), spec.feature_tensor)
+
+
+def _graph_source(args: argparse.Namespace) -> Source:
+    from retrain.conv_layers import graph_layers
+    from retrain.labeler import resolve_graph_config
+    if not Path(args.graph).is_file():
+        raise UserError(f"--graph {args.graph} does not exist; pass the .pb file written by retrain")
+    config, _ = resolve_graph_config(args.graph, input_layer=args.input_layer, output_layer=args.output_layer,
+                                     input_height=args.input_height, input_width=args.input_width,
+                                     input_mean=args.input_mean, input_std=args.input_std)
+    return Source(Path(args.graph), config.input_layer, config.input_height, config.input_width, config.input_mean,
+                  config.input_std, graph_layers(args.graph), config.output_layer)
+
+
+def cli() -> None:
+    """Console-script entry point."""
+    run_cli(main, sys.argv[1:])
+
+
+if __name__ == "__main__":
+    cli()
