@@ -11,7 +11,7 @@ from retrain.gradcam import GradCam
 from retrain.html_report import AUDIT_TEXT, ReportText, ScoredImage, mistakes_first, write_html_report
 from retrain.head import EvalPoint
 from retrain.labeler import GraphLabeler, resolve_graph_config
-from tests.conftest import CLASS_COLOURS, make_dataset, make_image
+from tests.conftest import CLASS_COLOURS, FLOWERS, make_dataset, make_image
 from tests.test_relabel import LABELS, labeler, tiny_graph  # noqa: F401 (module-scoped fixtures)
 
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -128,3 +128,25 @@ def test_the_report_works_in_a_real_browser(report_dir, tmp_path):
     checked = check_in_browser(folder / "index.html", tmp_path / "report.png")
     assert sum(checked.values()) == len(mistakes_first(scored))
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+@pytest.mark.integration
+def test_the_report_on_600_flowers_is_small_and_shows_what_evaluate_counts(flowers_retrained, tmp_path):
+    from retrain.evaluation import evaluate_folder, labelled_images
+    graph = flowers_retrained.out / "graph.pb"
+    labeler = GraphLabeler(graph)  # noqa: F811
+    evaluation = evaluate_folder(labeler, FLOWERS)
+    paths, truths = labelled_images(FLOWERS, labeler.labels)
+    scored = [ScoredImage(path, int(truth), probabilities) for (path, probabilities, _), truth
+              in zip(labeler.predict_files(paths), truths) if probabilities is not None]
+    config, _ = resolve_graph_config(graph)
+    page = write_html_report(tmp_path / "html", labeler.labels, scored, ReportText("flowers"), GradCam(graph, config))
+    size = sum(path.stat().st_size for path in (tmp_path / "html").rglob("*") if path.is_file())
+    off_diagonal = int(evaluation.report.confusion.sum() - np.trace(evaluation.report.confusion))
+    cards = page.read_text().count("<figure class='card'")
+    print(f"report: {size / 1e6:.2f} MB for {len(scored)} images, {cards} in the gallery, "
+          f"{off_diagonal} off the diagonal")
+    assert size < 20e6 and cards == off_diagonal > 0
+    assert "MobilenetV1/MobilenetV1/Conv2d_13_pointwise/Relu6" in GradCam(graph, config).layer
+    checked = check_in_browser(page, tmp_path / "flowers.png")
+    assert sum(checked.values()) == off_diagonal
