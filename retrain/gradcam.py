@@ -48,6 +48,17 @@ class GradCam:
     def maps(self, images: np.ndarray, classes: Sequence[int]) -> np.ndarray:
         """``[N, h, w]`` maps in [0, 1] at the layer's resolution; ``classes[i]`` is explained for image ``i``."""
         import tensorflow as tf
+        try:
+            return self._maps(images, classes)
+        except tf.errors.InvalidArgumentError as error:
+            if len(images) == 1:
+                raise UserError(f"the graph rejects this input ({str(error).splitlines()[0][:160]}); check "
+                                f"--input_height/width and --gradcam_layer") from None
+        # A graph with batch size 1 baked in past its input (Poets' Inception v3): one image at a time.
+        return np.concatenate([self._maps(images[i:i + 1], classes[i:i + 1]) for i in range(len(images))])
+
+    def _maps(self, images: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+        import tensorflow as tf
         config = self.config
         normalized = normalize_pixels(tf.cast(tf.constant(images), tf.float32), config.input_mean, config.input_std)
         activations = self._activations(normalized)

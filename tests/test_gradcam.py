@@ -6,12 +6,14 @@ import pytest
 from PIL import Image
 
 from retrain.backbones import load_backbone
+from retrain.decode import load_rgb
 from retrain.errors import UserError
 from retrain.export import export_frozen_graph, write_labels, write_sidecar
 from retrain.gradcam import GradCam, explain_files, overlay
 from retrain.head import Head, TrainingConfig, cached_pool, train_head
 from retrain.labeler import resolve_graph_config
 from tests.conftest import CLASS_COLOURS, TINY_FEATURES, TINY_SIZE, tiny_spec
+from tests.test_poets_graph import poets_graph  # noqa: F401 (module-scoped fixture)
 
 LABELS = sorted(CLASS_COLOURS)
 HALF = TINY_SIZE // 2
@@ -156,3 +158,16 @@ def test_overlays_keep_the_photo_size(patch_classifier, tmp_path):
     assert full[0].size == (2 * TINY_SIZE, 3 * TINY_SIZE) and small[0].size == (21, 32)
     hot = overlay(Image.new("RGB", (4, 4), "white"), np.ones((2, 2), np.float32))
     assert np.asarray(hot)[0, 0, 0] > np.asarray(hot)[0, 0, 2]  # the hottest colour is red
+
+
+def test_poets_graphs_get_the_same_maps_batched_or_not(poets_graph, image_dir):  # noqa: F811
+    graph, _, _ = poets_graph
+    config, _ = resolve_graph_config(graph, input_height=TINY_SIZE, input_width=TINY_SIZE, input_mean=127.5,
+                                     input_std=127.5)
+    gradcam = GradCam(graph, config)
+    assert gradcam.layer == "Relu:0"  # the tiny backbone's convolution, found without a sidecar
+    images = np.stack([load_rgb(path, TINY_SIZE, TINY_SIZE) for path in sorted(image_dir.rglob("*.jpg"))[:5]])
+    batched = gradcam.maps(images, [0, 1, 2, 0, 1])
+    one_by_one = np.concatenate([gradcam.maps(images[i:i + 1], [[0, 1, 2, 0, 1][i]]) for i in range(5)])
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    assert batched.max() == pytest.approx(1)
