@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import json
 import os
 
 from .architectures import ARCHITECTURES, ArchitectureSpec
 from .errors import UserError
-from .export import sidecar_path
+from .graph_contract import Sidecar
 
 
 def _mobilenet_v1() -> dict[str, str]:
@@ -46,11 +45,8 @@ def conv_layers(spec: ArchitectureSpec) -> Mapping[str, str]:
 
 def graph_layers(graph_path: str | os.PathLike) -> Mapping[str, str]:
     """The blocks of the backbone a retrained graph's sidecar names (empty for a Poets graph or a TF-Hub one)."""
-    try:
-        architecture = json.loads(sidecar_path(graph_path).read_text(encoding="utf-8"))["architecture"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
-    spec = ARCHITECTURES.get(architecture)
+    sidecar = Sidecar.read(graph_path)
+    spec = ARCHITECTURES.get(sidecar.architecture) if sidecar else None
     return conv_layers(spec) if spec else {}
 
 

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 
 from .errors import UserError
 from .imported_graph import ImportedGraph
-from .paths import atomic_write
+from .files import atomic_write
 
 RECTIFIERS = ("Relu", "Relu6")
 START_NOISE = 10.0  # pixel-value std of the starting noise around mid-grey: faint, so the filter's pattern wins

@@ -20,7 +20,7 @@ from .backbones import normalize_pixels
 from .decode import load_rgb
 from .errors import UserError
 from .imported_graph import ImportedGraph
-from .labeler import GraphConfig
+from .graph_contract import Sidecar
 
 OVERLAY_OPACITY = 0.5  # heatmap over photo: enough colour to read, enough photo to recognise
 EXIF_ORIENTATION = 0x0112
@@ -31,7 +31,7 @@ COLORMAP = "jet"  # the colour scale Grad-CAM figures use, so users can read the
 class GradCam:
     """Grad-CAM maps of a frozen classifier graph for batches of uint8 images."""
 
-    def __init__(self, graph_path: str | os.PathLike, config: GraphConfig, layer: str | None = None,
+    def __init__(self, graph_path: str | os.PathLike, config: Sidecar, layer: str | None = None,
                  flag: str = "--gradcam_layer"):
         """``layer``: the convolutional tensor to explain (a name or name suffix); None finds the last one."""
         graph = ImportedGraph(graph_path)

@@ -21,7 +21,7 @@ from .errors import UserError
 from .gradcam import GradCam, explain_files, load_display
 from .head import EvalPoint
 from .metrics import ClassificationReport, classification_report
-from .paths import atomic_write, check_writable_folder
+from .files import atomic_write, check_writable_folder
 
 THUMBNAIL_SIDE = 192  # pixels: sharp enough to recognise a photo, ~10 KB as JPEG
 THUMBNAIL_QUALITY = 80

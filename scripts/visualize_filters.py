@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 from typing import Mapping, NamedTuple, Sequence
 
-from retrain.errors import UserError, run_cli
+from retrain.errors import UserError
 from retrain.filters import FilterOptions, parse_filters
-from retrain.paths import DEFAULT_MODEL_DIR, check_writable_file
-from scripts.label_image import add_graph_arguments
+from retrain.files import DEFAULT_MODEL_DIR, check_writable_file
+from scripts._cli import add_graph_arguments, run_cli
 
 DEFAULTS = FilterOptions()
 
@@ -116,7 +116,7 @@ def _graph_source(args: argparse.Namespace) -> Source:
     from retrain.labeler import resolve_graph_config
     if not Path(args.graph).is_file():
         raise UserError(f"--graph {args.graph} does not exist; pass the .pb file written by retrain")
-    config, _ = resolve_graph_config(args.graph, input_layer=args.input_layer, output_layer=args.output_layer,
+    config = resolve_graph_config(args.graph, input_layer=args.input_layer, output_layer=args.output_layer,
                                      input_height=args.input_height, input_width=args.input_width,
                                      input_mean=args.input_mean, input_std=args.input_std)
     return Source(Path(args.graph), config.input_layer, config.input_height, config.input_width, config.input_mean,

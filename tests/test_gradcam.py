@@ -10,7 +10,8 @@ from retrain.decode import load_rgb
 from retrain.errors import UserError
 from retrain.export import export_frozen_graph, write_labels, write_sidecar
 from retrain.gradcam import GradCam, explain_files, overlay
-from retrain.head import Head, TrainingConfig, cached_pool, train_head
+from retrain.batches import in_memory_batches
+from retrain.head import Head, TrainingConfig, train_head
 from retrain.labeler import resolve_graph_config
 from tests.conftest import CLASS_COLOURS, TINY_FEATURES, TINY_SIZE, tiny_spec
 from tests.test_poets_graph import poets_graph  # noqa: F401 (module-scoped fixture)
@@ -76,12 +77,12 @@ def patch_classifier(tmp_path_factory):
     truths = np.arange(60) % len(LABELS)
     images = np.stack([patch_image({i % 4: LABELS[t]}, seed=i) for i, t in enumerate(truths)])
     config = TrainingConfig(steps=500, learning_rate=1.0, train_batch_size=-1, seed=0)
-    head = train_head(cached_pool(backbone(images), truths.astype(np.int32)), TINY_FEATURES, len(LABELS), config)
+    head = train_head(in_memory_batches(backbone(images), truths.astype(np.int32)), TINY_FEATURES, len(LABELS), config)
     return backbone, head, export(root, backbone, head)
 
 
 def gradcam_for(graph: Path, layer=None) -> GradCam:
-    config, _ = resolve_graph_config(graph)
+    config = resolve_graph_config(graph)
     return GradCam(graph, config, layer)
 
 
@@ -132,7 +133,9 @@ def test_randomising_the_head_changes_the_map(patch_classifier, tmp_path):
     rng = np.random.default_rng(0)
     correlations = []
     for trial in range(3):
-        random_head = Head(rng.normal(0, head.weights.std(), head.weights.shape).astype(np.float32), head.biases)
+        trained_layer = head.layers[-1]
+        random_head = Head.linear(rng.normal(0, trained_layer.weights.std(), trained_layer.weights.shape)
+                                  .astype(np.float32), trained_layer.biases)
         randomised = gradcam_for(export(tmp_path / str(trial), backbone, random_head)).maps(images, classes)
         # A map the random head leaves empty keeps nothing of the original: count it as no correlation.
         correlations += [rank_correlation(a, b) if b.any() else 0.0 for a, b in zip(trained, randomised)]
@@ -162,7 +165,7 @@ def test_overlays_keep_the_photo_size(patch_classifier, tmp_path):
 
 def test_poets_graphs_get_the_same_maps_batched_or_not(poets_graph, image_dir):  # noqa: F811
     graph, _, _ = poets_graph
-    config, _ = resolve_graph_config(graph, input_height=TINY_SIZE, input_width=TINY_SIZE, input_mean=127.5,
+    config = resolve_graph_config(graph, input_height=TINY_SIZE, input_width=TINY_SIZE, input_mean=127.5,
                                      input_std=127.5)
     gradcam = GradCam(graph, config)
     assert gradcam.layer == "Relu:0"  # the tiny backbone's convolution, found without a sidecar

@@ -33,7 +33,7 @@ def report_dir(tiny_graph, labeler, tmp_path_factory):  # noqa: F811
         make_image(images / folder / f"misfiled_{i}.jpg", CLASS_COLOURS[colour], seed=900 + i, size=(300, 200))
     scored = scored_folder(labeler, images)
     history = [EvalPoint(step, 0.5 + step / 200, 1 - step / 200, 0.4 + step / 250, 10) for step in range(0, 101, 10)]
-    config, _ = resolve_graph_config(tiny_graph)
+    config = resolve_graph_config(tiny_graph)
     write_html_report(root / "html", LABELS, scored, ReportText("Test report"), GradCam(tiny_graph, config),
                       history)
     return root / "html", scored
@@ -139,7 +139,7 @@ def test_the_report_on_600_flowers_is_small_and_shows_what_evaluate_counts(flowe
     paths, truths = labelled_images(FLOWERS, labeler.labels)
     scored = [ScoredImage(path, int(truth), probabilities) for (path, probabilities, _), truth
               in zip(labeler.predict_files(paths), truths) if probabilities is not None]
-    config, _ = resolve_graph_config(graph)
+    config = resolve_graph_config(graph)
     page = write_html_report(tmp_path / "html", labeler.labels, scored, ReportText("flowers"), GradCam(graph, config))
     size = sum(path.stat().st_size for path in (tmp_path / "html").rglob("*") if path.is_file())
     off_diagonal = int(evaluation.report.confusion.sum() - np.trace(evaluation.report.confusion))
