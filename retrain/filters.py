@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .errors import UserError
+from .files import write_image
 from .imported_graph import ImportedGraph
-from .files import atomic_write
 
 RECTIFIERS = ("Relu", "Relu6")
 START_NOISE = 10.0  # pixel-value std of the starting noise around mid-grey: faint, so the filter's pattern wins
@@ -44,6 +44,13 @@ class FilterOptions:
     octaves: int = 1  # >1: start at 1/octave_scale^(octaves-1) of the size and enlarge between octaves
     octave_scale: float = 1.4
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for flag, value in (("steps", self.steps), ("octaves", self.octaves)):
+            if value < 1:
+                raise UserError(f"--{flag} must be at least 1, got {value}")
+        if self.learning_rate <= 0 or self.octave_scale <= 1:
+            raise UserError("--learning_rate must be positive and --octave_scale above 1")
 
 
 class FilterVisualizer:
@@ -90,8 +97,6 @@ class FilterVisualizer:
         """uint8 images ``[len(filters), H, W, 3]``, image ``i`` maximising filter ``filters[i]``."""
         import tensorflow as tf
         self.check_filters(filters)
-        if options.steps < 1 or options.octaves < 1:
-            raise UserError("--steps and --octaves must be at least 1")
         start = self.start_images(len(filters), options.seed) if start is None else start
         # The image lives in [-1, 1] (pixel 0 .. 255) whatever the graph's normalisation, so steps and
         # penalty weights mean the same for every backbone.
@@ -154,9 +159,6 @@ def parse_filters(text: str) -> list[int]:
 
 def save_grid(images: np.ndarray, filters: Sequence[int], path: str | os.PathLike, title: str = "") -> None:
     """One captioned tile per filter in a near-square grid, saved as PNG or JPEG."""
-    suffix = os.path.splitext(str(path))[1].lower()
-    if suffix not in (".png", ".jpg", ".jpeg"):
-        raise UserError(f"--output {path}: use a .png or .jpg file name")
     count, height, width = images.shape[:3]
     columns = math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
@@ -172,5 +174,4 @@ def save_grid(images: np.ndarray, filters: Sequence[int], path: str | os.PathLik
         y = top + margin + (index // columns) * (height + caption + margin)
         grid.paste(Image.fromarray(tile), (x, y + caption))
         draw.text((x, y + 1), f"filter {number}", fill="black")
-    with atomic_write(path) as handle:
-        grid.save(handle, format="PNG" if suffix == ".png" else "JPEG", quality=90)
+    write_image(grid, path, "--output")

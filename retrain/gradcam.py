@@ -17,10 +17,12 @@ import numpy as np
 from PIL import Image
 
 from .backbones import normalize_pixels
+from .conv_layers import graph_blocks, resolve_layer
 from .decode import load_rgb
 from .errors import UserError
-from .imported_graph import ImportedGraph
+from .files import write_image
 from .graph_contract import Sidecar
+from .imported_graph import ImportedGraph
 
 OVERLAY_OPACITY = 0.5  # heatmap over photo: enough colour to read, enough photo to recognise
 EXIF_ORIENTATION = 0x0112
@@ -44,6 +46,11 @@ class GradCam:
         self.layer = conv.name
         self._activations = graph.function(graph.tensor(config.input_layer, "--input_layer"), conv)
         self._logits = graph.function(conv, graph.pre_softmax(output))
+
+    @classmethod
+    def for_graph(cls, graph_path: str | os.PathLike, config: Sidecar, layer: str | None = None) -> GradCam:
+        """Explain ``layer`` (a block of the graph's backbone or a tensor name), by default its last conv block."""
+        return cls(graph_path, config, resolve_layer(graph_blocks(graph_path), layer, "--gradcam_layer"))
 
     def maps(self, images: np.ndarray, classes: Sequence[int]) -> np.ndarray:
         """``[N, h, w]`` maps in [0, 1] at the layer's resolution; ``classes[i]`` is explained for image ``i``."""
@@ -101,6 +108,11 @@ def load_display(path: str | os.PathLike, max_side: int | None = None) -> Image.
             width, height = height, width
     scale = min(1.0, max_side / max(width, height)) if max_side else 1.0
     return Image.fromarray(load_rgb(path, max(1, round(height * scale)), max(1, round(width * scale))))
+
+
+def write_explanation(gradcam: GradCam, image_path: Path, label_index: int, output: str | os.PathLike) -> None:
+    """Save the photo at its own size with the map of ``label_index`` blended over it (.png or .jpg)."""
+    write_image(explain_files(gradcam, [image_path], [label_index])[0], output, "--gradcam")
 
 
 def explain_files(gradcam: GradCam, paths: Sequence[Path], classes: Sequence[int],

@@ -12,16 +12,19 @@ import html
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from .errors import UserError
+from .files import atomic_write, check_writable_folder
 from .gradcam import GradCam, explain_files, load_display
 from .head import EvalPoint
 from .metrics import ClassificationReport, classification_report
-from .files import atomic_write, check_writable_folder
+
+if TYPE_CHECKING:
+    from .relabel import Verdict
 
 THUMBNAIL_SIDE = 192  # pixels: sharp enough to recognise a photo, ~10 KB as JPEG
 THUMBNAIL_QUALITY = 80
@@ -54,6 +57,30 @@ AUDIT_TEXT = ReportText("Relabel audit: suspected mislabels", truth_name="folder
                         gallery_name="Suspected mislabels (folder differs from the prediction)")
 
 
+def scored_images(paths: Sequence[Path], truths: Sequence[int], probabilities: np.ndarray) -> list[ScoredImage]:
+    return [ScoredImage(Path(path), int(truth), row) for path, truth, row in zip(paths, truths, probabilities)]
+
+
+def audited_images(verdicts: Sequence[Verdict], labels: list[str]) -> list[ScoredImage]:
+    """relabel's verdicts on images in class folders, scored against the folder's label.
+
+    Only the top 3 probabilities are known; the others count as 0, which the
+    page never shows (it lists the top 3). A moved image is shown from where
+    it went.
+    """
+    index = {label: i for i, label in enumerate(labels)}
+    scored = []
+    for verdict in verdicts:
+        if verdict.current_label is None or not verdict.top:
+            continue
+        probabilities = np.zeros(len(labels))
+        for label, probability in verdict.top:
+            probabilities[index[label]] = probability
+        path = verdict.source if verdict.source.exists() or verdict.destination is None else verdict.destination
+        scored.append(ScoredImage(path, index[verdict.current_label], probabilities))
+    return scored
+
+
 def mistakes_first(scored: Sequence[ScoredImage]) -> list[ScoredImage]:
     """The misclassified images, the most confident mistakes first."""
     wrong = [image for image in scored if image.prediction != image.truth]
@@ -67,7 +94,7 @@ def write_html_report(directory: str | os.PathLike, labels: list[str], scored: S
     directory = Path(directory)
     check_writable_folder(directory / IMAGE_FOLDER, flag)
     if not scored:
-        raise UserError(f"{flag}: no scored images to report on")
+        raise UserError(f"{flag}: no readable images in folders named after the graph's labels to report on")
     report = classification_report(np.array([s.truth for s in scored]), np.array([s.prediction for s in scored]),
                                    labels)
     mistakes = mistakes_first(scored)

@@ -19,6 +19,7 @@ from retrain.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
 from retrain.quiet import silence_tensorflow_startup
 
 if TYPE_CHECKING:
+    from retrain.gradcam import GradCam
     from retrain.labeler import GraphLabeler
 
 
@@ -99,6 +100,20 @@ def add_graph_arguments(parser: argparse.ArgumentParser, graph_required: bool = 
     override.add_argument("--input_std", type=float, default=None,
                           help=f"Pixel values are divided by this after the mean. (Poets default: {poets.input_std:g})")
     add_flags(parser, {"hostile inputs": HOSTILE_INPUT_HELP}, HOSTILE_INPUT_DEFAULTS)
+
+
+def add_gradcam_layer_argument(parser: argparse.ArgumentParser) -> None:
+    """--gradcam_layer, for every tool that draws Grad-CAM maps."""
+    parser.add_argument("--gradcam_layer", default=None,
+                        help="Convolutional layer Grad-CAM explains: a block name of the graph's backbone or a "
+                             "tensor name. (default: the backbone's last block; for a graph without sidecar, the "
+                             "last tensor with a spatial map before the output)")
+
+
+def load_gradcam(args: argparse.Namespace, labeler: GraphLabeler) -> GradCam:
+    """Grad-CAM for the graph ``labeler`` runs, on the layer ``--gradcam_layer`` names."""
+    from retrain.gradcam import GradCam
+    return GradCam.for_graph(args.graph, labeler.config, args.gradcam_layer)
 
 
 def load_labeler(args: argparse.Namespace) -> GraphLabeler:

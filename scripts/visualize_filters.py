@@ -15,15 +15,31 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Mapping, NamedTuple, Sequence
 
 from retrain.errors import UserError
 from retrain.filters import FilterOptions, parse_filters
-from retrain.files import DEFAULT_MODEL_DIR, check_writable_file
-from scripts._cli import add_graph_arguments, run_cli
+from retrain.files import DEFAULT_MODEL_DIR, check_image_file
+from scripts._cli import add_flags, add_graph_arguments, default_of, run_cli
 
-DEFAULTS = FilterOptions()
+option = partial(default_of, FilterOptions)
+# Each tuning flag's default is its FilterOptions field's default, written once in the library.
+TUNING = {"--steps": "steps", "--learning_rate": "learning_rate", "--jitter": "jitter", "--lp_norm": "lp_norm",
+          "--lp_weight": "lp_weight", "--tv_weight": "tv_weight", "--octaves": "octaves",
+          "--octave_scale": "octave_scale", "--seed": "seed"}
+HELP = {"optimisation (pixels scaled to [-1, 1]; penalty weights relative to a unit ascent step)": {
+    "--steps": "Gradient ascent steps.",
+    "--learning_rate": "Step size.",
+    "--jitter": "Random shift in pixels at each step.",
+    "--lp_norm": "p of the Lp-norm penalty on pixel values.",
+    "--lp_weight": "Weight of the Lp-norm penalty; 0 turns it off.",
+    "--tv_weight": "Weight of the total-variation penalty; 0 turns it off.",
+    "--octaves": "Multi-scale steps: optimise a smaller image first, then enlarge it.",
+    "--octave_scale": "Size ratio between octaves.",
+    "--seed": "Seed of the starting noise and the jitter.",
+}}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,25 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Block name (wrong ones list the valid ones) or tensor name. (default: the last block)")
     parser.add_argument("--filters", default="0-15", help="Filters to show: 0-15, 3,7,9 or 0-3,8. (default 0-15)")
     parser.add_argument("--output", default="filters.png", help="The grid image, .png or .jpg. (default filters.png)")
-    tuning = parser.add_argument_group("optimisation (pixels scaled to [-1, 1]; penalty weights relative to a "
-                                       "unit ascent step)")
-    tuning.add_argument("--steps", type=int, default=DEFAULTS.steps, help=f"Ascent steps. (default {DEFAULTS.steps})")
-    tuning.add_argument("--learning_rate", type=float, default=DEFAULTS.learning_rate,
-                        help=f"Step size. (default {DEFAULTS.learning_rate})")
-    tuning.add_argument("--jitter", type=int, default=DEFAULTS.jitter,
-                        help=f"Random shift in pixels at each step. (default {DEFAULTS.jitter})")
-    tuning.add_argument("--lp_norm", type=float, default=DEFAULTS.lp_norm,
-                        help=f"p of the Lp-norm penalty on pixel values. (default {DEFAULTS.lp_norm})")
-    tuning.add_argument("--lp_weight", type=float, default=DEFAULTS.lp_weight,
-                        help=f"Weight of the Lp-norm penalty; 0 turns it off. (default {DEFAULTS.lp_weight})")
-    tuning.add_argument("--tv_weight", type=float, default=DEFAULTS.tv_weight,
-                        help=f"Weight of the total-variation penalty; 0 turns it off. (default {DEFAULTS.tv_weight})")
-    tuning.add_argument("--octaves", type=int, default=DEFAULTS.octaves,
-                        help=f"Multi-scale steps: optimise a smaller image first, then enlarge it. "
-                             f"(default {DEFAULTS.octaves})")
-    tuning.add_argument("--octave_scale", type=float, default=DEFAULTS.octave_scale,
-                        help=f"Size ratio between octaves. (default {DEFAULTS.octave_scale})")
-    tuning.add_argument("--seed", type=int, default=DEFAULTS.seed, help="Seed of the starting noise and jitter.")
+    add_flags(parser, HELP, {flag: option(name) for flag, name in TUNING.items()})
     return parser
 
 
@@ -66,15 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bool(args.architecture) == bool(args.graph):
         parser.error("pass exactly one of --architecture and --graph")
     filters = parse_filters(args.filters)
-    check_writable_file(args.output, "--output")  # before TensorFlow's slow start-up
-    options = FilterOptions(args.steps, args.learning_rate, args.jitter, args.lp_norm, args.lp_weight,
-                            args.tv_weight, args.octaves, args.octave_scale, args.seed)
+    check_image_file(args.output, "--output")  # before TensorFlow's slow start-up
+    options = FilterOptions(**{name: getattr(args, flag[2:]) for flag, name in TUNING.items()})
+    from retrain.conv_layers import resolve_layer
     from retrain.filters import FilterVisualizer, save_grid
     from retrain.imported_graph import ImportedGraph
-    from retrain.conv_layers import resolve_layer
     source = _backbone_source(args) if args.architecture else _graph_source(args)
     graph = ImportedGraph(source.path)
-    layer = (resolve_layer(source.layers, args.layer)
+    layer = (resolve_layer(source.blocks, args.layer)
              or graph.last_feature_map(graph.tensor(source.output, "--output_layer")).name)
     visualizer = FilterVisualizer(graph, source.input_name, layer, source.height, source.width, source.mean,
                                   source.std)
@@ -93,14 +90,13 @@ class Source(NamedTuple):
     width: int
     mean: float
     std: float
-    layers: Mapping[str, str]  # block name -> tensor
+    blocks: Mapping[str, str]  # block name -> tensor
     output: str  # the last layer is found walking back from here when there are no block names
 
 
 def _backbone_source(args: argparse.Namespace) -> Source:
 
     from retrain.architectures import get_architecture
-    from retrain.conv_layers import conv_layers
     from retrain.downloads import ensure_model_file
     spec = get_architecture(args.architecture)
     if spec.source != "frozen_graph":
@@ -108,11 +104,11 @@ def _backbone_source(args: argparse.Namespace) -> Source:
                         f"and pass the retrained graph with --graph instead")
     path = ensure_model_file(spec.url, Path(args.model_dir), spec.model_file, spec.archive_member, spec.file_hash)
     return Source(path, spec.input_tensor, spec.input_size, spec.input_size, spec.input_mean, spec.input_std,
-                  conv_layers(spec), spec.feature_tensor)
+                  spec.conv_blocks, spec.feature_tensor)
 
 
 def _graph_source(args: argparse.Namespace) -> Source:
-    from retrain.conv_layers import graph_layers
+    from retrain.conv_layers import graph_blocks
     from retrain.labeler import resolve_graph_config
     if not Path(args.graph).is_file():
         raise UserError(f"--graph {args.graph} does not exist; pass the .pb file written by retrain")
@@ -120,7 +116,7 @@ def _graph_source(args: argparse.Namespace) -> Source:
                                      input_height=args.input_height, input_width=args.input_width,
                                      input_mean=args.input_mean, input_std=args.input_std)
     return Source(Path(args.graph), config.input_layer, config.input_height, config.input_width, config.input_mean,
-                  config.input_std, graph_layers(args.graph), config.output_layer)
+                  config.input_std, graph_blocks(args.graph), config.output_layer)
 
 
 def cli() -> None:
