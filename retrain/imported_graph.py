@@ -14,13 +14,8 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from .backbones import load_graph_def
+from .backbones import free_batch_dimension, load_graph_def, tensor_name
 from .errors import UserError
-
-
-def tensor_name(name: str) -> str:
-    """``"a/b"`` -> ``"a/b:0"``; names with an output index are kept."""
-    return name if ":" in name else f"{name}:0"
 
 
 class ImportedGraph:
@@ -29,9 +24,7 @@ class ImportedGraph:
     def __init__(self, graph_path: str | os.PathLike):
         import tensorflow as tf
         graph_def = load_graph_def(Path(graph_path))
-        for node in graph_def.node:  # Poets fixed the batch at 1; free it so whole batches go through
-            if node.op == "Placeholder" and node.attr["shape"].shape.dim:
-                node.attr["shape"].shape.dim[0].size = -1
+        free_batch_dimension(graph_def)
         self.path = Path(graph_path)
         self._wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
         self._tensor_names = [output.name for op in self._wrapped.graph.get_operations() for output in op.outputs]
