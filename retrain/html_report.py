@@ -118,8 +118,8 @@ def _save_jpeg(image, path: Path) -> None:
 def _write_gallery_images(directory: Path, mistakes: list[ScoredImage], gradcam: GradCam | None) -> list[tuple]:
     """Thumbnail (and Grad-CAM overlay of the predicted class) per mistake -> (photo, overlay) file names."""
     names = []
-    batches = range(0, len(mistakes), GRADCAM_BATCH)
-    for start in tqdm(batches, desc="Report images", unit="batch", disable=not mistakes):
+    progress = tqdm(total=len(mistakes), desc="Report images", unit="img", disable=not mistakes)
+    for start in range(0, len(mistakes), GRADCAM_BATCH):
         batch = mistakes[start:start + GRADCAM_BATCH]
         overlays = (explain_files(gradcam, [m.path for m in batch], [m.prediction for m in batch], THUMBNAIL_SIDE)
                     if gradcam else [None] * len(batch))
@@ -130,6 +130,8 @@ def _write_gallery_images(directory: Path, mistakes: list[ScoredImage], gradcam:
             if heatmap:
                 _save_jpeg(overlay, directory / heatmap)
             names.append((photo, heatmap))
+        progress.update(len(batch))
+    progress.close()
     return names
 
 
