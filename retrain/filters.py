@@ -19,11 +19,13 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .backbones import normalize_pixels
 from .errors import UserError
 from .files import write_image
 from .imported_graph import ImportedGraph
 
 RECTIFIERS = ("Relu", "Relu6")
+PIXEL_HALF_RANGE = 127.5  # pixel values 0 .. 255 <-> [-1, 1], the space the ascent works in
 START_NOISE = 10.0  # pixel-value std of the starting noise around mid-grey: faint, so the filter's pattern wins
 
 
@@ -71,9 +73,10 @@ class FilterVisualizer:
         before_relu = activations.op.inputs[0] if activations.op.type in RECTIFIERS else activations
         self._objective = graph.function(images, before_relu)
         self.size = (height, width)
-        # Pixel values 0 and 255 as the graph's input sees them: the image must stay a possible photo.
-        self._low, self._high = (0 - input_mean) / input_std, (255 - input_mean) / input_std
         self._mean, self._std = input_mean, input_std
+        # Pixels 0 and 255 as the graph's input sees them: the image must stay a possible photo.
+        low, high = normalize_pixels(0.0, input_mean, input_std), normalize_pixels(255.0, input_mean, input_std)
+        self._middle, self._half_range = (high + low) / 2, (high - low) / 2
 
     def check_filters(self, filters: Sequence[int]) -> None:
         bad = [f for f in filters if not 0 <= f < self.filter_count]
@@ -84,12 +87,13 @@ class FilterVisualizer:
     def start_images(self, count: int, seed: int = 0) -> np.ndarray:
         """Faint noise around mid-grey: the uint8 images the ascent starts from."""
         rng = np.random.default_rng(seed)
-        return np.clip(np.round(127.5 + rng.normal(0, START_NOISE, (count, *self.size, 3))), 0, 255).astype(np.uint8)
+        noise = rng.normal(PIXEL_HALF_RANGE, START_NOISE, (count, *self.size, 3))
+        return np.clip(np.round(noise), 0, 255).astype(np.uint8)
 
     def mean_activations(self, images: np.ndarray, filters: Sequence[int]) -> np.ndarray:
         """Each image's mean activation of its own filter (``filters[i]`` for image ``i``)."""
         import tensorflow as tf
-        outputs = self._activations(tf.constant((images.astype(np.float32) - self._mean) / self._std))
+        outputs = self._activations(tf.constant(normalize_pixels(images.astype(np.float32), self._mean, self._std)))
         return tf.reduce_mean(tf.gather(outputs, list(filters), axis=3, batch_dims=1), axis=[1, 2]).numpy()
 
     def visualize(self, filters: Sequence[int], options: FilterOptions = FilterOptions(),
@@ -100,8 +104,7 @@ class FilterVisualizer:
         start = self.start_images(len(filters), options.seed) if start is None else start
         # The image lives in [-1, 1] (pixel 0 .. 255) whatever the graph's normalisation, so steps and
         # penalty weights mean the same for every backbone.
-        middle, half_range = (self._high + self._low) / 2, (self._high - self._low) / 2
-        image = tf.constant((start.astype(np.float32) - 127.5) / 127.5)
+        image = tf.constant(start.astype(np.float32) / PIXEL_HALF_RANGE - 1)
         rng = np.random.default_rng(options.seed)
         picks = tf.constant(list(filters), tf.int32)
         for octave in range(options.octaves):
@@ -111,7 +114,8 @@ class FilterVisualizer:
                 shift = [int(s) for s in rng.integers(-options.jitter, options.jitter + 1, size=2)]
                 with tf.GradientTape() as tape:
                     tape.watch(image)
-                    full = tf.roll(tf.image.resize(image, self.size), shift=shift, axis=[1, 2]) * half_range + middle
+                    shifted = tf.roll(tf.image.resize(image, self.size), shift=shift, axis=[1, 2])
+                    full = shifted * self._half_range + self._middle
                     objective = tf.reduce_sum(tf.reduce_mean(
                         tf.gather(self._objective(full), picks, axis=3, batch_dims=1), axis=[1, 2]))
                 ascent = tape.gradient(objective, image)
@@ -124,7 +128,7 @@ class FilterVisualizer:
                                + options.tv_weight * squared_variation(image))
                 step = ascent - tape.gradient(penalty, image)
                 image = tf.clip_by_value(image + options.learning_rate * step, -1.0, 1.0)
-        pixels = tf.image.resize(image, self.size).numpy() * 127.5 + 127.5
+        pixels = (tf.image.resize(image, self.size).numpy() + 1) * PIXEL_HALF_RANGE
         return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
 
 

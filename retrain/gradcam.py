@@ -33,16 +33,15 @@ COLORMAP = "jet"  # the colour scale Grad-CAM figures use, so users can read the
 class GradCam:
     """Grad-CAM maps of a frozen classifier graph for batches of uint8 images."""
 
-    def __init__(self, graph_path: str | os.PathLike, config: Sidecar, layer: str | None = None,
-                 flag: str = "--gradcam_layer"):
+    def __init__(self, graph_path: str | os.PathLike, config: Sidecar, layer: str | None = None):
         """``layer``: the convolutional tensor to explain (a name or name suffix); None finds the last one."""
         graph = ImportedGraph(graph_path)
         self.config = config
         output = graph.tensor(config.output_layer, "--output_layer")
-        conv = graph.tensor(layer, flag) if layer else graph.last_feature_map(output)
+        conv = graph.tensor(layer, "--gradcam_layer") if layer else graph.last_feature_map(output)
         if conv.shape.rank != 4:
-            raise UserError(f"{flag} {conv.name} has shape {conv.shape}, not [batch, height, width, channels]; "
-                            f"name a convolutional layer's output")
+            raise UserError(f"--gradcam_layer {conv.name} has shape {conv.shape}, not [batch, height, width, "
+                            f"channels]; name a convolutional layer's output")
         self.layer = conv.name
         self._activations = graph.function(graph.tensor(config.input_layer, "--input_layer"), conv)
         self._logits = graph.function(conv, graph.pre_softmax(output))

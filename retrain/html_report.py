@@ -193,7 +193,8 @@ def _confusion_table(report: ClassificationReport, text: ReportText) -> str:
 
 def _card(mistake: ScoredImage, labels: list[str], photo: str, heatmap: str, text: ReportText) -> str:
     probabilities = mistake.probabilities
-    top = "".join(f"<li>{html.escape(labels[i])} {probabilities[i]:.2f}</li>" for i in np.argsort(-probabilities)[:TOP_K])
+    top = "".join(f"<li>{html.escape(labels[i])} {probabilities[i]:.2f}</li>"
+                  for i in np.argsort(-probabilities)[:TOP_K])
     name = html.escape(str(mistake.path))
     overlay = (f"<img src='{heatmap}' alt='Grad-CAM for {html.escape(labels[mistake.prediction])}' "
                f"title='Grad-CAM: where the model saw {html.escape(labels[mistake.prediction])}'>" if heatmap else "")
@@ -264,7 +265,8 @@ function filter(button) {
   }
   buttons.forEach(b => b.classList.toggle('active', b === button));
   showAll.hidden = !button;
-  status.textContent = button ? `Showing ${shown} image(s) of this cell.` : `All ${cards.length}, most confident first.`;
+  status.textContent = button ? `Showing ${shown} image(s) of this cell.`
+                              : `All ${cards.length}, most confident first.`;
 }
 buttons.forEach(b => b.addEventListener('click', () => filter(b)));
 showAll.addEventListener('click', () => filter(null));

@@ -25,8 +25,8 @@ def backbone_graph(folder):
 
 @pytest.fixture(scope="module")
 def visualizer(tmp_path_factory) -> FilterVisualizer:
-    return FilterVisualizer(ImportedGraph(backbone_graph(tmp_path_factory.mktemp("filters"))), "input", "Relu", TINY_SIZE,
-                            TINY_SIZE, 127.5, 127.5)
+    graph = ImportedGraph(backbone_graph(tmp_path_factory.mktemp("filters")))
+    return FilterVisualizer(graph, "input", "Relu", TINY_SIZE, TINY_SIZE, 127.5, 127.5)
 
 
 def test_the_optimised_image_raises_the_filter_activation_tenfold(visualizer):
