@@ -31,6 +31,7 @@ THUMBNAIL_QUALITY = 80
 IMAGE_FOLDER = "images"
 GRADCAM_BATCH = 16
 TOP_K = 3
+GENERATOR = '<meta name="generator" content="retrain html_report">'  # marks pages (and thumbnails) we may replace
 
 
 @dataclass
@@ -92,20 +93,45 @@ def write_html_report(directory: str | os.PathLike, labels: list[str], scored: S
                       history: Sequence[EvalPoint] = (), flag: str = "--html") -> Path:
     """Write ``directory/index.html`` and its images; returns the page's path."""
     directory = Path(directory)
+    check_report_folder(directory, flag)
     check_writable_folder(directory / IMAGE_FOLDER, flag)
     if not scored:
         raise UserError(f"{flag}: no readable images in folders named after the graph's labels to report on")
     report = classification_report(np.array([s.truth for s in scored]), np.array([s.prediction for s in scored]),
                                    labels)
     mistakes = mistakes_first(scored)
-    for stale in (directory / IMAGE_FOLDER).glob("*.jpg"):  # a previous report's thumbnails
-        stale.unlink()
+    _remove_previous_report(directory)
     cards = _write_gallery_images(directory, mistakes, gradcam)
     curves = _write_curves(directory, history) if history else ""
     page = _page(report, labels, mistakes, cards, text, curves)
     with atomic_write(directory / "index.html", "w") as handle:  # last: the page never points at missing files
         handle.write(page)
     return directory / "index.html"
+
+
+def _holds_a_report(directory: Path) -> bool:
+    page = directory / "index.html"
+    return page.is_file() and GENERATOR in page.read_text(encoding="utf-8", errors="replace")
+
+
+def check_report_folder(directory: str | os.PathLike, flag: str = "--html") -> None:
+    """The report's folder must be new, empty or an earlier report (replaced), and writable.
+
+    Run before the slow work. A folder of the user's own files is refused
+    rather than mixed with thumbnails that could replace them.
+    """
+    directory = Path(directory)
+    if directory.is_dir() and any(directory.iterdir()) and not _holds_a_report(directory):
+        raise UserError(f"{flag} {directory} holds other files; choose a new or empty folder (an earlier report "
+                        f"there is replaced)")
+    check_writable_folder(directory, flag)
+
+
+def _remove_previous_report(directory: Path) -> None:
+    """An earlier report's thumbnails (``check_report_folder`` allows no other files here)."""
+    if _holds_a_report(directory):
+        for stale in (directory / IMAGE_FOLDER).glob("*.jpg"):
+            stale.unlink()
 
 
 def _save_jpeg(image, path: Path) -> None:
@@ -211,7 +237,7 @@ def _page(report: ClassificationReport, labels: list[str], mistakes: list[Scored
     curves_section = f"<section><h2>Training curves</h2><img class='curves' src='{curves}' alt='training curves'>" \
                      f"</section>" if curves else ""
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(text.title)}</title>
+<html lang="en"><head><meta charset="utf-8">{GENERATOR}<title>{html.escape(text.title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>
 <body><h1>{html.escape(text.title)}</h1>
 <p class="summary">accuracy <b>{_percent(report.accuracy)}</b> on {report.count} images; macro precision

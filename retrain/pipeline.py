@@ -26,7 +26,7 @@ from .gradcam import GradCam
 from .graph_contract import FINAL_TENSOR_NAME, Sidecar
 from .head import EvalPoint, Head, TrainingConfig, train_head
 from .history_plot import plot_history
-from .html_report import ReportText, ScoredImage, scored_images, write_html_report
+from .html_report import ReportText, ScoredImage, check_report_folder, scored_images, write_html_report
 from .images import SPLITS, ImageRecord, labels_of, split_images, split_summary
 from .metrics import ClassificationReport, classification_report
 from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS, validate_max_megapixels
@@ -133,7 +133,7 @@ def _check_outputs_writable(options: RetrainOptions) -> None:
         check_plot_path(options.plot_history, "--plot_history")
         check_writable_file(options.plot_history, "--plot_history")
     if options.html:
-        check_writable_folder(options.html, "--html")
+        check_report_folder(options.html)
 
 
 def run_retrain(options: RetrainOptions, log: Log = print) -> RetrainResult:

@@ -17,7 +17,6 @@ import argparse
 import sys
 from typing import Sequence
 
-from retrain.files import check_writable_folder
 from retrain.labeler import LABEL_BATCH_SIZE
 from scripts._cli import add_graph_arguments, add_gradcam_layer_argument, load_gradcam, load_labeler, run_cli
 
@@ -40,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.html:
-        check_writable_folder(args.html, "--html")  # before TensorFlow's slow start-up
+        from retrain.html_report import check_report_folder
+        check_report_folder(args.html)  # before TensorFlow's slow start-up
     from retrain.evaluation import evaluate_folder, plot_report
     labeler = load_labeler(args)
     evaluation = evaluate_folder(labeler, args.image_dir, args.batch_size)

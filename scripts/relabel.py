@@ -25,7 +25,6 @@ from typing import Sequence
 from retrain.journal import undo
 from retrain.relabel import (FAILED, MODES, PAST_TENSE, SORTED_EARLIER, UNREADABLE, RelabelOptions, check_options,
                              relabel)
-from retrain.files import check_writable_folder
 from scripts._cli import (add_graph_arguments, add_gradcam_layer_argument, default_of, load_gradcam, load_labeler,
                           run_cli)
 
@@ -73,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              args.report, args.journal)
     check_options(options)  # flag mistakes show before TensorFlow's slow start-up
     if args.html:
-        check_writable_folder(args.html, "--html")
+        from retrain.html_report import check_report_folder
+        check_report_folder(args.html)
     labeler = load_labeler(args)
     result = relabel(labeler, options)
     if args.audit:

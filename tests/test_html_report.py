@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from retrain.errors import UserError
 from retrain.gradcam import GradCam
 from retrain.html_report import AUDIT_TEXT, ReportText, ScoredImage, mistakes_first, write_html_report
 from retrain.head import EvalPoint
@@ -70,9 +71,14 @@ def test_audit_wording_and_unwritable_folders(labeler, tmp_path):  # noqa: F811
     scored = scored_folder(labeler, make_dataset(tmp_path / "images", per_class=2))
     page = write_html_report(tmp_path / "audit", LABELS, scored, AUDIT_TEXT).read_text()
     assert "rows: folder label" in page and "Relabel audit" in page
+    own = tmp_path / "own"
+    make_image(own / "images" / "00001.jpg", CLASS_COLOURS["red"], seed=1)  # a user's picture, not a report's
+    with pytest.raises(UserError, match="holds other files; choose a new or empty folder"):
+        write_html_report(own, LABELS, scored, AUDIT_TEXT)
+    rewritten = write_html_report(tmp_path / "audit", LABELS, scored[:3], AUDIT_TEXT).read_text()
+    assert len(list((tmp_path / "audit" / "images").glob("*.jpg"))) == rewritten.count("<img src=")
     blocker = tmp_path / "file"
     blocker.write_text("")
-    from retrain.errors import UserError
     with pytest.raises(UserError, match="--html: cannot write in"):
         write_html_report(blocker / "html", LABELS, scored, AUDIT_TEXT)
 
