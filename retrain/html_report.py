@@ -104,7 +104,7 @@ def write_html_report(directory: str | os.PathLike, labels: list[str], scored: S
     cards = _write_gallery_images(directory, mistakes, gradcam)
     curves = _write_curves(directory, history) if history else ""
     page = _page(report, labels, mistakes, cards, text, curves)
-    with atomic_write(directory / "index.html", "w") as handle:  # last: the page never points at missing files
+    with atomic_write(directory / "index.html", "w") as handle:  # last: a finished page has all its images
         handle.write(page)
     return directory / "index.html"
 
