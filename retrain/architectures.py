@@ -98,6 +98,13 @@ def _mobilenet_v2_blocks() -> dict[str, str]:
     return blocks
 
 
+def _inception_v4_blocks() -> dict[str, str]:
+    """TF-slim's Inception v4 mixed blocks (each ends in a ``concat``); not run here (no download)."""
+    names = ["Mixed_3a", "Mixed_4a", *(f"Mixed_5{c}" for c in "abcde"), *(f"Mixed_6{c}" for c in "abcdefgh"),
+             *(f"Mixed_7{c}" for c in "abcd")]
+    return {name: f"InceptionV4/InceptionV4/{name}/concat:0" for name in names}
+
+
 def _poets_mobilenet(width: str, size: int, quantized: bool) -> ArchitectureSpec:
     folder = f"mobilenet_v1_{width}_{size}"
     graph = "quantized_graph.pb" if quantized else "frozen_graph.pb"
@@ -173,7 +180,8 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {spec.name: spec for spec in [
         name="inception_v4", source="frozen_graph", url=f"{TFLITE_ZOO}inception_v4_2018_04_27.tgz",
         model_file="inception_v4_2018_04_27/inception_v4.pb", archive_member="inception_v4.pb",
         input_size=299, input_mean=SLIM_MEAN, input_std=SLIM_STD,
-        feature_tensor="InceptionV4/Logits/AvgPool_1a/AvgPool:0", feature_size=1536),
+        feature_tensor="InceptionV4/Logits/AvgPool_1a/AvgPool:0", feature_size=1536,
+        conv_blocks=_inception_v4_blocks()),
     _keras_application("vgg16", "VGG16", "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels",
                        "6d6bbae143d832006294945121d1f1fc", input_size=224, feature_size=512),
     _keras_application("resnet50", "ResNet50", "resnet/resnet50_weights_tf_dim_ordering_tf_kernels",

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from retrain.architectures import get_architecture
 from retrain.errors import UserError
+from retrain.files import DEFAULT_MODEL_DIR
 from retrain.filters import FilterOptions, FilterVisualizer, parse_filters, save_grid, total_variation
 from retrain.imported_graph import ImportedGraph
 from scripts import visualize_filters
@@ -96,3 +98,11 @@ def test_bad_input_gives_one_line_and_exit_code_2():
 def test_bad_flags_are_refused(flags, message):
     with pytest.raises(UserError, match=re.escape(message)):
         visualize_filters.main(["--architecture", "mobilenet_1.0_224", *flags])
+
+
+def test_the_registry_blocks_are_tensors_of_the_bundled_mobilenet():
+    spec = get_architecture("mobilenet_1.0_224")
+    graph = ImportedGraph(DEFAULT_MODEL_DIR / spec.model_file)
+    shapes = [graph.tensor(tensor).shape.as_list() for tensor in spec.conv_blocks.values()]
+    assert len(shapes) == 14 and all(len(shape) == 4 for shape in shapes)
+    assert shapes[-1] == [None, 7, 7, 1024]  # the last block: the one Grad-CAM explains
