@@ -43,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_report_folder(args.html)  # before TensorFlow's slow start-up
     from retrain.evaluation import evaluate_folder, plot_report
     labeler = load_labeler(args)
+    gradcam = load_gradcam(args, labeler) if args.html else None  # a bad --gradcam_layer fails before the work
     evaluation = evaluate_folder(labeler, args.image_dir, args.batch_size)
     for path, error in evaluation.unreadable:
         print(f"warning: skipped unreadable image {error}", file=sys.stderr)
@@ -57,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from retrain.html_report import ReportText, scored_images, write_html_report
         scored = scored_images(evaluation.paths, evaluation.truths, evaluation.probabilities)
         page = write_html_report(args.html, labeler.labels, scored, ReportText(f"Evaluation on {args.image_dir}"),
-                                 load_gradcam(args, labeler))
+                                 gradcam)
         print(f"HTML report: {page}")
     return 0
 

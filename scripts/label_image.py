@@ -50,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.gradcam_label is not None and args.gradcam_label not in labeler.labels:
         raise UserError(f"--gradcam_label {args.gradcam_label!r} is not in the labels file "
                         f"(labels: {', '.join(labeler.labels)})")
+    gradcam = load_gradcam(args, labeler) if args.gradcam else None  # a bad --gradcam_layer fails before any output
     failures = 0
     for path, probabilities, error in labeler.predict_files(paths):
         if len(paths) > 1:
@@ -60,10 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         for label, probability in labeler.top_labels(probabilities, args.top_k):
             print(f"{label} {probability:.5f}")
-        if args.gradcam:
+        if gradcam:
             from retrain.gradcam import write_explanation
             label = args.gradcam_label or labeler.top_labels(probabilities, 1)[0][0]
-            write_explanation(load_gradcam(args, labeler), path, labeler.labels.index(label), args.gradcam)
+            write_explanation(gradcam, path, labeler.labels.index(label), args.gradcam)
             print(f"Grad-CAM for {label}: {args.gradcam}")
     return 2 if failures else 0
 

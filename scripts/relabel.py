@@ -75,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from retrain.html_report import check_report_folder
         check_report_folder(args.html)
     labeler = load_labeler(args)
+    gradcam = load_gradcam(args, labeler) if args.html else None  # a bad --gradcam_layer fails before any move
     result = relabel(labeler, options)
     if args.audit:
         print("Suspected mislabels (most confident first): confidence, image, its folder -> the model's label")
@@ -89,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.html:
         from retrain.html_report import AUDIT_TEXT, audited_images, write_html_report
         page = write_html_report(args.html, labeler.labels, audited_images(result.verdicts, labeler.labels),
-                                 AUDIT_TEXT, load_gradcam(args, labeler))
+                                 AUDIT_TEXT, gradcam)
         print(f"HTML report: {page}")
     return 1 if result.count(FAILED) else 0
 
