@@ -21,6 +21,7 @@ from .errors import UserError
 from .files import atomic_write, check_writable_folder
 from .gradcam import GradCam, explain_files, load_display
 from .head import EvalPoint
+from .history_plot import plot_history
 from .metrics import ClassificationReport, classification_report
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 THUMBNAIL_SIDE = 192  # pixels: sharp enough to recognise a photo, ~10 KB as JPEG
 THUMBNAIL_QUALITY = 80
 IMAGE_FOLDER = "images"
+CURVES = "curves.png"
 GRADCAM_BATCH = 16
 TOP_K = 3
 GENERATOR = '<meta name="generator" content="retrain html_report">'  # marks pages (and thumbnails) we may replace
@@ -90,8 +92,13 @@ def mistakes_first(scored: Sequence[ScoredImage]) -> list[ScoredImage]:
 
 def write_html_report(directory: str | os.PathLike, labels: list[str], scored: Sequence[ScoredImage],
                       text: ReportText, gradcam: GradCam | None = None,
-                      history: Sequence[EvalPoint] = (), flag: str = "--html") -> Path:
-    """Write ``directory/index.html`` and its images; returns the page's path."""
+                      history: Sequence[EvalPoint] = (), marks: tuple[int | None, int | None] = (None, None),
+                      flag: str = "--html") -> Path:
+    """Write ``directory/index.html`` and its images; returns the page's path.
+
+    ``history`` adds the training curves, with ``marks`` (the early-stopping
+    restored and stopping steps) drawn on them.
+    """
     directory = Path(directory)
     check_report_folder(directory, flag)
     check_writable_folder(directory / IMAGE_FOLDER, flag)
@@ -102,7 +109,10 @@ def write_html_report(directory: str | os.PathLike, labels: list[str], scored: S
     mistakes = mistakes_first(scored)
     _remove_previous_report(directory)
     cards = _write_gallery_images(directory, mistakes, gradcam)
-    curves = _write_curves(directory, history) if history else ""
+    curves = ""
+    if history:
+        curves = CURVES
+        plot_history(history, directory / CURVES, *marks)
     page = _page(report, labels, mistakes, cards, text, curves)
     with atomic_write(directory / "index.html", "w") as handle:  # last: a finished page has all its images
         handle.write(page)
@@ -159,27 +169,6 @@ def _write_gallery_images(directory: Path, mistakes: list[ScoredImage], gradcam:
         progress.update(len(batch))
     progress.close()
     return names
-
-
-def _write_curves(directory: Path, history: Sequence[EvalPoint]) -> str:
-    """Training curves (accuracy and cross entropy against step) as ``curves.png``; returns its name."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    figure = Figure(figsize=(9, 3.2), layout="constrained")
-    FigureCanvasAgg(figure)
-    accuracy_axes, loss_axes = figure.subplots(1, 2)
-    steps = [point.step for point in history]
-    accuracy_axes.plot(steps, [point.train_accuracy for point in history], label="train")
-    validated = [point for point in history if point.validation_accuracy is not None]
-    if validated:
-        accuracy_axes.plot([p.step for p in validated], [p.validation_accuracy for p in validated], label="validation")
-    accuracy_axes.set(xlabel="step", ylabel="accuracy", ylim=(0, 1.02), title="Accuracy")
-    accuracy_axes.legend(loc="lower right")
-    loss_axes.plot(steps, [point.cross_entropy for point in history])
-    loss_axes.set(xlabel="step", ylabel="cross entropy", title="Training loss")
-    with atomic_write(directory / "curves.png") as handle:
-        figure.savefig(handle, format="png", dpi=80)
-    return "curves.png"
 
 
 def _percent(value: float) -> str:

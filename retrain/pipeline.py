@@ -212,13 +212,16 @@ def run_retrain(options: RetrainOptions, log: Log = print) -> RetrainResult:
     return RetrainResult(labels, test_report, bottlenecks, data, head, history)
 
 
+def _early_stopping_marks(history: list[EvalPoint], options: RetrainOptions) -> tuple[int | None, int | None]:
+    """With early stopping, the restored step (lowest validation loss) and the one it stopped at, for the curves."""
+    if not options.training.early_stopping_patience:
+        return None, None
+    best = min(history, key=lambda point: point.validation_loss).step
+    return best, history[-1].step if history[-1].step < options.training.steps else None
+
+
 def _plot(history: list[EvalPoint], options: RetrainOptions, log: Log) -> None:
-    """The training curves; with early stopping, the restored step (lowest validation loss) and the last one marked."""
-    best = stopped = None
-    if options.training.early_stopping_patience:
-        best = min(history, key=lambda point: point.validation_loss).step
-        stopped = history[-1].step if history[-1].step < options.training.steps else None
-    plot_history(history, options.plot_history, best, stopped)
+    plot_history(history, options.plot_history, *_early_stopping_marks(history, options))
     log(f"Wrote training history plot {options.plot_history}")
 
 
@@ -237,7 +240,7 @@ def _write_test_report(options: RetrainOptions, labels: list[str], scored: list[
     """The HTML report on the test split, with Grad-CAM through the graph just exported."""
     gradcam = GradCam.for_graph(options.output_graph, Sidecar.read(options.output_graph))
     page = write_html_report(options.html, labels, scored, ReportText(f"Retrain: test set of {options.image_dir}"),
-                             gradcam, history)
+                             gradcam, history, _early_stopping_marks(history, options))
     log(f"Wrote HTML report {page}")
 
 

@@ -34,7 +34,8 @@ def report_dir(tiny_graph, labeler, tmp_path_factory):  # noqa: F811
     for i, (folder, colour) in enumerate([("green", "red"), ("green", "red"), ("blue", "green"), ("red", "blue")]):
         make_image(images / folder / f"misfiled_{i}.jpg", CLASS_COLOURS[colour], seed=900 + i, size=(300, 200))
     scored = scored_folder(labeler, images)
-    history = [EvalPoint(step, 0.5 + step / 200, 1 - step / 200, 0.4 + step / 250, 10) for step in range(0, 101, 10)]
+    history = [EvalPoint(step, 0.5 + step / 200, 1 - step / 200, 0.4 + step / 250, 10, 1.1 - step / 250)
+               for step in range(0, 101, 10)]
     config = resolve_graph_config(tiny_graph)
     write_html_report(root / "html", LABELS, scored, ReportText("Test report"), GradCam(tiny_graph, config),
                       history)
