@@ -23,6 +23,7 @@ from .errors import UserError
 from .files import write_image
 from .graph_contract import Sidecar
 from .imported_graph import ImportedGraph
+from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
 
 OVERLAY_OPACITY = 0.5  # heatmap over photo: enough colour to read, enough photo to recognise
 EXIF_ORIENTATION = 0x0112
@@ -33,10 +34,15 @@ COLORMAP = "jet"  # the colour scale Grad-CAM figures use, so users can read the
 class GradCam:
     """Grad-CAM maps of a frozen classifier graph for batches of uint8 images."""
 
-    def __init__(self, graph_path: str | os.PathLike, config: Sidecar, layer: str | None = None):
-        """``layer``: the convolutional tensor to explain (a name or name suffix); None finds the last one."""
-        graph = ImportedGraph(graph_path)
+    def __init__(self, graph_path: str | os.PathLike, config: Sidecar, layer: str | None = None, *,
+                 trust_graph: bool = False, max_image_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS):
+        """``layer``: the convolutional tensor to explain (a name or name suffix); None finds the last one.
+
+        Photos are decoded within ``max_image_megapixels``, as the labeller that scored them decoded them.
+        """
+        graph = ImportedGraph(graph_path, trust_graph)
         self.config = config
+        self.max_image_megapixels = max_image_megapixels
         output = graph.tensor(config.output_layer, "--output_layer")
         conv = graph.tensor(layer, "--gradcam_layer") if layer else graph.last_feature_map(output)
         if conv.shape.rank != 4:
@@ -47,9 +53,10 @@ class GradCam:
         self._logits = graph.function(conv, graph.pre_softmax(output))
 
     @classmethod
-    def for_graph(cls, graph_path: str | os.PathLike, config: Sidecar, layer: str | None = None) -> GradCam:
+    def for_graph(cls, graph_path: str | os.PathLike, config: Sidecar, layer: str | None = None,
+                  **options) -> GradCam:
         """Explain ``layer`` (a block of the graph's backbone or a tensor name), by default its last conv block."""
-        return cls(graph_path, config, resolve_layer(graph_blocks(graph_path), layer, "--gradcam_layer"))
+        return cls(graph_path, config, resolve_layer(graph_blocks(graph_path), layer, "--gradcam_layer"), **options)
 
     def maps(self, images: np.ndarray, classes: Sequence[int]) -> np.ndarray:
         """``[N, h, w]`` maps in [0, 1] at the layer's resolution; ``classes[i]`` is explained for image ``i``."""
@@ -96,7 +103,8 @@ def overlay(image: Image.Image, cam: np.ndarray, opacity: float = OVERLAY_OPACIT
     return Image.fromarray(np.round(blended * 255).astype(np.uint8))
 
 
-def load_display(path: str | os.PathLike, max_side: int | None = None) -> Image.Image:
+def load_display(path: str | os.PathLike, max_side: int | None = None,
+                 max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS) -> Image.Image:
     """The photo upright, in RGB, scaled down to at most ``max_side`` pixels (None: full size).
 
     Decoded by ``load_rgb`` like every image the model sees, so any file the model labelled can be shown.
@@ -106,7 +114,8 @@ def load_display(path: str | os.PathLike, max_side: int | None = None) -> Image.
         if image.getexif().get(EXIF_ORIENTATION, 1) in ROTATED_ORIENTATIONS:
             width, height = height, width
     scale = min(1.0, max_side / max(width, height)) if max_side else 1.0
-    return Image.fromarray(load_rgb(path, max(1, round(height * scale)), max(1, round(width * scale))))
+    return Image.fromarray(load_rgb(path, max(1, round(height * scale)), max(1, round(width * scale)),
+                                    max_megapixels))
 
 
 def write_explanation(gradcam: GradCam, image_path: Path, label_index: int, output: str | os.PathLike) -> None:
@@ -117,7 +126,7 @@ def write_explanation(gradcam: GradCam, image_path: Path, label_index: int, outp
 def explain_files(gradcam: GradCam, paths: Sequence[Path], classes: Sequence[int],
                   max_side: int | None = None) -> list[Image.Image]:
     """Each photo (at most ``max_side`` pixels) with the map of ``classes[i]`` blended over it, one batch."""
-    config = gradcam.config
-    inputs = np.stack([load_rgb(path, config.input_height, config.input_width) for path in paths])
+    config, budget = gradcam.config, gradcam.max_image_megapixels
+    inputs = np.stack([load_rgb(path, config.input_height, config.input_width, budget) for path in paths])
     cams = gradcam.maps(inputs, classes)
-    return [overlay(load_display(path, max_side), cam) for path, cam in zip(paths, cams)]
+    return [overlay(load_display(path, max_side, budget), cam) for path, cam in zip(paths, cams)]

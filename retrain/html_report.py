@@ -23,6 +23,7 @@ from .gradcam import GradCam, explain_files, load_display
 from .head import EvalPoint
 from .history_plot import plot_history
 from .metrics import ClassificationReport, classification_report
+from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
 
 if TYPE_CHECKING:
     from .relabel import Verdict
@@ -154,6 +155,7 @@ def _save_jpeg(image, path: Path) -> None:
 def _write_gallery_images(directory: Path, mistakes: list[ScoredImage], gradcam: GradCam | None) -> list[tuple]:
     """Thumbnail (and Grad-CAM overlay of the predicted class) per mistake -> (photo, overlay) file names."""
     names = []
+    budget = gradcam.max_image_megapixels if gradcam else DEFAULT_MAX_IMAGE_MEGAPIXELS
     progress = tqdm(total=len(mistakes), desc="Report images", unit="img", disable=not mistakes)
     for start in range(0, len(mistakes), GRADCAM_BATCH):
         batch = mistakes[start:start + GRADCAM_BATCH]
@@ -161,7 +163,7 @@ def _write_gallery_images(directory: Path, mistakes: list[ScoredImage], gradcam:
                     if gradcam else [None] * len(batch))
         for number, (mistake, overlay) in enumerate(zip(batch, overlays), start):
             photo = f"{IMAGE_FOLDER}/{number:05d}.jpg"
-            _save_jpeg(load_display(mistake.path, THUMBNAIL_SIDE), directory / photo)
+            _save_jpeg(load_display(mistake.path, THUMBNAIL_SIDE, budget), directory / photo)
             heatmap = f"{IMAGE_FOLDER}/{number:05d}_gradcam.jpg" if overlay is not None else ""
             if heatmap:
                 _save_jpeg(overlay, directory / heatmap)

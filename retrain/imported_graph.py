@@ -21,9 +21,10 @@ from .errors import UserError
 class ImportedGraph:
     """The tensors of one frozen graph, with a free batch dimension, callable between any two."""
 
-    def __init__(self, graph_path: str | os.PathLike):
+    def __init__(self, graph_path: str | os.PathLike, trust_graph: bool = False):
+        """Refuses a graph holding ops that do more than compute unless ``trust_graph`` (``graph_check.py``)."""
         import tensorflow as tf
-        graph_def = load_graph_def(Path(graph_path))
+        graph_def = load_graph_def(Path(graph_path), trust_graph)
         free_batch_dimension(graph_def)
         self.path = Path(graph_path)
         self._wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])

@@ -238,7 +238,8 @@ def _export(options: RetrainOptions, backbone: Backbone, head: Head, labels: lis
 def _write_test_report(options: RetrainOptions, labels: list[str], scored: list[ScoredImage],
                        history: list[EvalPoint], log: Log) -> None:
     """The HTML report on the test split, with Grad-CAM through the graph just exported."""
-    gradcam = GradCam.for_graph(options.output_graph, Sidecar.read(options.output_graph))
+    gradcam = GradCam.for_graph(options.output_graph, Sidecar.read(options.output_graph),
+                                trust_graph=options.trust_graph, max_image_megapixels=options.max_image_megapixels)
     page = write_html_report(options.html, labels, scored, ReportText(f"Retrain: test set of {options.image_dir}"),
                              gradcam, history, _early_stopping_marks(history, options))
     log(f"Wrote HTML report {page}")

@@ -22,7 +22,7 @@ from typing import Mapping, NamedTuple, Sequence
 from retrain.errors import UserError
 from retrain.filters import FilterOptions, parse_filters
 from retrain.files import DEFAULT_MODEL_DIR, check_image_file
-from scripts._cli import add_flags, add_graph_arguments, default_of, run_cli
+from scripts._cli import add_flags, add_graph_arguments, default_of, run_cli, warn_if_trusted
 
 option = partial(default_of, FilterOptions)
 # Each tuning flag's default is its FilterOptions field's default, written once in the library.
@@ -70,7 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from retrain.filters import FilterVisualizer, save_grid
     from retrain.imported_graph import ImportedGraph
     source = _backbone_source(args) if args.architecture else _graph_source(args)
-    graph = ImportedGraph(source.path)
+    warn_if_trusted(args, source.path)
+    graph = ImportedGraph(source.path, args.trust_graph)
     layer = (resolve_layer(source.blocks, args.layer)
              or graph.last_feature_map(graph.tensor(source.output, "--output_layer")).name)
     visualizer = FilterVisualizer(graph, source.input_name, layer, source.height, source.width, source.mean,

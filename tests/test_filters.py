@@ -12,6 +12,7 @@ from retrain.filters import FilterOptions, FilterVisualizer, parse_filters, save
 from retrain.imported_graph import ImportedGraph
 from scripts import visualize_filters
 from tests.conftest import TINY_FEATURES, TINY_SIZE
+from tests.hostile_files import graph_writing_file
 from tests.test_cli import run_script
 from tests.test_gradcam import downsampling_graph_def
 from tests.test_relabel import tiny_graph  # noqa: F401 (module-scoped fixture)
@@ -107,3 +108,11 @@ def test_the_registry_blocks_are_tensors_of_the_bundled_mobilenet():
     shapes = [graph.tensor(tensor).shape.as_list() for tensor in spec.conv_blocks.values()]
     assert len(shapes) == 14 and all(len(shape) == 4 for shape in shapes)
     assert shapes[-1] == [None, 7, 7, 1024]  # the last block: the one Grad-CAM explains
+
+
+def test_a_graph_that_does_more_than_compute_is_not_visualised(tmp_path):
+    evil = tmp_path / "evil.pb"
+    evil.write_bytes(graph_writing_file(tmp_path / "written").SerializeToString())
+    with pytest.raises(UserError, match=r"evil\.pb contains op WriteFile \(node SideEffect\).*--trust_graph"):
+        visualize_filters.main(["--graph", str(evil), "--layer", "input", "--output", str(tmp_path / "grid.png")])
+    assert not (tmp_path / "written").exists()

@@ -6,14 +6,16 @@ import pytest
 from PIL import Image
 
 from retrain.backbones import load_backbone
+from retrain.batches import in_memory_batches
 from retrain.decode import load_rgb
 from retrain.errors import UserError
 from retrain.export import export_frozen_graph, write_labels, write_sidecar
 from retrain.gradcam import GradCam, explain_files, overlay
-from retrain.batches import in_memory_batches
+from retrain.graph_contract import Sidecar
 from retrain.head import Head, TrainingConfig, train_head
 from retrain.labeler import resolve_graph_config
 from tests.conftest import CLASS_COLOURS, TINY_FEATURES, TINY_SIZE, tiny_spec
+from tests.hostile_files import graph_writing_file
 from tests.test_poets_graph import poets_graph  # noqa: F401 (module-scoped fixture)
 
 LABELS = sorted(CLASS_COLOURS)
@@ -174,3 +176,11 @@ def test_poets_graphs_get_the_same_maps_batched_or_not(poets_graph, image_dir): 
     one_by_one = np.concatenate([gradcam.maps(images[i:i + 1], [[0, 1, 2, 0, 1][i]]) for i in range(5)])
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
     assert batched.max() == pytest.approx(1)
+
+
+def test_a_graph_that_does_more_than_compute_is_refused_before_it_runs(tmp_path):
+    evil = tmp_path / "evil.pb"
+    evil.write_bytes(graph_writing_file(tmp_path / "written").SerializeToString())
+    with pytest.raises(UserError, match=r"evil\.pb contains op WriteFile \(node SideEffect\).*--trust_graph"):
+        GradCam(evil, Sidecar(input_height=TINY_SIZE, input_width=TINY_SIZE))
+    assert not (tmp_path / "written").exists()
