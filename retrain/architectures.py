@@ -58,6 +58,9 @@ class ArchitectureSpec:
     keras_model: str = ""
     keras_kwargs: Mapping[str, object] = field(default_factory=dict)
     alias_of: str = ""  # another name for that row's network: the two share one cache
+    # Named convolutional blocks for --layer and Grad-CAM: block name -> its output tensor, in network order; the
+    # last is the last convolutional tensor. Matched as a suffix, so it also finds the tensor in a retrained graph.
+    conv_blocks: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def cache_id(self) -> str:
@@ -80,6 +83,28 @@ class ArchitectureSpec:
         return f"{safe_name}{size}-{digest}"
 
 
+def _mobilenet_v1_blocks() -> dict[str, str]:
+    """TF-slim's MobileNet v1 scopes, the same at every width and size; checked on the bundled 1.0/224."""
+    blocks = {"Conv2d_0": "MobilenetV1/MobilenetV1/Conv2d_0/Relu6:0"}
+    blocks.update({f"Conv2d_{k}": f"MobilenetV1/MobilenetV1/Conv2d_{k}_pointwise/Relu6:0" for k in range(1, 14)})
+    return blocks
+
+
+def _mobilenet_v2_blocks() -> dict[str, str]:
+    """TF-slim's MobileNet v2 scopes (each block ends in an ``output`` identity); not run here (no download)."""
+    blocks = {"Conv": "MobilenetV2/Conv/Relu6:0", "expanded_conv": "MobilenetV2/expanded_conv/output:0"}
+    blocks.update({f"expanded_conv_{k}": f"MobilenetV2/expanded_conv_{k}/output:0" for k in range(1, 17)})
+    blocks["Conv_1"] = "MobilenetV2/Conv_1/Relu6:0"
+    return blocks
+
+
+def _inception_v4_blocks() -> dict[str, str]:
+    """TF-slim's Inception v4 mixed blocks (each ends in a ``concat``); not run here (no download)."""
+    names = ["Mixed_3a", "Mixed_4a", *(f"Mixed_5{c}" for c in "abcde"), *(f"Mixed_6{c}" for c in "abcdefgh"),
+             *(f"Mixed_7{c}" for c in "abcd")]
+    return {name: f"InceptionV4/InceptionV4/{name}/concat:0" for name in names}
+
+
 def _poets_mobilenet(width: str, size: int, quantized: bool) -> ArchitectureSpec:
     folder = f"mobilenet_v1_{width}_{size}"
     graph = "quantized_graph.pb" if quantized else "frozen_graph.pb"
@@ -90,7 +115,8 @@ def _poets_mobilenet(width: str, size: int, quantized: bool) -> ArchitectureSpec
         model_file=f"{folder}/{graph}", archive_member=graph,
         file_hash=known_hashes.get((width, size, quantized), ""),
         input_size=size, input_mean=SLIM_MEAN, input_std=SLIM_STD,
-        feature_tensor="MobilenetV1/Logits/AvgPool_1a/AvgPool:0", feature_size=1024)
+        feature_tensor="MobilenetV1/Logits/AvgPool_1a/AvgPool:0", feature_size=1024,
+        conv_blocks=_mobilenet_v1_blocks())
 
 
 def slim_mobilenet_v2_features(width: float) -> int:
@@ -112,7 +138,8 @@ def _slim_mobilenet_v2(width: str, size: int) -> ArchitectureSpec:
         name=stem, source="frozen_graph", url=f"{MOBILENET_V2_DOWNLOADS}{stem}.tgz",
         model_file=f"{stem}/{stem}_frozen.pb", archive_member=f"{stem}_frozen.pb",
         input_size=size, input_mean=SLIM_MEAN, input_std=SLIM_STD,
-        feature_tensor="MobilenetV2/Logits/AvgPool:0", feature_size=slim_mobilenet_v2_features(float(width)))
+        feature_tensor="MobilenetV2/Logits/AvgPool:0", feature_size=slim_mobilenet_v2_features(float(width)),
+        conv_blocks=_mobilenet_v2_blocks())
 
 
 def _alias(name: str, target: ArchitectureSpec) -> ArchitectureSpec:
@@ -153,7 +180,8 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {spec.name: spec for spec in [
         name="inception_v4", source="frozen_graph", url=f"{TFLITE_ZOO}inception_v4_2018_04_27.tgz",
         model_file="inception_v4_2018_04_27/inception_v4.pb", archive_member="inception_v4.pb",
         input_size=299, input_mean=SLIM_MEAN, input_std=SLIM_STD,
-        feature_tensor="InceptionV4/Logits/AvgPool_1a/AvgPool:0", feature_size=1536),
+        feature_tensor="InceptionV4/Logits/AvgPool_1a/AvgPool:0", feature_size=1536,
+        conv_blocks=_inception_v4_blocks()),
     _keras_application("vgg16", "VGG16", "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels",
                        "6d6bbae143d832006294945121d1f1fc", input_size=224, feature_size=512),
     _keras_application("resnet50", "ResNet50", "resnet/resnet50_weights_tf_dim_ordering_tf_kernels",

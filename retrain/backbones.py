@@ -86,15 +86,9 @@ def load_graph_def(path: Path, trust_graph: bool = False):
 
 
 def prune_graph(graph_def, input_name: str, output_name: str) -> Callable:
-    """A callable from ``input_name`` to ``output_name`` of a frozen GraphDef.
-
-    Placeholders are given a free batch dimension first: Poets-era graphs fix
-    it at 1, which would force one session call per image.
-    """
+    """A callable from ``input_name`` to ``output_name`` of a frozen GraphDef (batch dimension freed)."""
     import tensorflow as tf
-    for node in graph_def.node:
-        if node.op == "Placeholder" and node.attr["shape"].shape.dim:
-            node.attr["shape"].shape.dim[0].size = -1
+    free_batch_dimension(graph_def)
 
     def import_graph():
         tf.compat.v1.import_graph_def(graph_def, name="")
@@ -105,13 +99,21 @@ def prune_graph(graph_def, input_name: str, output_name: str) -> Callable:
         raise UserError(f"the graph cannot be loaded ({str(error).splitlines()[0][:200]}); pass a frozen graph "
                         f"written by retrain or TensorFlow-for-Poets") from None
     try:
-        return wrapped.prune(wrapped.graph.get_tensor_by_name(_tensor_name(input_name)),
-                             wrapped.graph.get_tensor_by_name(_tensor_name(output_name)))
+        return wrapped.prune(wrapped.graph.get_tensor_by_name(tensor_name(input_name)),
+                             wrapped.graph.get_tensor_by_name(tensor_name(output_name)))
     except (KeyError, ValueError) as error:
         raise UserError(f"the graph has no tensor {error}; check the input and output layer names") from None
 
 
-def _tensor_name(name: str) -> str:
+def free_batch_dimension(graph_def) -> None:
+    """Give placeholders a free batch dimension: Poets-era graphs fix it at 1, forcing one call per image."""
+    for node in graph_def.node:
+        if node.op == "Placeholder" and node.attr["shape"].shape.dim:
+            node.attr["shape"].shape.dim[0].size = -1
+
+
+def tensor_name(name: str) -> str:
+    """``"a/b"`` -> ``"a/b:0"``; names with an output index are kept."""
     return name if ":" in name else f"{name}:0"
 
 

@@ -28,6 +28,7 @@ class Evaluation:
     paths: list[Path]  # the scored images, in the order of the predictions
     truths: np.ndarray
     predictions: np.ndarray
+    probabilities: np.ndarray  # [N, classes], for the HTML report's top-3 and confidences
     unreadable: list[tuple[Path, str]]
 
 
@@ -59,7 +60,7 @@ def evaluate_folder(labeler: GraphLabeler, image_dir: str | os.PathLike,
     if batch_size < 1:
         raise UserError(f"--batch_size must be at least 1, got {batch_size}")
     paths, truths = labelled_images(image_dir, labeler.labels)
-    scored, predictions, unreadable = [], [], []
+    scored, scores, unreadable = [], [], []
     results = labeler.predict_files(paths, batch_size)
     for row, (path, probabilities, error) in enumerate(tqdm(results, total=len(paths), desc="Evaluating",
                                                            unit="img")):
@@ -67,12 +68,13 @@ def evaluate_folder(labeler: GraphLabeler, image_dir: str | os.PathLike,
             unreadable.append((path, error))
         else:
             scored.append(row)
-            predictions.append(int(np.argmax(probabilities)))
+            scores.append(probabilities)
     if not scored:
         raise UserError(f"none of the {len(paths)} images in {image_dir} could be read")
-    truths, predictions = truths[scored], np.array(predictions, dtype=np.int64)
+    truths, scores = truths[scored], np.stack(scores)
+    predictions = scores.argmax(axis=1)
     return Evaluation(classification_report(truths, predictions, labeler.labels), [paths[i] for i in scored],
-                      truths, predictions, unreadable)
+                      truths, predictions, scores, unreadable)
 
 
 def plot_report(report: ClassificationReport, path: str | os.PathLike) -> None:

@@ -82,6 +82,23 @@ def check_plot_path(path: str | os.PathLike, flag: str) -> str:
     return file_format
 
 
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}  # what our picture outputs can be
+
+
+def check_image_file(path: str | os.PathLike, flag: str) -> None:
+    """An output picture must be named .png or .jpg and be writable."""
+    if Path(path).suffix.lower() not in IMAGE_FORMATS:
+        raise UserError(f"{flag} {path}: use a .png or .jpg file name")
+    check_writable_file(path, flag)
+
+
+def write_image(image, path: str | os.PathLike, flag: str) -> None:
+    """Save a PIL image atomically, in the format its name says (checked by ``check_image_file``)."""
+    check_image_file(path, flag)
+    with atomic_write(path) as handle:
+        image.save(handle, format=IMAGE_FORMATS[Path(path).suffix.lower()], quality=90)
+
+
 def _sync_folder(folder: Path) -> None:
     """Make a rename in ``folder`` durable; a no-op where folders cannot be opened (not POSIX)."""
     try:

@@ -22,9 +22,11 @@ from .errors import Log, UserError
 from .export import export_frozen_graph, export_saved_model, write_labels, write_sidecar
 from .files import (DEFAULT_BOTTLENECK_DIR, DEFAULT_MODEL_DIR, check_plot_path, check_writable_file,
                     check_writable_folder)
-from .graph_contract import FINAL_TENSOR_NAME
+from .gradcam import GradCam
+from .graph_contract import FINAL_TENSOR_NAME, Sidecar
 from .head import EvalPoint, Head, TrainingConfig, train_head
 from .history_plot import plot_history
+from .html_report import ReportText, ScoredImage, check_report_folder, scored_images, write_html_report
 from .images import SPLITS, ImageRecord, labels_of, split_images, split_summary
 from .metrics import ClassificationReport, classification_report
 from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS, validate_max_megapixels
@@ -58,6 +60,7 @@ class RetrainOptions:
     plot_history: str = ""
     max_image_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS
     trust_graph: bool = False
+    html: str = ""  # folder for the HTML report on the test split (with training curves); "" for none
 
     def __post_init__(self) -> None:
         validate_max_megapixels(self.max_image_megapixels)
@@ -109,11 +112,11 @@ def _check_training_data(train: SplitData, labels: list[str]) -> None:
 
 def evaluate_test_set(head: Head, test: SplitData, labels: list[str], batch_size: int,
                       rng: np.random.Generator) -> tuple[ClassificationReport, np.ndarray, np.ndarray]:
-    """Report on the test set (or a random ``batch_size`` sample of it); also returns rows and predictions."""
+    """Report on the test set (or a random ``batch_size`` sample of it); also returns rows and probabilities."""
     rows = np.arange(len(test.labels)) if batch_size < 0 else rng.integers(0, len(test.labels), size=batch_size)
-    predictions = np.concatenate([head.predict_proba(test.features[rows[i:i + PREDICT_ROWS]]).argmax(axis=1)
-                                  for i in range(0, len(rows), PREDICT_ROWS)] or [np.zeros(0, np.int64)])
-    return classification_report(test.labels[rows], predictions, labels), rows, predictions
+    probabilities = np.concatenate([head.predict_proba(test.features[rows[i:i + PREDICT_ROWS]])
+                                    for i in range(0, len(rows), PREDICT_ROWS)] or [np.zeros((0, len(labels)))])
+    return classification_report(test.labels[rows], probabilities.argmax(axis=1), labels), rows, probabilities
 
 
 def _check_outputs_writable(options: RetrainOptions) -> None:
@@ -129,6 +132,8 @@ def _check_outputs_writable(options: RetrainOptions) -> None:
     if options.plot_history:
         check_plot_path(options.plot_history, "--plot_history")
         check_writable_file(options.plot_history, "--plot_history")
+    if options.html:
+        check_report_folder(options.html)
 
 
 def run_retrain(options: RetrainOptions, log: Log = print) -> RetrainResult:
@@ -185,13 +190,13 @@ def run_retrain(options: RetrainOptions, log: Log = print) -> RetrainResult:
     test_report = None
     if len(test.labels):
         rng = np.random.default_rng(options.training.seed)
-        test_report, rows, predictions = evaluate_test_set(head, test, labels, options.test_batch_size, rng)
+        test_report, rows, probabilities = evaluate_test_set(head, test, labels, options.test_batch_size, rng)
         log(f"Final test accuracy = {test_report.accuracy * 100:.1f}% (N={test_report.count})")
         log(test_report.to_text())
         summaries.write_test(test_report, options.training.steps)
         if options.print_misclassified_test_images:
             log("=== MISCLASSIFIED TEST IMAGES ===")
-            for row, predicted in zip(rows, predictions):
+            for row, predicted in zip(rows, probabilities.argmax(axis=1)):
                 if predicted != test.labels[row]:
                     log(f"{test.paths[row]}  {labels[predicted]} (true: {labels[test.labels[row]]})")
     else:
@@ -199,16 +204,24 @@ def run_retrain(options: RetrainOptions, log: Log = print) -> RetrainResult:
     summaries.close()
 
     _export(options, backbone, head, labels, log)
+    if options.html and test_report is None:
+        log("No test images: no HTML report")
+    elif options.html:
+        _write_test_report(options, labels, scored_images([test.paths[row] for row in rows], test.labels[rows],
+                                                          probabilities), history, log)
     return RetrainResult(labels, test_report, bottlenecks, data, head, history)
 
 
+def _early_stopping_marks(history: list[EvalPoint], options: RetrainOptions) -> tuple[int | None, int | None]:
+    """With early stopping, the restored step (lowest validation loss) and the one it stopped at, for the curves."""
+    if not options.training.early_stopping_patience:
+        return None, None
+    best = min(history, key=lambda point: point.validation_loss).step
+    return best, history[-1].step if history[-1].step < options.training.steps else None
+
+
 def _plot(history: list[EvalPoint], options: RetrainOptions, log: Log) -> None:
-    """The training curves; with early stopping, the restored step (lowest validation loss) and the last one marked."""
-    best = stopped = None
-    if options.training.early_stopping_patience:
-        best = min(history, key=lambda point: point.validation_loss).step
-        stopped = history[-1].step if history[-1].step < options.training.steps else None
-    plot_history(history, options.plot_history, best, stopped)
+    plot_history(history, options.plot_history, *_early_stopping_marks(history, options))
     log(f"Wrote training history plot {options.plot_history}")
 
 
@@ -220,6 +233,16 @@ def _export(options: RetrainOptions, backbone: Backbone, head: Head, labels: lis
     if options.saved_model_dir:
         export_saved_model(backbone, head, options.saved_model_dir, options.final_tensor_name)
         log(f"Wrote SavedModel {options.saved_model_dir}")
+
+
+def _write_test_report(options: RetrainOptions, labels: list[str], scored: list[ScoredImage],
+                       history: list[EvalPoint], log: Log) -> None:
+    """The HTML report on the test split, with Grad-CAM through the graph just exported."""
+    gradcam = GradCam.for_graph(options.output_graph, Sidecar.read(options.output_graph),
+                                trust_graph=options.trust_graph, max_image_megapixels=options.max_image_megapixels)
+    page = write_html_report(options.html, labels, scored, ReportText(f"Retrain: test set of {options.image_dir}"),
+                             gradcam, history, _early_stopping_marks(history, options))
+    log(f"Wrote HTML report {page}")
 
 
 __all__ = ["RetrainOptions", "RetrainResult", "run_retrain"]

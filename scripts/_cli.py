@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
@@ -19,6 +20,7 @@ from retrain.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
 from retrain.quiet import silence_tensorflow_startup
 
 if TYPE_CHECKING:
+    from retrain.gradcam import GradCam
     from retrain.labeler import GraphLabeler
 
 
@@ -101,11 +103,30 @@ def add_graph_arguments(parser: argparse.ArgumentParser, graph_required: bool = 
     add_flags(parser, {"hostile inputs": HOSTILE_INPUT_HELP}, HOSTILE_INPUT_DEFAULTS)
 
 
+def add_gradcam_layer_argument(parser: argparse.ArgumentParser) -> None:
+    """--gradcam_layer, for every tool that draws Grad-CAM maps."""
+    parser.add_argument("--gradcam_layer", default=None,
+                        help="Convolutional layer Grad-CAM explains: a block name of the graph's backbone or a "
+                             "tensor name. (default: the backbone's last block; for a graph without sidecar, the "
+                             "last tensor with a spatial map before the output)")
+
+
+def load_gradcam(args: argparse.Namespace, labeler: GraphLabeler) -> GradCam:
+    """Grad-CAM for the graph ``labeler`` runs, on the layer ``--gradcam_layer`` names."""
+    from retrain.gradcam import GradCam
+    return GradCam.for_graph(args.graph, labeler.config, args.gradcam_layer, trust_graph=args.trust_graph,
+                             max_image_megapixels=labeler.max_image_megapixels)
+
+
+def warn_if_trusted(args: argparse.Namespace, graph: str | os.PathLike) -> None:
+    if args.trust_graph:
+        print(f"warning: --trust_graph: running {graph} without checking its ops", file=sys.stderr)
+
+
 def load_labeler(args: argparse.Namespace) -> GraphLabeler:
     """The GraphLabeler the flags of ``add_graph_arguments`` describe (imports TensorFlow)."""
     from retrain.labeler import GraphLabeler
-    if args.trust_graph:
-        print(f"warning: --trust_graph: running {args.graph} without checking its ops", file=sys.stderr)
+    warn_if_trusted(args, args.graph)
     return GraphLabeler(args.graph, args.labels, trust_graph=args.trust_graph,
                         max_image_megapixels=args.max_image_megapixels, input_layer=args.input_layer,
                         output_layer=args.output_layer, input_height=args.input_height,

@@ -5,7 +5,8 @@ classified in batches and copied, moved or symlinked into
 --output_dir/<label>/ (or --output_dir/_uncertain/ below --min_confidence).
 A CSV report lists every image: predicted label, confidence, top 3 and, when
 the images already sit in class folders, the folder's label and whether the
-model disagrees (a suspected mislabel). --audit prints those.
+model disagrees (a suspected mislabel). --audit prints those; --html DIR
+shows them in a page that opens from disk, each with a Grad-CAM overlay.
 
 Nothing is overwritten (taken names get "name (1).jpg") and every operation is
 journalled in --output_dir/relabel_journal.jsonl: rerun the same command to
@@ -24,7 +25,8 @@ from typing import Sequence
 from retrain.journal import undo
 from retrain.relabel import (FAILED, MODES, PAST_TENSE, SORTED_EARLIER, UNREADABLE, RelabelOptions, check_options,
                              relabel)
-from scripts._cli import add_graph_arguments, default_of, load_labeler, run_cli
+from scripts._cli import (add_graph_arguments, add_gradcam_layer_argument, default_of, load_gradcam, load_labeler,
+                          run_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--audit", action="store_true",
                         help="Print the suspected mislabels: images whose class folder the model disagrees with, "
                              "most confident first.")
+    parser.add_argument("--html", default=None, metavar="DIR",
+                        help="Also write the audit as an HTML report here (index.html plus thumbnails, opens from "
+                             "disk): the images whose folder differs from the prediction, with Grad-CAM.")
+    add_gradcam_layer_argument(parser)
     parser.add_argument("--batch_size", type=int, default=default_of(RelabelOptions, "batch_size"),
                         help="Images per batch through the graph. (default %(default)s)")
     parser.add_argument("--undo", metavar="JOURNAL", default=None,
@@ -65,7 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = RelabelOptions(args.image_dir, args.output_dir, args.mode, args.min_confidence, args.batch_size,
                              args.report, args.journal)
     check_options(options)  # flag mistakes show before TensorFlow's slow start-up
-    result = relabel(load_labeler(args), options)
+    if args.html:
+        from retrain.html_report import check_report_folder
+        check_report_folder(args.html)
+    labeler = load_labeler(args)
+    gradcam = load_gradcam(args, labeler) if args.html else None  # a bad --gradcam_layer fails before any move
+    result = relabel(labeler, options)
     if args.audit:
         print("Suspected mislabels (most confident first): confidence, image, its folder -> the model's label")
         for verdict in result.suspected_mislabels:
@@ -76,6 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Report: {result.report_path}")
     if result.journal_path:
         print(f"Journal: {result.journal_path} (undo with: python -m scripts.relabel --undo {result.journal_path})")
+    if args.html:
+        from retrain.html_report import AUDIT_TEXT, audited_images, write_html_report
+        page = write_html_report(args.html, labeler.labels, audited_images(result.verdicts, labeler.labels),
+                                 AUDIT_TEXT, gradcam)
+        print(f"HTML report: {page}")
     return 1 if result.count(FAILED) else 0
 
 

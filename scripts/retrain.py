@@ -73,6 +73,7 @@ DEFAULTS = {
     "--plot_history": option("plot_history"),
     "--max_image_megapixels": option("max_image_megapixels"),
     "--trust_graph": option("trust_graph"),
+    "--html": option("html"),
 }
 
 # Poets' flag names, grouped as --help shows them, with what each one is for.
@@ -162,6 +163,8 @@ HELP = {
                              "serving_default: input -> final_result).",
         "--plot_history": "Save training and validation accuracy and loss against step to this .png, .pdf or "
                           ".svg file, the early-stopping point marked; use it to see over- or underfitting.",
+        "--html": "Also write an HTML report on the test set here (index.html plus thumbnails; opens from disk): "
+                  "scores, confusion matrix, training curves and the misclassified images with Grad-CAM.",
     },
     "hostile inputs": HOSTILE_INPUT_HELP,
 }
@@ -199,7 +202,7 @@ def options_from_args(args: argparse.Namespace) -> RetrainOptions:
         distortions=Distortions(args.flip_left_right, args.random_crop, args.random_scale, args.random_brightness),
         saved_model_dir=args.saved_model_dir, bottleneck_batch_size=args.bottleneck_batch_size,
         memory_budget_gb=args.memory_budget_gb, plot_history=args.plot_history,
-        max_image_megapixels=args.max_image_megapixels, trust_graph=args.trust_graph)
+        max_image_megapixels=args.max_image_megapixels, trust_graph=args.trust_graph, html=args.html)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
