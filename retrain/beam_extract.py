@@ -39,7 +39,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.metrics.metric import MetricResults, MetricsFilter
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability.api import beam_provision_api_pb2
@@ -54,6 +54,10 @@ from .decode import UnreadableImage, load_rgb
 from .errors import UserError
 from .images import IMAGE_EXTENSIONS, is_image_file
 from .paths import digest_rest
+from .quiet import silence_tensorflow_startup
+
+# Beam imports this module in each worker process before anything there imports TensorFlow.
+silence_tensorflow_startup()
 
 Log = Callable[[str], None]
 
@@ -64,7 +68,6 @@ METRICS_NAMESPACE = "retrain.beam_extract"
 # mode is Beam's own way of using every core of one machine, and runs exactly the pipeline a cluster runs.
 LOCAL_RUNNER_ARGS = ("--direct_running_mode=multi_processing", "--direct_num_workers=0",
                      "--default_sdk_harness_log_level=ERROR")
-UNREADABLE_LIST = "unreadable_images.txt"  # written beside the cache folders, one "path: reason" per line
 PROGRESS_POLL_SECONDS = 1.0
 
 
@@ -98,14 +101,15 @@ class ExtractSummary:
     images: int
     found_in_cache: int
     computed: int
-    unreadable: list[str]  # "path: reason"
+    unreadable: int
+    unreadable_listed: list[str]  # "path: reason", all of them unless there are very many
     shards_written: int
     seconds: float
 
     def line(self, cache_folder: str) -> str:
         rate = self.computed / self.seconds if self.seconds else 0.0
         return (f"Bottlenecks: {self.found_in_cache} of {self.images} images found in the cache ({cache_folder}), "
-                f"{self.computed} computed in {self.shards_written} shard(s), {len(self.unreadable)} unreadable; "
+                f"{self.computed} computed in {self.shards_written} shard(s), {self.unreadable} unreadable; "
                 f"{self.seconds:.1f} s ({rate:.1f} computed img/s)")
 
 
@@ -127,19 +131,25 @@ def _open(path: str):
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
-class _KeyImages(beam.DoFn):
-    """Image path -> (content key, path); unreadable files go to the ``unreadable`` output."""
+def _unreadable(line: str) -> None:
+    """Count and list an unreadable image ("path: reason").
 
-    def process(self, metadata) -> Iterator[Any]:
-        _counter("images").inc()
-        try:
-            with _open(metadata.path) as handle:
-                key = digest_rest(handle, "sha1")
-        except (OSError, IOError):
-            _counter("unreadable").inc()
-            yield beam.pvalue.TaggedOutput("unreadable", f"{metadata.path}: cannot read file")
-            return
-        yield key, metadata.path
+    A metric, not an output: the launcher reads it when the run ends, on any
+    runner, without files to clean up. Beam keeps about 1 MB of a string set,
+    so a huge list is cut short; the count stays exact.
+    """
+    _counter("unreadable").inc()
+    Metrics.string_set(METRICS_NAMESPACE, "unreadable_images").add(line)
+
+
+def _content_key(metadata) -> Iterator[tuple[str, str]]:
+    """Image path -> (content key, path)."""
+    _counter("images").inc()
+    try:
+        with _open(metadata.path) as handle:
+            yield digest_rest(handle, "sha1"), metadata.path
+    except OSError:
+        _unreadable(f"{metadata.path}: cannot read file")
 
 
 def _shard_keys(path: str) -> Iterator[tuple[str, bool]]:
@@ -162,26 +172,17 @@ def _missing(element: tuple[str, dict[str, list]]) -> Iterator[tuple[str, list[s
     yield key, paths
 
 
-class _Decode(beam.DoFn):
+def _decode(element: tuple[str, list[str]], size: int) -> Iterator[tuple[str, np.ndarray]]:
     """(key, paths) -> (key, uint8 image) with retrain's own decoding, so vectors are identical."""
-
-    def __init__(self, size: int):
-        self.size = size
-
-    def process(self, element: tuple[str, list[str]]) -> Iterator[Any]:
-        key, paths = element
-        first = paths[0]
-        try:
-            image = load_rgb(first if is_local(first) else _open(first), self.size, self.size)
-        except UnreadableImage as error:
-            reason = str(error).split(": ", 1)[-1]
-            _counter("unreadable").inc(len(paths))
-            yield beam.pvalue.TaggedOutput("unreadable", f"{first}: {reason}")
-            for path in paths[1:]:  # retrain lists every copy of a bad file too
-                yield beam.pvalue.TaggedOutput("unreadable", f"{path}: same bytes as {first}: {reason}")
-            return
-        _counter("images_computed").inc(len(paths))
-        yield key, image
+    key, paths = element
+    first = paths[0]
+    try:
+        yield key, load_rgb(first if is_local(first) else _open(first), size, size)
+    except UnreadableImage as error:
+        reason = str(error).split(": ", 1)[-1]
+        _unreadable(f"{first}: {reason}")
+        for path in paths[1:]:  # retrain lists every copy of a bad file too
+            _unreadable(f"{path}: same bytes as {first}: {reason}")
 
 
 class BackboneHandler(ModelHandler[np.ndarray, np.ndarray, Any]):
@@ -198,8 +199,6 @@ class BackboneHandler(ModelHandler[np.ndarray, np.ndarray, Any]):
 
     def load_model(self):
         from .backbones import load_backbone
-        from .quiet import silence_tensorflow_startup
-        silence_tensorflow_startup()
         return load_backbone(self.spec, self.model_dir)
 
     def run_inference(self, batch: Sequence[np.ndarray], model, inference_args: Optional[dict] = None
@@ -261,30 +260,25 @@ def write_shard(bottleneck_dir: str, cache_id: str, feature_size: int, keys: Seq
     return target
 
 
-def build_pipeline(pipeline: beam.Pipeline, job: ExtractJob, cached_shards: Sequence[str],
-                   unreadable_list: str) -> None:
+def build_pipeline(pipeline: beam.Pipeline, job: ExtractJob, cached_shards: Sequence[str]) -> None:
     """Add the extraction to ``pipeline``: list, skip cached, decode, run the backbone, write shards."""
     image_dir = job.image_dir
     keyed = (pipeline
              | "List images" >> fileio.MatchFiles(FileSystems.join(image_dir, "**"))
              | "Only images" >> beam.Filter(lambda metadata: _is_listed_image(metadata.path, image_dir))
              | "Spread listing" >> beam.Reshuffle()
-             | "Content keys" >> beam.ParDo(_KeyImages()).with_outputs("unreadable", main="keyed"))
+             | "Content keys" >> beam.FlatMap(_content_key))
     cached = (pipeline
               | "Cache shards" >> beam.Create(list(cached_shards))
               | "Spread shards" >> beam.Reshuffle()
               | "Cached keys" >> beam.FlatMap(_shard_keys))
-    decoded = ({"images": keyed.keyed, "cached": cached}
-               | "Join with cache" >> beam.CoGroupByKey()
-               | "Not cached" >> beam.FlatMap(_missing)
-               | "Decode" >> beam.ParDo(_Decode(job.spec.input_size)).with_outputs("unreadable", main="images"))
     handler = KeyedModelHandler(BackboneHandler(job.spec, job.model_dir, job.batch_size))
-    _ = (decoded.images
+    _ = ({"images": keyed, "cached": cached}
+         | "Join with cache" >> beam.CoGroupByKey()
+         | "Not cached" >> beam.FlatMap(_missing)
+         | "Decode" >> beam.FlatMap(_decode, job.spec.input_size)
          | "Backbone" >> RunInference(handler)
          | "Write shards" >> beam.ParDo(_WriteShards(job.bottleneck_dir, job.spec.cache_id, job.spec.feature_size)))
-    _ = ((keyed.unreadable, decoded.unreadable)
-         | "All unreadable" >> beam.Flatten()
-         | "List unreadable" >> beam.io.WriteToText(unreadable_list, shard_name_template="", num_shards=1))
 
 
 def pipeline_options(beam_args: Sequence[str]) -> tuple[PipelineOptions, Optional[PipelineRunner]]:
@@ -326,32 +320,32 @@ def cached_shard_paths(job: ExtractJob, log: Log) -> list[str]:
 def run_extract(job: ExtractJob, beam_args: Sequence[str] = (), log: Log = print) -> ExtractSummary:
     """Run the pipeline to completion and report what it did; the cache is complete when this returns."""
     shards = cached_shard_paths(job, log)
-    unreadable_list = FileSystems.join(job.bottleneck_dir, UNREADABLE_LIST)
     options, runner = pipeline_options(beam_args)
     logging.getLogger("apache_beam").setLevel(logging.ERROR)  # the local runner relays every worker warning
     started = time.monotonic()
     with _progress(job, shards):
         pipeline = beam.Pipeline(runner=runner, options=options)
-        build_pipeline(pipeline, job, shards, unreadable_list)
+        build_pipeline(pipeline, job, shards)
         result = pipeline.run()
         result.wait_until_finish()
     seconds = time.monotonic() - started
-    counts = {name: 0 for name in ("images", "found_in_cache", "computed", "shards_written")}
-    for counter in result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]:
+    metrics = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
+    counts = {name: 0 for name in ("images", "found_in_cache", "computed", "shards_written", "unreadable")}
+    for counter in metrics[MetricResults.COUNTERS]:
         if counter.key.metric.name in counts:
             counts[counter.key.metric.name] += counter.committed or 0
-    with _open(unreadable_list) as handle:
-        unreadable = handle.read().decode("utf-8", "backslashreplace").splitlines()
+    unreadable = sorted(set().union(*(result.committed or set() for result in metrics[MetricResults.STRINGSETS])))
     if not counts["images"]:
         raise _no_images(job.image_dir)
     for line in unreadable:
         log(f"warning: skipping unreadable image {line}")
-    if unreadable:
-        log(f"Skipped {len(unreadable)} unreadable image(s) of {counts['images']} (listed in {unreadable_list})")
+    if counts["unreadable"]:
+        cut = "" if len(unreadable) == counts["unreadable"] else f" (only {len(unreadable)} listed)"
+        log(f"Skipped {counts['unreadable']} unreadable image(s) of {counts['images']}{cut}")
     if job.is_local_cache:
         BottleneckCache(job.bottleneck_dir, job.spec.cache_id, job.spec.feature_size).merge_shards(log)
-    return ExtractSummary(counts["images"], counts["found_in_cache"], counts["computed"], unreadable,
-                          counts["shards_written"], seconds)
+    return ExtractSummary(counts["images"], counts["found_in_cache"], counts["computed"], counts["unreadable"],
+                          unreadable, counts["shards_written"], seconds)
 
 
 def check_image_dir(image_dir: str) -> None:
