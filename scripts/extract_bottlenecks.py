@@ -74,8 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if beam_extract.is_local(args.bottleneck_dir):
         check_writable_folder(args.bottleneck_dir, "--bottleneck_dir")
     spec = beam_extract.resolve_feature_size(spec, args.model_dir)
-    job = beam_extract.ExtractJob(args.image_dir, spec, args.model_dir, args.bottleneck_dir,
-                                  args.bottleneck_batch_size)
+    image_dir, model_dir, bottleneck_dir = map(beam_extract.absolute, (args.image_dir, args.model_dir,
+                                                                        args.bottleneck_dir))
+    job = beam_extract.ExtractJob(image_dir, spec, model_dir, bottleneck_dir, args.bottleneck_batch_size)
     summary = beam_extract.run_extract(job, beam_args)
     print(summary.line(job.cache_folder))
     return 0
