@@ -27,9 +27,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from benchmarks.common import PROJECT, WORK_DIR, generate_jpegs, machine  # noqa: E402
 from retrain.architectures import DEFAULT_ARCHITECTURE, get_architecture  # noqa: E402
 from retrain.backbones import load_backbone  # noqa: E402
-from retrain.beam_extract import ExtractJob, run_extract  # noqa: E402
-from retrain.bottlenecks import BottleneckCache, get_bottlenecks  # noqa: E402
-from retrain.paths import DEFAULT_MODEL_DIR  # noqa: E402
+from retrain.beam_extract import ExtractJob  # noqa: E402
+from retrain.beam_launch import run_extract  # noqa: E402
+from retrain.bottlenecks import get_bottlenecks  # noqa: E402
+from retrain.cache_store import BottleneckCache  # noqa: E402
+from retrain.files import DEFAULT_MODEL_DIR  # noqa: E402
 
 STARTUP_IMAGES = 20
 
@@ -40,7 +42,7 @@ def retrain_seconds(backbone, paths: list[Path], batch_size: int) -> float:
         cache = BottleneckCache(folder, backbone.spec.cache_id, backbone.feature_size)
         started = time.monotonic()
         get_bottlenecks(paths, backbone, backbone.input_size, cache, batch_size=batch_size,
-                        report=lambda message: None)
+                        log=lambda message: None)
         return time.monotonic() - started
     finally:
         shutil.rmtree(folder, ignore_errors=True)

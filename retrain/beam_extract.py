@@ -1,13 +1,12 @@
-"""Fill the bottleneck cache on Apache Beam: the same vectors and shards as retrain, on many machines.
+"""The Apache Beam pipeline that fills the bottleneck cache: the same vectors and shards as retrain.
 
     MatchFiles(image_dir/**) -> content key of each image ----------------\\
     keys of the shards already in the cache ------------------------------ CoGroupByKey
         -> images not cached yet (one per content key) -> decode (retrain's load_rgb)
         -> RunInference (BatchElements, one backbone per worker process) -> cache shards
 
-Only this module (and the script that calls it) imports Apache Beam, an
-optional extra: retrain itself never needs it. Why it is safe to run anywhere
-Beam runs:
+Only this module and ``beam_launch.py`` (which runs it) import Apache Beam, an
+optional extra: retrain itself never needs it. Why it is safe on any runner:
 
 - Workers write shards with ``BottleneckCache.write_shard``: today's format,
   whole-file checksum, and a new unique name per write. A bundle that a
@@ -22,15 +21,13 @@ Beam runs:
 """
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from pathlib import PurePosixPath
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import apache_beam as beam
 import h5py
@@ -39,52 +36,39 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.metrics.metric import MetricResults, MetricsFilter
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
-from apache_beam.portability.api import beam_provision_api_pb2
-from apache_beam.runners.portability.fn_api_runner import fn_runner
-from apache_beam.runners.portability.portable_runner import JobServiceHandle
-from apache_beam.runners.runner import PipelineRunner
-from tqdm import tqdm
 
 from .architectures import ArchitectureSpec
-from .bottlenecks import FLUSH_EVERY_IMAGES, FLUSH_EVERY_SECONDS, BottleneckCache
+from .bottlenecks import DEFAULT_BATCH_SIZE, FLUSH_EVERY_IMAGES, FLUSH_EVERY_SECONDS, check_batch_size
+from .cache_store import BottleneckCache
 from .decode import UnreadableImage, load_rgb
-from .errors import UserError
-from .images import IMAGE_EXTENSIONS, is_image_file
-from .paths import digest_rest
+from .files import CONTENT_KEY_ALGORITHM, DEFAULT_BOTTLENECK_DIR, DEFAULT_MODEL_DIR, digest_rest
+from .images import is_image_file
 from .quiet import silence_tensorflow_startup
 
 # Beam imports this module in each worker process before anything there imports TensorFlow.
 silence_tensorflow_startup()
 
-Log = Callable[[str], None]
-
 METRICS_NAMESPACE = "retrain.beam_extract"
-# No --runner: Beam's FnApiRunner with one worker process per core, workers logging errors only. Beam 2.77's
-# DirectRunner would first try Prism, a Go binary it downloads from GitHub on first use (impossible offline),
-# whose default Python environment runs every DoFn in the launching process; FnApiRunner's multi_processing
-# mode is Beam's own way of using every core of one machine, and runs exactly the pipeline a cluster runs.
-LOCAL_RUNNER_ARGS = ("--direct_running_mode=multi_processing", "--direct_num_workers=0",
-                     "--default_sdk_harness_log_level=ERROR")
-PROGRESS_POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
 class ExtractJob:
-    """What to extract: images under ``image_dir`` through ``spec`` into ``bottleneck_dir``.
+    """What to extract: images under ``image_dir`` through ``spec`` into ``bottleneck_dir``; the CLI's flags.
 
     ``spec.feature_size`` must be known (it names the cache folder): see
-    ``resolve_feature_size``. Paths may be local or any filesystem Beam has
+    ``beam_launch.resolve_feature_size``. Paths may be local or any filesystem Beam has
     installed (``gs://``, ``s3://``); ``model_dir`` is a folder on each
     worker, where the model file is downloaded once if it is not there.
     """
     image_dir: str
     spec: ArchitectureSpec
-    model_dir: str
-    bottleneck_dir: str
-    batch_size: int = 16
+    model_dir: str = str(DEFAULT_MODEL_DIR)
+    bottleneck_dir: str = str(DEFAULT_BOTTLENECK_DIR)
+    bottleneck_batch_size: int = DEFAULT_BATCH_SIZE
+
+    def __post_init__(self) -> None:
+        check_batch_size(self.bottleneck_batch_size)
 
     @property
     def cache_folder(self) -> str:
@@ -93,24 +77,6 @@ class ExtractJob:
     @property
     def is_local_cache(self) -> bool:
         return is_local(self.bottleneck_dir)
-
-
-@dataclass
-class ExtractSummary:
-    """What one run found and did, from the pipeline's counters."""
-    images: int
-    found_in_cache: int
-    computed: int
-    unreadable: int
-    unreadable_listed: list[str]  # "path: reason", all of them unless there are very many
-    shards_written: int
-    seconds: float
-
-    def line(self, cache_folder: str) -> str:
-        rate = self.computed / self.seconds if self.seconds else 0.0
-        return (f"Bottlenecks: {self.found_in_cache} of {self.images} images found in the cache ({cache_folder}), "
-                f"{self.computed} computed in {self.shards_written} shard(s), {self.unreadable} unreadable; "
-                f"{self.seconds:.1f} s ({rate:.1f} computed img/s)")
 
 
 def is_local(path: str) -> bool:
@@ -152,7 +118,7 @@ def _content_key(metadata) -> Iterator[tuple[str, str]]:
     _counter("images").inc()
     try:
         with _open(metadata.path) as handle:
-            yield digest_rest(handle, "sha1"), metadata.path
+            yield digest_rest(handle, CONTENT_KEY_ALGORITHM), metadata.path
     except OSError:
         _unreadable(f"{metadata.path}: cannot read file")
 
@@ -281,151 +247,10 @@ def build_pipeline(pipeline: beam.Pipeline, job: ExtractJob, cached_shards: Sequ
               | "Cache shards" >> beam.Create(list(cached_shards))
               | "Spread shards" >> beam.Reshuffle()
               | "Cached keys" >> beam.FlatMap(_shard_keys))
-    handler = KeyedModelHandler(BackboneHandler(job.spec, job.model_dir, job.batch_size, backbone_threads))
+    handler = KeyedModelHandler(BackboneHandler(job.spec, job.model_dir, job.bottleneck_batch_size, backbone_threads))
     _ = ({"images": keyed, "cached": cached}
          | "Join with cache" >> beam.CoGroupByKey()
          | "Not cached" >> beam.FlatMap(_missing)
          | "Decode" >> beam.FlatMap(_decode, job.spec.input_size)
          | "Backbone" >> RunInference(handler)
          | "Write shards" >> beam.ParDo(_WriteShards(job.bottleneck_dir, job.spec.cache_id, job.spec.feature_size)))
-
-
-def pipeline_options(beam_args: Sequence[str]) -> tuple[PipelineOptions, Optional[PipelineRunner]]:
-    """The user's Beam options and runner; with no ``--runner``, the local multi-process runner.
-
-    The local runner is built as Beam's DirectRunner builds it when it falls
-    back from Prism, so workers receive the pipeline options (their log
-    level among them); ``LOCAL_RUNNER_ARGS`` fill in what the user left out.
-    """
-    args = list(beam_args)
-    if any(arg == "--runner" or arg.startswith("--runner=") for arg in args):
-        return PipelineOptions(args), None
-    given = {arg.split("=", 1)[0] for arg in args}
-    args = [default for default in LOCAL_RUNNER_ARGS if default.split("=", 1)[0] not in given] + args
-    options = PipelineOptions(args)
-    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-    provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
-    return options, fn_runner.FnApiRunner(provision_info=provision)
-
-
-def backbone_threads(options: PipelineOptions, local: bool) -> int:
-    """Threads per backbone: this machine's cores shared by the local workers; 1 elsewhere (a process per core)."""
-    if not local:
-        return 1
-    workers = options.view_as(DirectOptions).direct_num_workers or os.cpu_count() or 1
-    return max(1, (os.cpu_count() or 1) // workers)
-
-
-def resolve_feature_size(spec: ArchitectureSpec, model_dir: str) -> ArchitectureSpec:
-    """``spec`` with its feature size, loading the backbone once here; this also checks the model file.
-
-    Failing here takes seconds and gives one line, instead of failing on
-    every worker after the job has started.
-    """
-    from .backbones import load_backbone
-    return load_backbone(spec, model_dir).spec
-
-
-def cached_shard_paths(job: ExtractJob, log: Log) -> list[str]:
-    """The cache's shards; a local cache is verified first, so a damaged shard's keys are recomputed."""
-    if job.is_local_cache:
-        BottleneckCache(job.bottleneck_dir, job.spec.cache_id, job.spec.feature_size).load(report=log).close()
-    pattern = FileSystems.join(job.cache_folder, "shard-*.h5")
-    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
-
-
-def run_extract(job: ExtractJob, beam_args: Sequence[str] = (), log: Log = print) -> ExtractSummary:
-    """Run the pipeline to completion and report what it did; the cache is complete when this returns."""
-    shards = cached_shard_paths(job, log)
-    options, runner = pipeline_options(beam_args)
-    logging.getLogger("apache_beam").setLevel(logging.ERROR)  # the local runner relays every worker warning
-    started = time.monotonic()
-    with _progress(job, shards):
-        pipeline = beam.Pipeline(runner=runner, options=options)
-        build_pipeline(pipeline, job, shards, backbone_threads(options, local=runner is not None))
-        result = pipeline.run()
-        result.wait_until_finish()
-    seconds = time.monotonic() - started
-    metrics = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
-    counts = {name: 0 for name in ("images", "found_in_cache", "computed", "shards_written", "unreadable")}
-    for counter in metrics[MetricResults.COUNTERS]:
-        if counter.key.metric.name in counts:
-            counts[counter.key.metric.name] += counter.committed or 0
-    unreadable = sorted(set().union(*(result.committed or set() for result in metrics[MetricResults.STRINGSETS])))
-    if not counts["images"]:
-        raise _no_images(job.image_dir)
-    for line in unreadable:
-        log(f"warning: skipping unreadable image {line}")
-    if counts["unreadable"]:
-        cut = "" if len(unreadable) == counts["unreadable"] else f" (only {len(unreadable)} listed)"
-        log(f"Skipped {counts['unreadable']} unreadable image(s) of {counts['images']}{cut}")
-    if job.is_local_cache:
-        BottleneckCache(job.bottleneck_dir, job.spec.cache_id, job.spec.feature_size).merge_shards(log)
-    return ExtractSummary(counts["images"], counts["found_in_cache"], counts["computed"], counts["unreadable"],
-                          unreadable, counts["shards_written"], seconds)
-
-
-def check_image_dir(image_dir: str) -> None:
-    """A local ``image_dir`` must hold an image, checked in a moment before the backbone loads.
-
-    Elsewhere (``gs://``...) listing is the pipeline's first step, so an
-    empty folder is reported when it finishes.
-    """
-    if is_local(image_dir) and not _has_images(Path(image_dir)):
-        raise _no_images(image_dir)
-
-
-def _has_images(folder: Path) -> bool:
-    """Whether a local folder holds an image the pipeline would list; stops at the first one."""
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        if any(is_image_file(Path(name)) for name in files):
-            return True
-    return False
-
-
-def _no_images(image_dir: str) -> UserError:
-    return UserError(f"no images under --image_dir {image_dir} ({', '.join(sorted(IMAGE_EXTENSIONS))}, searched "
-                     f"recursively); point it at your image folder")
-
-
-class _progress:
-    """A progress bar of vectors written, read from the new shards' key counts (a local cache only).
-
-    Beam's local runner reports nothing while it runs, and on a cluster the
-    runner's own console shows progress, so this watches the cache folder.
-    """
-
-    def __init__(self, job: ExtractJob, existing: Sequence[str]):
-        self.folder = Path(job.cache_folder) if job.is_local_cache else None
-        self.seen = {Path(path).name for path in existing}
-        self.done = threading.Event()
-
-    def __enter__(self) -> "_progress":
-        if self.folder is not None:
-            self.bar = tqdm(desc="Computing bottlenecks", unit="img")
-            self.thread = threading.Thread(target=self._watch, daemon=True)
-            self.thread.start()
-        return self
-
-    def _watch(self) -> None:
-        while not self.done.wait(PROGRESS_POLL_SECONDS):
-            self._count_new_shards()
-
-    def _count_new_shards(self) -> None:
-        for path in sorted(self.folder.glob("shard-*.h5")) if self.folder.is_dir() else []:
-            if path.name not in self.seen:
-                self.seen.add(path.name)
-                try:
-                    with h5py.File(path, "r") as shard:
-                        self.bar.update(len(shard["keys"]))
-                except (OSError, KeyError):
-                    pass  # merged away meanwhile: its vectors were counted in their first shard, or will be
-        self.bar.refresh()
-
-    def __exit__(self, *exc) -> None:
-        if self.folder is not None:
-            self.done.set()
-            self.thread.join()
-            self._count_new_shards()
-            self.bar.close()

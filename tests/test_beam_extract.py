@@ -18,12 +18,14 @@ import numpy as np
 import pytest
 
 from retrain import beam_extract
-from retrain.beam_extract import ExtractJob, resolve_feature_size, run_extract
+from retrain.beam_extract import ExtractJob
+from retrain.beam_launch import resolve_feature_size, run_extract
 from retrain.architectures import DEFAULT_ARCHITECTURE, get_architecture, tfhub_spec
 from retrain.backbones import load_backbone
-from retrain.bottlenecks import BottleneckCache, get_bottlenecks, hash_files
+from retrain.bottlenecks import get_bottlenecks
+from retrain.cache_store import BottleneckCache
 from retrain.head import TrainingConfig
-from retrain.paths import DEFAULT_MODEL_DIR
+from retrain.files import DEFAULT_MODEL_DIR, hash_files
 from retrain.pipeline import RetrainOptions, run_retrain
 from tests.conftest import FLOWERS, PROJECT, make_dataset, make_image, tiny_spec
 from tests.test_backbones import save_tiny_hub_module
@@ -57,7 +59,7 @@ def shard_rows(bottleneck_dir: Path) -> tuple[list[bytes], dict[bytes, np.ndarra
             feature_size = shard.attrs["feature_size"]
             keys += list(shard["keys"][...])
             vectors.update(zip(shard["keys"][...], shard["features"][...]))
-    BottleneckCache(bottleneck_dir, folder.name, feature_size).load(report=damaged.append).close()
+    BottleneckCache(bottleneck_dir, folder.name, feature_size).load(log=damaged.append).close()
     assert damaged == []
     return keys, vectors
 
@@ -65,7 +67,7 @@ def shard_rows(bottleneck_dir: Path) -> tuple[list[bytes], dict[bytes, np.ndarra
 def single_machine_vectors(image_dir: Path, tmp_path: Path, model_dir: Path) -> dict[bytes, np.ndarray]:
     """The vectors retrain itself caches for the same images."""
     run_retrain(options(image_dir, tmp_path / "single", model_dir, bottleneck_dir=str(tmp_path / "single_bn")),
-                report=lambda message: None)
+                log=lambda message: None)
     return shard_rows(tmp_path / "single_bn")[1]
 
 
@@ -83,9 +85,9 @@ def test_retrain_finds_every_beam_vector_and_writes_the_same_graph(image_dir, tm
 
     messages = []
     run_retrain(options(image_dir, tmp_path / "from_beam", tiny_model_dir, bottleneck_dir=str(tmp_path / "beam_bn")),
-                report=messages.append)
+                log=messages.append)
     assert any(m.startswith("Bottlenecks: 36 of 36 images found in the cache") for m in messages)
-    run_retrain(options(image_dir, tmp_path / "single", tiny_model_dir), report=lambda message: None)
+    run_retrain(options(image_dir, tmp_path / "single", tiny_model_dir), log=lambda message: None)
     assert (tmp_path / "from_beam" / "g.pb").read_bytes() == (tmp_path / "single" / "g.pb").read_bytes()
 
 
@@ -93,7 +95,7 @@ def test_replayed_bundles_leave_no_duplicate_vectors(image_dir, tmp_path, tiny_m
     """Every bundle runs twice (``--direct_runner_bundle_repeat``), in process so small shards can be forced."""
     monkeypatch.setattr(beam_extract, "FLUSH_EVERY_IMAGES", 5)
     spec = resolve_feature_size(tiny_spec(), str(tiny_model_dir))
-    job = ExtractJob(str(image_dir), spec, str(tiny_model_dir), str(tmp_path / "beam_bn"), batch_size=4)
+    job = ExtractJob(str(image_dir), spec, str(tiny_model_dir), str(tmp_path / "beam_bn"), bottleneck_batch_size=4)
     run_extract(job, ["--direct_running_mode=in_memory", "--direct_num_workers=1", "--direct_runner_bundle_repeat=1"],
                 log=lambda message: None)
     keys, vectors = shard_rows(tmp_path / "beam_bn")
@@ -151,7 +153,7 @@ def test_killed_run_resumes_computing_only_what_is_missing(tmp_path):
 
     backbone = load_backbone(tfhub_spec(str(hub), HUB_SIZE), tmp_path / "models")
     reference = BottleneckCache(tmp_path / "reference_bn", backbone.spec.cache_id, backbone.feature_size)
-    get_bottlenecks(sorted(images.rglob("*.jpg")), backbone, HUB_SIZE, reference, report=lambda message: None)
+    get_bottlenecks(sorted(images.rglob("*.jpg")), backbone, HUB_SIZE, reference, log=lambda message: None)
     _, expected = shard_rows(tmp_path / "reference_bn")
     assert sorted(vectors) == sorted(expected)
     for key, vector in expected.items():
@@ -218,7 +220,7 @@ def test_real_flowers_through_beam_give_retrain_the_same_vectors_and_graph(flowe
         run_retrain(RetrainOptions(image_dir=str(FLOWERS), architecture=spec, output_graph=str(out / "g.pb"),
                                    output_labels=str(out / "labels.txt"), summaries_dir=str(out / "logs"),
                                    bottleneck_dir=str(bottleneck_dir), training=TrainingConfig(steps=200, seed=3)),
-                    report=messages.append)
+                    log=messages.append)
         graphs.append((out / "g.pb").read_bytes())
     assert any(m.startswith(f"Bottlenecks: {total} of {total} images found in the cache") for m in messages)
     assert graphs[0] == graphs[1]
