@@ -52,23 +52,28 @@ silence_tensorflow_startup()
 METRICS_NAMESPACE = "retrain.beam_extract"
 
 
-@dataclass(frozen=True)
+@dataclass
 class ExtractJob:
     """What to extract: images under ``image_dir`` through ``spec`` into ``bottleneck_dir``; the CLI's flags.
 
-    ``spec.feature_size`` must be known (it names the cache folder): see
-    ``beam_launch.resolve_feature_size``. Paths may be local or any filesystem Beam has
-    installed (``gs://``, ``s3://``); ``model_dir`` is a folder on each
-    worker, where the model file is downloaded once if it is not there.
+    Paths may be local or any filesystem Beam has installed (``gs://``,
+    ``s3://``); ``model_dir`` is a folder on each worker, where the model file
+    is downloaded once if it is not there. ``feature_size`` is the registry's,
+    or for a TF-Hub module the size measured when it loads
+    (``beam_launch.measure_feature_size``): shards record it.
     """
     image_dir: str
     spec: ArchitectureSpec
     model_dir: str = str(DEFAULT_MODEL_DIR)
     bottleneck_dir: str = str(DEFAULT_BOTTLENECK_DIR)
     bottleneck_batch_size: int = DEFAULT_BATCH_SIZE
+    feature_size: int = 0
 
     def __post_init__(self) -> None:
         check_batch_size(self.bottleneck_batch_size)
+        self.feature_size = self.feature_size or self.spec.feature_size
+        if not self.feature_size:
+            raise ValueError("the backbone's feature size is unknown: measure it with beam_launch.measure_feature_size")
 
     @property
     def cache_folder(self) -> str:
@@ -253,4 +258,4 @@ def build_pipeline(pipeline: beam.Pipeline, job: ExtractJob, cached_shards: Sequ
          | "Not cached" >> beam.FlatMap(_missing)
          | "Decode" >> beam.FlatMap(_decode, job.spec.input_size)
          | "Backbone" >> RunInference(handler)
-         | "Write shards" >> beam.ParDo(_WriteShards(job.bottleneck_dir, job.spec.cache_id, job.spec.feature_size)))
+         | "Write shards" >> beam.ParDo(_WriteShards(job.bottleneck_dir, job.spec.cache_id, job.feature_size)))

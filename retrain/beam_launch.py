@@ -8,7 +8,6 @@ prints the run's counters at the end.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import threading
@@ -87,20 +86,20 @@ def backbone_threads(options: PipelineOptions, local: bool) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
-def resolve_feature_size(spec: ArchitectureSpec, model_dir: str) -> ArchitectureSpec:
-    """``spec`` with its feature size (a TF-Hub module's is known once loaded), loading the backbone once here.
+def measure_feature_size(spec: ArchitectureSpec, model_dir: str) -> int:
+    """The backbone's feature size (a TF-Hub module's is known only once loaded), loading it once here.
 
     This also checks the model file: failing here takes seconds and gives one
     line, instead of failing on every worker after the job has started.
     """
     from .backbones import load_backbone
-    return dataclasses.replace(spec, feature_size=load_backbone(spec, model_dir).feature_size)
+    return load_backbone(spec, model_dir).feature_size
 
 
 def cached_shard_paths(job: ExtractJob, log: Log) -> list[str]:
     """The cache's shards; a local cache is verified first, so a damaged shard's keys are recomputed."""
     if job.is_local_cache:
-        BottleneckCache(job.bottleneck_dir, job.spec.cache_id, job.spec.feature_size).load(log=log).close()
+        BottleneckCache(job.bottleneck_dir, job.spec.cache_id, job.feature_size).load(log=log).close()
     pattern = FileSystems.join(job.cache_folder, "shard-*.h5")
     return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
 
@@ -131,7 +130,7 @@ def run_extract(job: ExtractJob, beam_args: Sequence[str] = (), log: Log = print
         cut = "" if len(unreadable) == counts["unreadable"] else f" (only {len(unreadable)} listed)"
         log(f"Skipped {counts['unreadable']} unreadable image(s) of {counts['images']}{cut}")
     if job.is_local_cache and counts["computed"]:  # one shard again, each key once even if a bundle ran twice
-        BottleneckCache(job.bottleneck_dir, job.spec.cache_id, job.spec.feature_size).merge_shards(log, always=True)
+        BottleneckCache(job.bottleneck_dir, job.spec.cache_id, job.feature_size).merge_shards(log, always=True)
     return ExtractSummary(counts["images"], counts["found_in_cache"], counts["computed"], counts["unreadable"],
                           unreadable, counts["shards_written"], seconds)
 

@@ -72,8 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_writable_folder(args.bottleneck_dir, "--bottleneck_dir")
     image_dir, model_dir, bottleneck_dir = map(beam_extract.absolute, (args.image_dir, args.model_dir,
                                                                         args.bottleneck_dir))
-    job = beam_extract.ExtractJob(image_dir, beam_launch.resolve_feature_size(spec, model_dir), model_dir,
-                                  bottleneck_dir, args.bottleneck_batch_size)
+    job = beam_extract.ExtractJob(image_dir, spec, model_dir, bottleneck_dir, args.bottleneck_batch_size,
+                                  beam_launch.measure_feature_size(spec, model_dir))
     summary = beam_launch.run_extract(job, beam_args)
     print(summary.line(job.cache_folder))
     return 0

@@ -19,7 +19,7 @@ import pytest
 
 from retrain import beam_extract
 from retrain.beam_extract import ExtractJob
-from retrain.beam_launch import resolve_feature_size, run_extract
+from retrain.beam_launch import run_extract
 from retrain.architectures import DEFAULT_ARCHITECTURE, get_architecture, tfhub_spec
 from retrain.backbones import load_backbone
 from retrain.bottlenecks import get_bottlenecks
@@ -79,8 +79,7 @@ def worker_path(monkeypatch):
 
 
 def test_retrain_finds_every_beam_vector_and_writes_the_same_graph(image_dir, tmp_path, tiny_model_dir, worker_path):
-    spec = resolve_feature_size(tiny_spec(), str(tiny_model_dir))
-    job = ExtractJob(str(image_dir), spec, str(tiny_model_dir), str(tmp_path / "beam_bn"))
+    job = ExtractJob(str(image_dir), tiny_spec(), str(tiny_model_dir), str(tmp_path / "beam_bn"))
     summary = run_extract(job, log=lambda message: None)
     assert (summary.images, summary.found_in_cache, summary.computed, summary.unreadable) == (36, 0, 36, 0)
 
@@ -95,8 +94,8 @@ def test_retrain_finds_every_beam_vector_and_writes_the_same_graph(image_dir, tm
 def test_replayed_bundles_leave_no_duplicate_vectors(image_dir, tmp_path, tiny_model_dir, monkeypatch):
     """Every bundle runs twice (``--direct_runner_bundle_repeat``), in process so small shards can be forced."""
     monkeypatch.setattr(beam_extract, "FLUSH_EVERY_IMAGES", 5)
-    spec = resolve_feature_size(tiny_spec(), str(tiny_model_dir))
-    job = ExtractJob(str(image_dir), spec, str(tiny_model_dir), str(tmp_path / "beam_bn"), bottleneck_batch_size=4)
+    job = ExtractJob(str(image_dir), tiny_spec(), str(tiny_model_dir), str(tmp_path / "beam_bn"),
+                     bottleneck_batch_size=4)
     run_extract(job, ["--direct_running_mode=in_memory", "--direct_num_workers=1", "--direct_runner_bundle_repeat=1"],
                 log=lambda message: None)
     keys, vectors = shard_rows(tmp_path / "beam_bn")
@@ -171,6 +170,7 @@ def test_killed_run_resumes_computing_only_what_is_missing(tmp_path):
     reference = BottleneckCache(tmp_path / "reference_bn", backbone.spec.cache_id, backbone.feature_size)
     get_bottlenecks(sorted(images.rglob("*.jpg")), backbone, HUB_SIZE, reference, log=lambda message: None)
     _, expected = shard_rows(tmp_path / "reference_bn")
+    assert [folder.name for folder in bottleneck_dir.iterdir()] == [backbone.spec.cache_id]  # the folder retrain reads
     assert sorted(vectors) == sorted(expected)
     for key, vector in expected.items():
         np.testing.assert_array_equal(vectors[key], vector)
@@ -215,10 +215,9 @@ def test_retrain_never_imports_apache_beam():
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(not FLOWERS.is_dir(), reason="../shared/data/flower_photos not present")
 def test_real_flowers_through_beam_give_retrain_the_same_vectors_and_graph(flowers_retrained, tmp_path,
                                                                            worker_path):
-    spec = resolve_feature_size(get_architecture(DEFAULT_ARCHITECTURE), str(DEFAULT_MODEL_DIR))
+    spec = get_architecture(DEFAULT_ARCHITECTURE)
     job = ExtractJob(str(FLOWERS), spec, str(DEFAULT_MODEL_DIR), str(tmp_path / "beam_bn"))
     summary = run_extract(job, log=lambda message: None)
     files = [p for p in FLOWERS.rglob("*") if p.is_file()]
