@@ -44,6 +44,7 @@ from .cache_store import BottleneckCache
 from .decode import UnreadableImage, load_rgb
 from .files import CONTENT_KEY_ALGORITHM, DEFAULT_BOTTLENECK_DIR, DEFAULT_MODEL_DIR, digest_rest
 from .images import is_image_file
+from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS, validate_max_megapixels
 from .quiet import silence_tensorflow_startup
 
 # Beam imports this module in each worker process before anything there imports TensorFlow.
@@ -68,9 +69,12 @@ class ExtractJob:
     bottleneck_dir: str = str(DEFAULT_BOTTLENECK_DIR)
     bottleneck_batch_size: int = DEFAULT_BATCH_SIZE
     feature_size: int = 0
+    max_image_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS
+    trust_graph: bool = False
 
     def __post_init__(self) -> None:
         check_batch_size(self.bottleneck_batch_size)
+        validate_max_megapixels(self.max_image_megapixels)
         self.feature_size = self.feature_size or self.spec.feature_size
         if not self.feature_size:
             raise ValueError("the backbone's feature size is unknown: measure it with beam_launch.measure_feature_size")
@@ -148,12 +152,13 @@ def _missing(element: tuple[str, dict[str, list]]) -> Iterator[tuple[str, list[s
     yield key, paths
 
 
-def _decode(element: tuple[str, list[str]], size: int) -> Iterator[tuple[str, np.ndarray]]:
+def _decode(element: tuple[str, list[str]], size: int,
+            max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS) -> Iterator[tuple[str, np.ndarray]]:
     """(key, paths) -> (key, uint8 image) with retrain's own decoding, so vectors are identical."""
     key, paths = element
     first = paths[0]
     try:
-        yield key, load_rgb(first if is_local(first) else _open(first), size, size)
+        yield key, load_rgb(first if is_local(first) else _open(first), size, size, max_megapixels)
     except UnreadableImage as error:
         reason = str(error).split(": ", 1)[-1]
         _unreadable(f"{first}: {reason}")
@@ -171,14 +176,14 @@ class BackboneHandler(ModelHandler[np.ndarray, np.ndarray, Any]):
     instead of one per core each (2 cores, 2 workers: 88 instead of 48 img/s in one pair of runs).
     """
 
-    def __init__(self, spec: ArchitectureSpec, model_dir: str, batch_size: int, threads: int):
+    def __init__(self, spec: ArchitectureSpec, model_dir: str, batch_size: int, threads: int, trust_graph: bool):
         super().__init__(min_batch_size=batch_size, max_batch_size=batch_size,
                          env_vars={"TF_NUM_INTRAOP_THREADS": str(threads)})
-        self.spec, self.model_dir = spec, model_dir
+        self.spec, self.model_dir, self.trust_graph = spec, model_dir, trust_graph
 
     def load_model(self):
         from .backbones import load_backbone
-        return load_backbone(self.spec, self.model_dir)
+        return load_backbone(self.spec, self.model_dir, self.trust_graph)
 
     def run_inference(self, batch: Sequence[np.ndarray], model, inference_args: Optional[dict] = None
                       ) -> Iterable[np.ndarray]:
@@ -252,10 +257,11 @@ def build_pipeline(pipeline: beam.Pipeline, job: ExtractJob, cached_shards: Sequ
               | "Cache shards" >> beam.Create(list(cached_shards))
               | "Spread shards" >> beam.Reshuffle()
               | "Cached keys" >> beam.FlatMap(_shard_keys))
-    handler = KeyedModelHandler(BackboneHandler(job.spec, job.model_dir, job.bottleneck_batch_size, backbone_threads))
+    handler = KeyedModelHandler(BackboneHandler(job.spec, job.model_dir, job.bottleneck_batch_size, backbone_threads,
+                                                job.trust_graph))
     _ = ({"images": keyed, "cached": cached}
          | "Join with cache" >> beam.CoGroupByKey()
          | "Not cached" >> beam.FlatMap(_missing)
-         | "Decode" >> beam.FlatMap(_decode, job.spec.input_size)
+         | "Decode" >> beam.FlatMap(_decode, job.spec.input_size, job.max_image_megapixels)
          | "Backbone" >> RunInference(handler)
          | "Write shards" >> beam.ParDo(_WriteShards(job.bottleneck_dir, job.spec.cache_id, job.feature_size)))

@@ -86,14 +86,18 @@ def backbone_threads(options: PipelineOptions, local: bool) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
-def measure_feature_size(spec: ArchitectureSpec, model_dir: str) -> int:
+def measure_feature_size(spec: ArchitectureSpec, model_dir: str, trust_graph: bool = False,
+                         log: Log = print) -> int:
     """The backbone's feature size (a TF-Hub module's is known only once loaded), loading it once here.
 
-    This also checks the model file: failing here takes seconds and gives one
-    line, instead of failing on every worker after the job has started.
+    This also checks the model file and its ops: failing here takes seconds
+    and gives one line, instead of failing on every worker after the job has
+    started.
     """
-    from .backbones import load_backbone
-    return load_backbone(spec, model_dir).feature_size
+    from .backbones import TRUST_GRAPH_WARNING, load_backbone
+    if trust_graph:
+        log(TRUST_GRAPH_WARNING)
+    return load_backbone(spec, model_dir, trust_graph).feature_size
 
 
 def cached_shard_paths(job: ExtractJob, log: Log) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .architectures import ArchitectureSpec
-from .backbones import Backbone, load_backbone
+from .backbones import TRUST_GRAPH_WARNING, Backbone, load_backbone
 from .batches import bottleneck_batches, distorted_batches
 from .bottlenecks import DEFAULT_BATCH_SIZE, Bottlenecks, check_batch_size, get_bottlenecks
 from .cache_store import DEFAULT_MEMORY_BUDGET_GB, BottleneckCache
@@ -137,7 +137,7 @@ def run_retrain(options: RetrainOptions, log: Log = print) -> RetrainResult:
     log(split_summary(records))
     _check_outputs_writable(options)
     if options.trust_graph:
-        log("warning: --trust_graph: the backbone's graph runs without its ops being checked")
+        log(TRUST_GRAPH_WARNING)
     backbone = load_backbone(options.architecture, options.model_dir, options.trust_graph)
     cache = BottleneckCache(options.bottleneck_dir, backbone.spec.cache_id, backbone.feature_size)
     bottlenecks = get_bottlenecks([r.path for r in records], backbone, backbone.input_size, cache,

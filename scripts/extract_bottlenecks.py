@@ -21,7 +21,8 @@ from typing import Sequence
 from retrain.architectures import DEFAULT_ARCHITECTURE, HUB_IMAGE_SIZE
 from retrain.errors import UserError
 from retrain.files import check_writable_folder
-from scripts._cli import BACKBONE_HELP, BOTTLENECK_HELP, add_flags, backbone_spec, default_of, run_cli
+from scripts._cli import (BACKBONE_HELP, BOTTLENECK_HELP, HOSTILE_INPUT_HELP, add_flags, backbone_spec, default_of,
+                          run_cli)
 
 HELP = {
     "images": {
@@ -30,6 +31,7 @@ HELP = {
     },
     "backbone": BACKBONE_HELP,
     "bottleneck cache": BOTTLENECK_HELP,
+    "hostile inputs": HOSTILE_INPUT_HELP,
 }
 
 
@@ -53,7 +55,8 @@ def build_parser(beam_extract: ModuleType) -> argparse.ArgumentParser:
     job = partial(default_of, beam_extract.ExtractJob)
     defaults = {"--image_dir": "", "--architecture": DEFAULT_ARCHITECTURE, "--tfhub_module": "",
                 "--tfhub_image_size": HUB_IMAGE_SIZE, "--model_dir": job("model_dir"),
-                "--bottleneck_dir": job("bottleneck_dir"), "--bottleneck_batch_size": job("bottleneck_batch_size")}
+                "--bottleneck_dir": job("bottleneck_dir"), "--bottleneck_batch_size": job("bottleneck_batch_size"),
+                "--max_image_megapixels": job("max_image_megapixels"), "--trust_graph": job("trust_graph")}
     parser = argparse.ArgumentParser(prog="python -m scripts.extract_bottlenecks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Any other option (--runner, --project, --num_workers, ...) goes to Beam.")
@@ -73,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     image_dir, model_dir, bottleneck_dir = map(beam_extract.absolute, (args.image_dir, args.model_dir,
                                                                         args.bottleneck_dir))
     job = beam_extract.ExtractJob(image_dir, spec, model_dir, bottleneck_dir, args.bottleneck_batch_size,
-                                  beam_launch.measure_feature_size(spec, model_dir))
+                                  beam_launch.measure_feature_size(spec, model_dir, args.trust_graph),
+                                  args.max_image_megapixels, args.trust_graph)
     summary = beam_launch.run_extract(job, beam_args)
     print(summary.line(job.cache_folder))
     return 0
