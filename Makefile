@@ -6,7 +6,7 @@ DEMO_OUT ?= /tmp/retrain_demo
 .PHONY: install demo test
 
 install:
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test,beam]'
 
 demo: install
 	$(PYTHON) -m scripts.retrain --image_dir examples/flower_photos \

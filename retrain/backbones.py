@@ -187,6 +187,10 @@ LOADERS: dict[str, Callable[[ArchitectureSpec, Path, bool], Callable]] = {
 }
 
 
+# What retrain and extract_bottlenecks print before loading a backbone with ``trust_graph``.
+TRUST_GRAPH_WARNING = "warning: --trust_graph: the backbone's graph runs without its ops being checked"
+
+
 def load_backbone(spec: ArchitectureSpec, model_dir: str | os.PathLike, trust_graph: bool = False) -> Backbone:
     """Fetch (if needed) and load ``spec``; check its ops (unless ``trust_graph``) and its feature size."""
     import tensorflow as tf

@@ -20,12 +20,20 @@ from tqdm import tqdm
 from .cache_store import DEFAULT_MEMORY_BUDGET_GB, KEY_DTYPE, BottleneckCache
 from .feature_rows import FeatureRows
 from .decode import decoded_batches
-from .errors import Log
+from .errors import Log, UserError
 from .files import hash_files
 from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
 
 FLUSH_EVERY_IMAGES = 512
 FLUSH_EVERY_SECONDS = 30.0
+# Images per backbone call; 32 was slower for MobileNet on a 2-core CPU (benchmarks/README.md).
+DEFAULT_BATCH_SIZE = 16
+
+
+def check_batch_size(batch_size: int) -> None:
+    """``--bottleneck_batch_size`` must be a positive whole number."""
+    if batch_size < 1:
+        raise UserError(f"--bottleneck_batch_size must be at least 1, got {batch_size}")
 
 
 @dataclass

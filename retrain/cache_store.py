@@ -210,13 +210,14 @@ class BottleneckCache:
         self._verified[path] = _identity(path)
         return path
 
-    def merge_shards(self, log: Log = print) -> bool:
-        """Merge all shards into one if there are many; skip if another process holds the lock.
+    def merge_shards(self, log: Log = print, always: bool = False) -> bool:
+        """Merge all shards into one if there are many (``always``: 2 or more); skip if another process has the lock.
 
         The merge streams shard by shard, so it needs little memory even for
-        millions of vectors.
+        millions of vectors, and keeps one row per key: vectors written twice
+        (by a retried Beam bundle) are stored once again.
         """
-        if len(self.shard_paths()) <= MERGE_WHEN_SHARDS_EXCEED:
+        if len(self.shard_paths()) <= (1 if always else MERGE_WHEN_SHARDS_EXCEED):
             return False
         with self._lock(fcntl.LOCK_EX | fcntl.LOCK_NB) as locked:
             if not locked:

@@ -131,9 +131,12 @@ def remove_quietly(path: str | os.PathLike) -> None:
         os.remove(path)
 
 
+CONTENT_KEY_ALGORITHM = "sha1"
+
+
 def content_key(path: str | os.PathLike) -> str:
     """SHA-1 of a file's bytes: the cache key of its bottleneck, and how relabel recognises a file."""
-    return file_digest(path, "sha1")
+    return file_digest(path, CONTENT_KEY_ALGORITHM)
 
 
 def hash_files(paths: Sequence[Path], workers: int = 4) -> list[str | None]:

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from .architectures import ArchitectureSpec
-from .backbones import Backbone, load_backbone
+from .backbones import TRUST_GRAPH_WARNING, Backbone, load_backbone
 from .batches import bottleneck_batches, distorted_batches
-from .bottlenecks import Bottlenecks, get_bottlenecks
+from .bottlenecks import DEFAULT_BATCH_SIZE, Bottlenecks, check_batch_size, get_bottlenecks
 from .cache_store import DEFAULT_MEMORY_BUDGET_GB, BottleneckCache
 from .class_balance import imbalance_warning
 from .feature_rows import FeatureRows
@@ -55,7 +55,7 @@ class RetrainOptions:
     intermediate_store_frequency: int = 0
     distortions: Distortions = field(default_factory=Distortions)
     saved_model_dir: str = ""
-    bottleneck_batch_size: int = 16
+    bottleneck_batch_size: int = DEFAULT_BATCH_SIZE
     memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB
     plot_history: str = ""
     max_image_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS
@@ -64,8 +64,7 @@ class RetrainOptions:
 
     def __post_init__(self) -> None:
         validate_max_megapixels(self.max_image_megapixels)
-        if self.bottleneck_batch_size < 1:
-            raise UserError(f"--bottleneck_batch_size must be at least 1, got {self.bottleneck_batch_size}")
+        check_batch_size(self.bottleneck_batch_size)
         if self.memory_budget_gb <= 0:
             raise UserError(f"--memory_budget_gb must be positive, got {self.memory_budget_gb}")
 
@@ -143,7 +142,7 @@ def run_retrain(options: RetrainOptions, log: Log = print) -> RetrainResult:
     log(split_summary(records))
     _check_outputs_writable(options)
     if options.trust_graph:
-        log("warning: --trust_graph: the backbone's graph runs without its ops being checked")
+        log(TRUST_GRAPH_WARNING)
     backbone = load_backbone(options.architecture, options.model_dir, options.trust_graph)
     cache = BottleneckCache(options.bottleneck_dir, backbone.spec.cache_id, backbone.feature_size)
     bottlenecks = get_bottlenecks([r.path for r in records], backbone, backbone.input_size, cache,

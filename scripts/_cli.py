@@ -14,6 +14,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
+from retrain.architectures import DEFAULT_ARCHITECTURE, ArchitectureSpec, get_architecture, tfhub_spec
 from retrain.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
 from retrain.graph_contract import Sidecar
 from retrain.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
@@ -79,6 +80,33 @@ HOSTILE_INPUT_HELP = {
                      "reading or writing files or running Python. Only for models from a source you trust.",
 }
 HOSTILE_INPUT_DEFAULTS = {"--max_image_megapixels": DEFAULT_MAX_IMAGE_MEGAPIXELS, "--trust_graph": False}
+
+# The flags of every script that runs a backbone (retrain, extract_bottlenecks), read by ``backbone_spec``.
+BACKBONE_HELP = {
+    "--architecture": "Pretrained network to build on. mobilenet_<1.0|0.75|0.50|0.25>_<224|192|160|128>"
+                      "[_quantized] are small and fast; bigger ones (inception_v3, inception_v4, mobilenetv2, "
+                      "resnet50, vgg16) can be more accurate but are slower. --list_architectures shows all. "
+                      f"(default {DEFAULT_ARCHITECTURE}, bundled, works offline)",
+    "--tfhub_module": "Use a TF-Hub image feature-vector module instead of --architecture: a URL or the "
+                      "folder of a downloaded SavedModel. Images are fed as floats in [0, 1].",
+    "--tfhub_image_size": "Input height and width of the --tfhub_module.",
+    "--model_dir": "Where backbone files are downloaded to and looked for. A file "
+                   "already there is used without touching the network. "
+                   "(default: the project's models/)",
+}
+# The flags of every script that fills the bottleneck cache.
+BOTTLENECK_HELP = {
+    "--bottleneck_dir": "Where bottleneck vectors are cached, per architecture and image content: an edited "
+                        "image is recomputed, a renamed one is not. (default: the project's bottlenecks/)",
+    "--bottleneck_batch_size": "Images per backbone call while computing bottlenecks. (default %(default)s; "
+                               "32 was slower for MobileNet on a 2-core CPU, see benchmarks/README.md)",
+}
+
+
+def backbone_spec(args: argparse.Namespace) -> ArchitectureSpec:
+    """The registry row (or TF-Hub module) that ``BACKBONE_HELP``'s flags name."""
+    return tfhub_spec(args.tfhub_module, args.tfhub_image_size) if args.tfhub_module else \
+        get_architecture(args.architecture)
 
 
 def add_graph_arguments(parser: argparse.ArgumentParser, graph_required: bool = True) -> None:

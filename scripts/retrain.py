@@ -20,11 +20,12 @@ import sys
 from functools import partial
 from typing import Sequence
 
-from retrain.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, HUB_IMAGE_SIZE, get_architecture, tfhub_spec
+from retrain.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, HUB_IMAGE_SIZE
 from retrain.distortions import Distortions
 from retrain.head import TrainingConfig
 from retrain.pipeline import RetrainOptions
-from scripts._cli import HOSTILE_INPUT_HELP, add_flags, default_of, run_cli
+from scripts._cli import (BACKBONE_HELP, BOTTLENECK_HELP, HOSTILE_INPUT_HELP, add_flags, backbone_spec, default_of,
+                          run_cli)
 
 option = partial(default_of, RetrainOptions)
 training = partial(default_of, TrainingConfig)
@@ -86,23 +87,11 @@ HELP = {
                                    "from a hash of each file name, so adding images never moves old ones.",
     },
     "backbone": {
-        "--architecture": "Pretrained network to build on. mobilenet_<1.0|0.75|0.50|0.25>_<224|192|160|128>"
-                          "[_quantized] are small and fast; bigger ones (inception_v3, inception_v4, mobilenetv2, "
-                          "resnet50, vgg16) can be more accurate but are slower. --list_architectures shows all. "
-                          f"(default {DEFAULT_ARCHITECTURE}, bundled, works offline)",
-        "--tfhub_module": "Use a TF-Hub image feature-vector module instead of --architecture: a URL or the "
-                          "folder of a downloaded SavedModel. Images are fed as floats in [0, 1].",
-        "--tfhub_image_size": "Input height and width of the --tfhub_module.",
-        "--model_dir": "Where backbone files are downloaded to and looked for. A file "
-                       "already there is used without touching the network. "
-                       "(default: the project's models/)",
+        **BACKBONE_HELP,
         "--list_architectures": "List every --architecture and exit.",
     },
     "bottleneck cache": {
-        "--bottleneck_dir": "Where bottleneck vectors are cached, per architecture and image content: an edited "
-                            "image is recomputed, a renamed one is not. (default: the project's bottlenecks/)",
-        "--bottleneck_batch_size": "Images per backbone call while computing bottlenecks. (default %(default)s; "
-                                   "32 was slower for MobileNet on a 2-core CPU, see benchmarks/README.md)",
+        **BOTTLENECK_HELP,
         "--memory_budget_gb": "Memory for holding bottlenecks during training. Beyond "
                               "it they are streamed from --bottleneck_dir in large "
                               "chunks instead.",
@@ -179,10 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def options_from_args(args: argparse.Namespace) -> RetrainOptions:
     """The options the flags describe; the options' own checks turn bad values into one-line errors."""
-    spec = tfhub_spec(args.tfhub_module, args.tfhub_image_size) if args.tfhub_module else \
-        get_architecture(args.architecture)
     return RetrainOptions(
-        image_dir=args.image_dir, architecture=spec, output_graph=args.output_graph,
+        image_dir=args.image_dir, architecture=backbone_spec(args), output_graph=args.output_graph,
         output_labels=args.output_labels, summaries_dir=args.summaries_dir, model_dir=args.model_dir,
         bottleneck_dir=args.bottleneck_dir,
         training=TrainingConfig(steps=args.how_many_training_steps, learning_rate=args.learning_rate,
