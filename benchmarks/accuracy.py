@@ -31,6 +31,7 @@ from benchmarks.common import FLOWERS, PROJECT, WORK_DIR, folder_size_mb, machin
 
 MARGIN_TARGET = 3.0  # points of mean test accuracy over the linear head
 EPOCH_TARGET = 5.0
+BATCH = 32
 # The strongest head options of issue 13 part A (branch issue-13a), used when the CLI has them.
 HEAD_OPTIONS = ["--hidden_units", "256", "--dropout", "0.3"]
 
@@ -89,7 +90,7 @@ def epoch_ratio(image_dir: Path, blocks: int, images: int = 96) -> tuple[float, 
     from retrain.backbones import load_backbone
     from retrain.cut import cut_backbone
     from retrain.decode import load_rgb
-    from retrain.finetune import FineTuneConfig, fine_tune
+    from retrain.finetune import trainer
     from retrain.head import Head
     from retrain.paths import DEFAULT_MODEL_DIR
     spec = get_architecture("mobilenet_1.0_224")
@@ -98,16 +99,18 @@ def epoch_ratio(image_dir: Path, blocks: int, images: int = 96) -> tuple[float, 
     paths = sorted(image_dir.rglob("*.jpg"))[:images]
     decoded = np.stack([load_rgb(p, spec.input_size, spec.input_size) for p in paths])
     labels = np.arange(len(paths), dtype=np.int32) % 5
-    config = FineTuneConfig(blocks, 1e-4, steps=len(paths) // 32, batch_size=32)
     head = Head(np.zeros((backbone.feature_size, 5), np.float32), np.zeros(5, np.float32))
-    rows = np.concatenate([cut.lower(decoded[i:i + 32]) for i in range(0, len(decoded), 32)]).astype(np.float16)
-    fine_tune(cut.top, head, rows, labels, FineTuneConfig(blocks, 1e-4, 1, 32), 0, log=lambda _: None)  # trace
+    rows = np.concatenate([cut.lower(decoded[i:i + BATCH]) for i in range(0, len(decoded), BATCH)])
+    rows = rows.astype(np.float16)  # as cached
+    training = trainer(cut.top, head, rows.shape[1], rows.dtype, 1e-4)
+    training.step(rows[:BATCH], labels[:BATCH])  # compile
     started = time.perf_counter()
-    fine_tune(cut.top, head, rows, labels, config, 0, log=lambda _: None)
+    for i in range(0, len(rows), BATCH):
+        training.step(rows[i:i + BATCH], labels[i:i + BATCH])
     from_cache = time.perf_counter() - started
     started = time.perf_counter()
-    for i in range(0, len(decoded), 32):  # the frozen part's forward pass, which the cache saves every epoch
-        cut.lower(decoded[i:i + 32])
+    for i in range(0, len(decoded), BATCH):  # the frozen part's forward pass, which the cache saves every epoch
+        cut.lower(decoded[i:i + BATCH])
     lower = time.perf_counter() - started
     return from_cache, from_cache + lower
 
@@ -125,9 +128,11 @@ def main(argv=None) -> int:
     print(machine())
     print(f"{args.image_dir}, --testing_percentage {args.testing_percentage:g}, {args.seeds} seeds; "
           f"project {PROJECT}", flush=True)
+    ratios = {}
     if not args.skip_epochs:
         for blocks in args.blocks:
             cached, whole = epoch_ratio(args.image_dir, blocks)
+            ratios[blocks] = whole / cached
             print(f"epoch through the top {blocks} block(s): from the cut cache {cached:.2f} s, through the whole "
                   f"backbone {whole:.2f} s = {whole / cached:.1f}x", flush=True)
     configs = [("linear (Poets defaults)", [])]
@@ -148,6 +153,10 @@ def main(argv=None) -> int:
     margin = statistics.mean(best.accuracies) - linear
     print(f"RESULT best fine-tuned: {best.name}, {statistics.mean(best.accuracies):.1f}% vs linear {linear:.1f}% = "
           f"{margin:+.1f} points (target >= +{MARGIN_TARGET:g}: {'met' if margin >= MARGIN_TARGET else 'NOT met'})")
+    if ratios:
+        blocks, ratio = max(ratios.items(), key=lambda item: item[1])
+        print(f"RESULT epoch from the cut cache vs through the whole backbone: best {ratio:.1f}x at {blocks} block(s) "
+              f"(target >= {EPOCH_TARGET:g}x: {'met' if ratio >= EPOCH_TARGET else 'NOT met'})")
     return 0
 
 

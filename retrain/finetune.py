@@ -76,9 +76,15 @@ def _batches(rows: np.ndarray | FeatureRows, labels: np.ndarray, config: FineTun
                 done += 1
 
 
-def fine_tune(top: TrainableTop, head: Head, rows: np.ndarray | FeatureRows, labels: np.ndarray,
-              config: FineTuneConfig, seed: int | None, log: Log = print, rows_per_chunk: int = 4096) -> Head:
-    """Train ``top``'s variables (in place) and a copy of ``head`` on cut rows; returns the tuned head."""
+@dataclass
+class Trainer:
+    """One compiled Adam step over the top blocks and the head; ``head()`` reads the head's current weights."""
+    step: Callable  # (rows [N, H*W*C], labels [N]) -> (loss, batch accuracy)
+    head: Callable[[], Head]
+
+
+def trainer(top: TrainableTop, head: Head, row_size: int, dtype, learning_rate: float) -> Trainer:
+    """Compile the training step once: tracing imports the top blocks' graph, which takes a moment."""
     import tensorflow as tf
     weights = tf.Variable(head.weights, name="final_weights")
     biases = tf.Variable(head.biases, name="final_biases")
@@ -93,7 +99,7 @@ def fine_tune(top: TrainableTop, head: Head, rows: np.ndarray | FeatureRows, lab
         # Symbolic gradients, not a GradientTape: the tape does not see ops that import_graph_def created.
         gradients = tf.gradients(loss, trainable)
         count = step_count.assign_add(1.0)
-        rate = config.learning_rate * tf.sqrt(1 - beta2 ** count) / (1 - beta1 ** count)
+        rate = learning_rate * tf.sqrt(1 - beta2 ** count) / (1 - beta1 ** count)
         updates = []
         for variable, gradient, (mean, square) in zip(trainable, gradients, moments):
             mean_now = mean.assign(beta1 * mean + (1 - beta1) * gradient)
@@ -103,15 +109,24 @@ def fine_tune(top: TrainableTop, head: Head, rows: np.ndarray | FeatureRows, lab
             correct = tf.equal(tf.argmax(logits, 1, output_type=tf.int32), batch_labels)
             return tf.identity(loss), tf.reduce_mean(tf.cast(correct, tf.float32))
 
-    dtype = rows.dtype
-    step = tf.function(train_step, autograph=False).get_concrete_function(
-        tf.TensorSpec([None, rows.shape[1]], dtype), tf.TensorSpec([None], tf.int32))
+    compiled = tf.function(train_step, autograph=False).get_concrete_function(
+        tf.TensorSpec([None, row_size], dtype), tf.TensorSpec([None], tf.int32))
+
+    def step(batch: np.ndarray, batch_labels: np.ndarray):
+        return compiled(tf.constant(batch), tf.constant(batch_labels, tf.int32))
+    return Trainer(step, lambda: Head(weights.numpy(), biases.numpy()))
+
+
+def fine_tune(top: TrainableTop, head: Head, rows: np.ndarray | FeatureRows, labels: np.ndarray,
+              config: FineTuneConfig, seed: int | None, log: Log = print, rows_per_chunk: int = 4096) -> Head:
+    """Train ``top``'s variables (in place) and a copy of ``head`` on cut rows; returns the tuned head."""
+    training = trainer(top, head, rows.shape[1], rows.dtype, config.learning_rate)
     rng = np.random.default_rng(seed)
     report_every = max(1, config.steps // 10)
     started = time.monotonic()
     for number, (batch, batch_labels) in enumerate(_batches(rows, labels, config, rng, rows_per_chunk), 1):
-        loss, accuracy = step(tf.constant(batch), tf.constant(batch_labels, tf.int32))
+        loss, accuracy = training.step(batch, batch_labels)
         if number % report_every == 0 or number == config.steps:
             log(f"Fine-tune step {number}/{config.steps}: batch accuracy = {float(accuracy) * 100:.1f}%, "
                 f"cross entropy = {float(loss):.4f} ({time.monotonic() - started:.0f} s)")
-    return Head(weights.numpy(), biases.numpy())
+    return training.head()
