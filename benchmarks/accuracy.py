@@ -92,14 +92,14 @@ def epoch_ratio(image_dir: Path, blocks: int, images: int = 96) -> tuple[float, 
     from retrain.decode import load_rgb
     from retrain.finetune import trainer
     from retrain.head import Head
-    from retrain.paths import DEFAULT_MODEL_DIR
+    from retrain.files import DEFAULT_MODEL_DIR
     spec = get_architecture("mobilenet_1.0_224")
     backbone = load_backbone(spec, DEFAULT_MODEL_DIR)
-    cut = cut_backbone(backbone, spec.block_cuts, blocks, DEFAULT_MODEL_DIR)
+    cut = cut_backbone(backbone, blocks, DEFAULT_MODEL_DIR)
     paths = sorted(image_dir.rglob("*.jpg"))[:images]
     decoded = np.stack([load_rgb(p, spec.input_size, spec.input_size) for p in paths])
     labels = np.arange(len(paths), dtype=np.int32) % 5
-    head = Head(np.zeros((backbone.feature_size, 5), np.float32), np.zeros(5, np.float32))
+    head = Head.linear(np.zeros((backbone.feature_size, 5), np.float32), np.zeros(5, np.float32))
     rows = np.concatenate([cut.lower(decoded[i:i + BATCH]) for i in range(0, len(decoded), BATCH)])
     rows = rows.astype(np.float16)  # as cached
     training = trainer(cut.top, head, rows.shape[1], rows.dtype, 1e-4)

@@ -11,22 +11,23 @@ Poets' flags (crop, scale, flip, brightness).
 from __future__ import annotations
 
 import hashlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
-from .bottlenecks import (DEFAULT_MEMORY_BUDGET_GB, FLUSH_EVERY_IMAGES, KEY_DTYPE, BottleneckCache, FeatureRows,
-                          cached_features, hash_files)
-from .decode import UnreadableImage, load_rgb
-from .distortions import Distortions
-from .errors import UserError
+from .bottlenecks import DEFAULT_BATCH_SIZE, compute_and_store
+from .cache_store import DEFAULT_MEMORY_BUDGET_GB, KEY_DTYPE, BottleneckCache
+from .decode import load_rgb
+from .distortions import Distortions, distort_image
+from .errors import Log, UserError
+from .feature_rows import FeatureRows
+from .files import hash_files
+from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
 
-Log = Callable[[str], None]
-
+# Views per training image when only Poets' distortion flags are given (they used to mean per-step distortion).
+DISTORTION_FLAG_COPIES = 4
 # Distortions for --augment_copies when no distortion flag is given: mild, as Poets' README suggested.
 DEFAULT_AUGMENT_DISTORTIONS = Distortions(flip_left_right=True, random_crop=10, random_scale=10,
                                           random_brightness=10)
@@ -50,12 +51,13 @@ class Augmentation:
         identity = f"{content_key}|view {view}|seed {self.seed}|{self.distortions}"
         return hashlib.sha1(identity.encode("utf-8")).hexdigest()
 
-    def load(self, path: str | Path, size: int, content_key: str, view: int) -> np.ndarray:
+    def load(self, path: str | Path, size: int, content_key: str, view: int,
+             max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS) -> np.ndarray:
         """The ``view`` of the image at ``path`` as uint8 ``[size, size, 3]``; the same bytes on every run."""
         if view == 0:
-            return load_rgb(path, size, size)
+            return load_rgb(path, size, size, max_megapixels)
         seed = int.from_bytes(bytes.fromhex(self.view_key(content_key, view))[:8], "little")
-        return distort_image(path, size, self.distortions, np.random.default_rng(seed))
+        return distort_image(path, size, self.distortions, np.random.default_rng(seed), max_megapixels)
 
 
 def augmentation_for(copies: int, distortions: Distortions, seed: int | None) -> Augmentation:
@@ -63,28 +65,11 @@ def augmentation_for(copies: int, distortions: Distortions, seed: int | None) ->
 
     Without ``--random_seed`` views are still seeded (by 0), so a second run reuses the cached views.
     """
+    if copies == 0 and distortions.enabled:
+        copies = DISTORTION_FLAG_COPIES
     if copies and not distortions.enabled:
         distortions = DEFAULT_AUGMENT_DISTORTIONS
     return Augmentation(copies, distortions if copies else Distortions(), seed or 0)
-
-
-def distort_image(path: str | Path, size: int, distortions: Distortions, rng: np.random.Generator) -> np.ndarray:
-    """Decode ``path`` and apply one random draw of ``distortions``; uint8 ``[size, size, 3]``.
-
-    Crop and scale work as in Poets: the image is enlarged by the crop margin
-    times a random scale, then a random ``size`` square is cut from it.
-    """
-    scale = (1 + distortions.random_crop / 100) * rng.uniform(1, 1 + distortions.random_scale / 100)
-    enlarged = max(size, int(round(size * scale)))
-    image = load_rgb(path, enlarged, enlarged)
-    top, left = rng.integers(0, enlarged - size + 1, size=2)
-    image = image[top:top + size, left:left + size]
-    if distortions.flip_left_right and rng.random() < 0.5:
-        image = image[:, ::-1]
-    if distortions.random_brightness:
-        factor = rng.uniform(1 - distortions.random_brightness / 100, 1 + distortions.random_brightness / 100)
-        image = np.clip(image.astype(np.float32) * factor, 0, 255)
-    return np.ascontiguousarray(image, dtype=np.uint8)
 
 
 @dataclass
@@ -97,7 +82,8 @@ class Views:
 
 
 def get_views(paths: Sequence[Path], backbone: Callable[[np.ndarray], np.ndarray], input_size: int,
-              cache: BottleneckCache, augmentation: Augmentation, batch_size: int = 16, log: Log = print,
+              cache: BottleneckCache, augmentation: Augmentation, batch_size: int = DEFAULT_BATCH_SIZE,
+              max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS, log: Log = print,
               memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB) -> Views:
     """Views 1..K of each image: from the cache where present, else decoded, distorted, run and cached.
 
@@ -108,44 +94,29 @@ def get_views(paths: Sequence[Path], backbone: Callable[[np.ndarray], np.ndarray
                for view in range(1, augmentation.copies + 1)]
     keys = [augmentation.view_key(content_keys[i], view) for i, view in sources]
     key_array = np.array([key.encode("ascii") for key in keys], dtype=KEY_DTYPE)
-    loaded = cache.load(key_array, report=log)
-    missing = [n for n, hit in enumerate(loaded.find(key_array) >= 0) if not hit]
+    loaded = cache.load(key_array, log=log)
+    cached = loaded.find(key_array) >= 0
+    missing = {keys[n]: (paths[i], content_keys[i], view) for n, (i, view) in enumerate(sources) if not cached[n]}
     log(f"Augmented views: {len(sources) - len(missing)} of {len(sources)} found in the cache, "
         f"{len(missing)} to compute")
     if missing:
-        def load(n: int) -> np.ndarray | None:
-            image, view = sources[n]
-            try:
-                return augmentation.load(paths[image], input_size, content_keys[image], view)
-            except UnreadableImage:
-                return None
-        _compute_views(missing, keys, load, backbone, cache, batch_size)
+        def load(source: tuple[Path, str, int], height: int, width: int, megapixels: float) -> np.ndarray:
+            return augmentation.load(source[0], height, *source[1:], megapixels)
+        compute_and_store(missing, backbone, input_size, cache, batch_size, max_megapixels, load,
+                          "Computing augmented views")
         cache.merge_shards(log)
         loaded.close()
-        loaded = cache.load(key_array, report=log)
-    usable, features = cached_features(loaded, key_array, memory_budget_gb)
+        loaded = cache.load(key_array, log=log)
+    usable, features = loaded.read_features(key_array, memory_budget_gb)
     image = np.array([sources[n][0] for n in usable], np.int64)
     view = np.array([sources[n][1] for n in usable], np.int64)
     return Views(image, view, features, len(missing))
 
 
-def _compute_views(todo: list[int], keys: list[str], load: Callable[[int], np.ndarray | None],
-                   backbone: Callable[[np.ndarray], np.ndarray], cache: BottleneckCache, batch_size: int) -> None:
-    """Run the backbone on each view and write shards as it goes: a killed run keeps what it flushed."""
-    new_keys: list[str] = []
-    new_features: list[np.ndarray] = []
-    with ThreadPoolExecutor(max_workers=2) as decoder, \
-            tqdm(total=len(todo), desc="Computing augmented views", unit="view") as bar:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
-            images = list(decoder.map(load, batch))
-            good = [(n, image) for n, image in zip(batch, images) if image is not None]
-            if good:
-                new_keys.extend(keys[n] for n, _ in good)
-                new_features.append(backbone(np.stack([image for _, image in good])))
-            bar.update(len(batch))
-            if len(new_keys) >= FLUSH_EVERY_IMAGES:
-                cache.write_shard(new_keys, np.concatenate(new_features))
-                new_keys, new_features = [], []
-    if new_keys:
-        cache.write_shard(new_keys, np.concatenate(new_features))
+def with_views(rows: np.ndarray | FeatureRows, labels: np.ndarray, views: Views,
+               ) -> tuple[np.ndarray | FeatureRows, np.ndarray]:
+    """Training rows followed by their views' rows, and the labels of both."""
+    labels = np.concatenate([labels, labels[views.image]])
+    if isinstance(rows, FeatureRows) and isinstance(views.features, FeatureRows):
+        return rows.joined(views.features), labels
+    return np.concatenate([rows, np.asarray(views.features)]), labels

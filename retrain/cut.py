@@ -16,12 +16,12 @@ import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
 from .architectures import ArchitectureSpec
-from .backbones import Backbone, _keras_module, load_graph_def, prune_graph
+from .backbones import Backbone, compiled_backbone, flatten, keras_preprocess, load_graph_def, prune_graph
 from .downloads import ensure_model_file
 from .errors import UserError
 
@@ -52,8 +52,9 @@ class CutBackbone:
         return self.lower.feature_size * FLOAT16_BYTES
 
 
-def cut_tensor(spec: ArchitectureSpec, cuts: Sequence[str], blocks: int) -> str:
+def cut_tensor(spec: ArchitectureSpec, blocks: int) -> str:
     """The tensor (or Keras layer) below the top ``blocks`` blocks, or a UserError saying how many there are."""
+    cuts = spec.fine_tune_cuts
     if not cuts:
         raise UserError(f"--fine_tune_blocks is not available for {spec.name}: the registry has no block "
                         f"boundaries for it; use --fine_tune_blocks 0")
@@ -63,38 +64,27 @@ def cut_tensor(spec: ArchitectureSpec, cuts: Sequence[str], blocks: int) -> str:
     return cuts[blocks - 1]
 
 
-def cut_backbone(backbone: Backbone, cuts: Sequence[str], blocks: int, model_dir: str | Path) -> CutBackbone:
-    """Split the loaded ``backbone`` below its top ``blocks`` blocks."""
+def cut_backbone(backbone: Backbone, blocks: int, model_dir: str | Path, trust_graph: bool = False) -> CutBackbone:
+    """Split the loaded ``backbone`` below its top ``blocks`` blocks (``spec.fine_tune_cuts``)."""
     spec = backbone.spec
-    cut = cut_tensor(spec, cuts, blocks)
+    cut = cut_tensor(spec, blocks)
     if spec.source == "frozen_graph":
         path = ensure_model_file(spec.url, Path(model_dir), spec.model_file, spec.archive_member, spec.file_hash)
-        lower, top = _split_frozen_graph(backbone, load_graph_def(path), cut)
+        lower, top = _split_frozen_graph(backbone, load_graph_def(path, trust_graph), cut)
     elif spec.source == "keras":
-        lower, top = _split_keras(backbone, cut, model_dir)
+        lower, top = _split_keras(backbone, cut)
     else:
         raise UserError(f"--fine_tune_blocks is not available for {spec.source} backbones; use --fine_tune_blocks 0")
     return CutBackbone(blocks, lower, top)
-
-
-def _compiled_backbone(spec: ArchitectureSpec, features: Callable, feature_size: int) -> Backbone:
-    import tensorflow as tf
-    signature = [tf.TensorSpec([None, spec.input_size, spec.input_size, 3], tf.float32)]
-    return Backbone(dataclasses.replace(spec, feature_size=feature_size),
-                    tf.function(features, input_signature=signature, autograph=False))
-
-
-def _flat(outputs):
-    import tensorflow as tf
-    return tf.reshape(outputs, [tf.shape(outputs)[0], -1])
 
 
 def _lower_backbone(spec: ArchitectureSpec, cut: str, activations: Callable) -> tuple[Backbone, tuple[int, ...]]:
     """The frozen part as a Backbone of flattened activations; its cache id names the cut."""
     import tensorflow as tf
     shape = tuple(int(d) for d in activations(tf.zeros([1, spec.input_size, spec.input_size, 3])).shape[1:])
-    cut_spec = dataclasses.replace(spec, feature_tensor=cut)  # the cache id covers the cut point
-    return _compiled_backbone(cut_spec, lambda images: _flat(activations(images)), int(np.prod(shape))), shape
+    size = int(np.prod(shape))
+    cut_spec = dataclasses.replace(spec, feature_tensor=cut, feature_size=size)  # the cache id names the cut point
+    return compiled_backbone(cut_spec, flatten(activations), size), shape
 
 
 def _split_frozen_graph(backbone: Backbone, graph_def, cut: str) -> tuple[Backbone, TrainableTop]:
@@ -115,21 +105,17 @@ def _split_frozen_graph(backbone: Backbone, graph_def, cut: str) -> tuple[Backbo
         mapped = {cut: images, **{f"{name}:0": tf.convert_to_tensor(v) for name, v in variables.items()}}
         output, = tf.compat.v1.import_graph_def(upper, input_map=mapped, return_elements=[spec.feature_tensor],
                                                 name="top")
-        return _flat(output)
+        return tf.reshape(output, [tf.shape(output)[0], -1])
 
     def tuned_backbone() -> Backbone:
         tuned = copy.deepcopy(graph_def)
         for node in tuned.node:
             if node.name in variables:
                 node.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(variables[node.name].numpy()))
-        return _compiled_backbone(spec, _flat_features(prune_graph(tuned, spec.input_tensor, spec.feature_tensor)),
-                                  spec.feature_size)
+        return compiled_backbone(spec, flatten(prune_graph(tuned, spec.input_tensor, spec.feature_tensor)),
+                                 backbone.feature_size)
 
     return lower, TrainableTop(shape, list(variables.values()), features, tuned_backbone)
-
-
-def _flat_features(fn: Callable) -> Callable:
-    return lambda images: _flat(fn(images))
 
 
 def _node_name(tensor: str) -> str:
@@ -176,12 +162,14 @@ def _is_weight(node) -> bool:
     return not node.name.split("/")[-1] in FIXED_STATISTICS
 
 
-def _split_keras(backbone: Backbone, cut: str, model_dir: str | Path) -> tuple[Backbone, TrainableTop]:
-    """Keras rows: the model's own layers above ``cut``; batch-norm runs with ``training=False``."""
+def _split_keras(backbone: Backbone, cut: str) -> tuple[Backbone, TrainableTop]:
+    """Keras rows: the loaded model's own layers above ``cut``; batch-norm runs with ``training=False``.
+
+    The backbone's model is the one trained, so ``backbone`` itself exports the tuned weights.
+    """
     import keras
     spec = backbone.spec
-    model = backbone.keras_model if hasattr(backbone, "keras_model") else _rebuild_keras(spec, model_dir)
-    preprocess = getattr(keras.applications, _keras_module(spec.keras_model)).preprocess_input
+    model, preprocess = backbone.keras_model, keras_preprocess(spec)
     try:
         cut_output = model.get_layer(cut).output
     except ValueError:
@@ -195,13 +183,4 @@ def _split_keras(backbone: Backbone, cut: str, model_dir: str | Path) -> tuple[B
     def features(activations):
         return above(tf.reshape(tf.cast(activations, tf.float32), [-1, *shape]), training=False)
 
-    tuned = _compiled_backbone(spec, lambda images: model(preprocess(images), training=False), spec.feature_size)
-    return lower, TrainableTop(shape, list(above.trainable_variables), features, lambda: tuned)
-
-
-def _rebuild_keras(spec: ArchitectureSpec, model_dir: str | Path):
-    import keras
-    weights = ensure_model_file(spec.url, Path(model_dir), spec.model_file, file_hash=spec.file_hash)
-    constructor = getattr(keras.applications, spec.keras_model)
-    return constructor(include_top=False, weights=str(weights), pooling="avg",
-                       input_shape=(spec.input_size, spec.input_size, 3), **dict(spec.keras_kwargs))
+    return lower, TrainableTop(shape, list(above.trainable_variables), features, lambda: backbone)

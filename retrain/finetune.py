@@ -15,12 +15,10 @@ from typing import Callable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from .bottlenecks import FeatureRows
 from .cut import TrainableTop
-from .errors import UserError
-from .head import Head
-
-Log = Callable[[str], None]
+from .errors import Log, UserError
+from .feature_rows import FeatureRows
+from .head import DenseLayer, Head, dense_logits
 PREDICT_BATCH = 64  # cut rows per forward pass when computing pooled features
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPSILON = 1e-7
@@ -30,11 +28,11 @@ ADAM_EPSILON = 1e-7
 class FineTuneConfig:
     """What ``--fine_tune_*`` set; ``blocks`` 0 trains only the new layer, as Poets did."""
     blocks: int = 0
-    learning_rate: float = 1e-4
+    learning_rate: float = 2e-5
     steps: int = 150
     batch_size: int = 32
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         if self.blocks < 0:
             raise UserError(f"--fine_tune_blocks must be 0 or more, got {self.blocks}")
         if self.blocks and self.steps < 1:
@@ -86,15 +84,14 @@ class Trainer:
 def trainer(top: TrainableTop, head: Head, row_size: int, dtype, learning_rate: float) -> Trainer:
     """Compile the training step once: tracing imports the top blocks' graph, which takes a moment."""
     import tensorflow as tf
-    weights = tf.Variable(head.weights, name="final_weights")
-    biases = tf.Variable(head.biases, name="final_biases")
-    trainable = [*top.variables, weights, biases]
+    layers = [(tf.Variable(layer.weights), tf.Variable(layer.biases)) for layer in head.layers]
+    trainable = [*top.variables, *(variable for layer in layers for variable in layer)]
     moments = [(tf.Variable(tf.zeros_like(v)), tf.Variable(tf.zeros_like(v))) for v in trainable]
     step_count = tf.Variable(0.0)
     beta1, beta2 = ADAM_BETAS
 
     def train_step(batch, batch_labels):
-        logits = tf.matmul(top.features(batch), weights) + biases
+        logits = dense_logits(top.features(batch), layers)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=batch_labels, logits=logits))
         # Symbolic gradients, not a GradientTape: the tape does not see ops that import_graph_def created.
         gradients = tf.gradients(loss, trainable)
@@ -114,7 +111,7 @@ def trainer(top: TrainableTop, head: Head, row_size: int, dtype, learning_rate: 
 
     def step(batch: np.ndarray, batch_labels: np.ndarray):
         return compiled(tf.constant(batch), tf.constant(batch_labels, tf.int32))
-    return Trainer(step, lambda: Head(weights.numpy(), biases.numpy()))
+    return Trainer(step, lambda: Head([DenseLayer(w.numpy(), b.numpy()) for w, b in layers]))
 
 
 def fine_tune(top: TrainableTop, head: Head, rows: np.ndarray | FeatureRows, labels: np.ndarray,

@@ -4,9 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import retrain.augment as augment
-from retrain.augment import DEFAULT_AUGMENT_DISTORTIONS, Augmentation, augmentation_for, get_views
-from retrain.bottlenecks import BottleneckCache, content_key
+import retrain.bottlenecks as bottlenecks
+from retrain.augment import (DEFAULT_AUGMENT_DISTORTIONS, DISTORTION_FLAG_COPIES, Augmentation, augmentation_for,
+                             get_views)
+from retrain.cache_store import BottleneckCache
+from retrain.files import content_key
 from retrain.distortions import Distortions
 from retrain.errors import UserError
 from tests.conftest import TINY_SIZE
@@ -51,7 +53,8 @@ def test_negative_copies_is_a_user_error():
 def test_distortion_flags_and_copies_combine():
     assert augmentation_for(2, Distortions(), None).distortions == DEFAULT_AUGMENT_DISTORTIONS
     assert augmentation_for(2, DISTORTIONS, 3) == Augmentation(2, DISTORTIONS, 3)
-    assert augmentation_for(0, DISTORTIONS, 3).copies == 0
+    assert augmentation_for(0, DISTORTIONS, 3) == Augmentation(DISTORTION_FLAG_COPIES, DISTORTIONS, 3)
+    assert augmentation_for(0, Distortions(), 3).copies == 0
 
 
 def test_views_are_cached_once_and_reused(setup):
@@ -70,7 +73,7 @@ def test_a_run_killed_while_caching_views_resumes_to_the_same_rows(setup, monkey
     backbone, paths, make_cache = setup
     augmentation = Augmentation(2, DISTORTIONS, seed=0)
     fresh = _views(paths, backbone, make_cache("fresh"), augmentation)
-    monkeypatch.setattr(augment, "FLUSH_EVERY_IMAGES", 4)
+    monkeypatch.setattr(bottlenecks, "FLUSH_EVERY_IMAGES", 4)
     calls = [0]
 
     def dies_after_two_batches(images):

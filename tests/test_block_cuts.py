@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from retrain.backbones import load_backbone
-from retrain.blocks import INCEPTION_V3_CUTS, RESNET50_CUTS, VGG16_CUTS, mobilenet_v1_cuts
+from retrain.architectures import INCEPTION_V3_CUTS, MOBILENET_V1_CUTS, RESNET50_CUTS, VGG16_CUTS
 from retrain.cut import cut_backbone
 from retrain.finetune import FineTuneConfig, fine_tune, pooled_features
 from retrain.head import Head
@@ -29,7 +29,7 @@ def test_mobilenet_v1_block_boundaries_are_tensors_of_the_real_graph():
     if not graph.is_file():
         pytest.skip("../shared models not present")
     nodes = {node.name for node in load_graph_def(graph).node}
-    cuts = mobilenet_v1_cuts()
+    cuts = MOBILENET_V1_CUTS
     assert len(cuts) == 13 and all(cut.split(":")[0] in nodes for cut in cuts)
 
 
@@ -44,16 +44,16 @@ def test_a_keras_row_fine_tunes_its_own_layers_with_batch_norm_in_inference_mode
     model.save_weights(weights)
     spec = tiny_spec(name="tiny_keras", source="keras", keras_model="MobileNet", model_file="keras/tiny.weights.h5",
                      keras_kwargs={"alpha": 0.25}, input_mean=0.0, input_std=1.0, feature_size=256,
-                     feature_tensor="")
+                     feature_tensor="", block_cuts=("conv_pw_12_relu", "conv_pw_11_relu"))
     backbone = load_backbone(spec, tmp_path / "models")
-    cut = cut_backbone(backbone, ("conv_pw_12_relu", "conv_pw_11_relu"), 2, tmp_path / "models")
+    cut = cut_backbone(backbone, 2, tmp_path / "models")
     images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     np.testing.assert_allclose(pooled_features(cut.top, cut.lower(images)), backbone(images), atol=1e-4)
     statistics = [v for v in cut.top.variables if "moving" in v.path]
     assert cut.top.variables and not statistics
     before = backbone(images)
     initial = [np.array(v.numpy()) for v in cut.top.variables]
-    head = Head(np.zeros((256, 2), np.float32), np.zeros(2, np.float32))
+    head = Head.linear(np.zeros((256, 2), np.float32), np.zeros(2, np.float32))
     fine_tune(cut.top, head, cut.lower(images), np.array([0, 1, 0], np.int32), FineTuneConfig(2, 1e-2, 3, 3), 0,
               log=lambda _: None)
     assert any(not np.array_equal(v.numpy(), w) for v, w in zip(cut.top.variables, initial))

@@ -13,7 +13,7 @@ from retrain.finetune import FineTuneConfig, fine_tune, pooled_features
 from retrain.head import Head
 from retrain.images import labels_of, split_images
 from tests.conftest import TINY_SIZE
-from tests.tiny_blocks import TINY_BLOCKS, TINY_CUTS, tiny_blocks_model_dir, tiny_blocks_spec
+from tests.tiny_blocks import TINY_BLOCKS, tiny_blocks_model_dir, tiny_blocks_spec
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def test_lower_and_top_together_give_the_whole_backbones_features(block_backbone
     backbone, model_dir = block_backbone
     images = _images(5)
     for blocks in range(1, TINY_BLOCKS + 1):
-        cut = cut_backbone(backbone, TINY_CUTS, blocks, model_dir)
+        cut = cut_backbone(backbone, blocks, model_dir)
         rows = cut.lower(images)
         assert rows.shape == (5, int(np.prod(cut.top.cut_shape)))
         np.testing.assert_allclose(pooled_features(cut.top, rows), backbone(images), atol=1e-5)
@@ -42,7 +42,7 @@ def test_lower_and_top_together_give_the_whole_backbones_features(block_backbone
 
 def test_the_cut_cache_is_keyed_by_cut_point(block_backbone):
     backbone, model_dir = block_backbone
-    ids = {cut_backbone(backbone, TINY_CUTS, blocks, model_dir).lower.spec.cache_id for blocks in (1, 2, 3)}
+    ids = {cut_backbone(backbone, blocks, model_dir).lower.spec.cache_id for blocks in (1, 2, 3)}
     assert len(ids) == 3
 
 
@@ -50,21 +50,22 @@ def test_the_cut_cache_is_keyed_by_cut_point(block_backbone):
 def test_more_blocks_than_the_architecture_has_says_how_many(block_backbone, blocks):
     backbone, model_dir = block_backbone
     with pytest.raises(UserError, match=f"--fine_tune_blocks {blocks} .* has {TINY_BLOCKS} blocks"):
-        cut_backbone(backbone, TINY_CUTS, blocks, model_dir)
+        cut_backbone(backbone, blocks, model_dir)
 
 
 def test_a_backbone_without_block_boundaries_cannot_be_fine_tuned(block_backbone):
     backbone, model_dir = block_backbone
+    backbone.spec = tiny_blocks_spec(block_cuts=())
     with pytest.raises(UserError, match="no block boundaries"):
-        cut_backbone(backbone, (), 1, model_dir)
+        cut_backbone(backbone, 1, model_dir)
 
 
 def _trained(backbone, model_dir, blocks: int, seed: int, rows=None, labels=None):
-    cut = cut_backbone(backbone, TINY_CUTS, blocks, model_dir)
+    cut = cut_backbone(backbone, blocks, model_dir)
     if rows is None:
         rows = cut.lower(_images(24, seed=7)).astype(np.float16)
         labels = (np.arange(24) % 3).astype(np.int32)
-    head = Head(np.zeros((8, 3), np.float32), np.zeros(3, np.float32))
+    head = Head.linear(np.zeros((8, 3), np.float32), np.zeros(3, np.float32))
     tuned = fine_tune(cut.top, head, rows, labels, FineTuneConfig(blocks, 1e-2, 12, 8), seed, log=lambda _: None)
     return cut, tuned
 
@@ -76,7 +77,7 @@ def test_fine_tuning_trains_the_top_blocks_and_exports_an_ordinary_frozen_graph(
     tuned = cut.top.tuned_backbone()
     images = _images(4, seed=3)
     assert not np.allclose(tuned(images), backbone(images))
-    assert np.abs(head.weights).sum() > 0
+    assert np.abs(head.layers[0].weights).sum() > 0
     graph = tmp_path / "tuned.pb"
     export_frozen_graph(tuned, head, graph)
     original = {n.name: n.attr["value"] for n in load_graph_def(model_dir / "tiny_v1" / "frozen_graph.pb").node}
@@ -108,21 +109,19 @@ def test_fine_tuning_streams_rows_beyond_the_memory_budget(block_backbone, image
     backbone, model_dir = block_backbone
     records = split_images(image_dir, 0, 0)
     labels = labels_of(records)
-    cut = cut_backbone(backbone, TINY_CUTS, 1, model_dir)
+    cut = cut_backbone(backbone, 1, model_dir)
     cache = BottleneckCache(tmp_path / "cache", cut.lower.spec.cache_id, cut.lower.feature_size)
     streamed = get_bottlenecks([r.path for r in records], cut.lower, TINY_SIZE, cache, memory_budget_gb=1e-9,
-                               report=lambda _: None)
+                               log=lambda _: None)
     assert not isinstance(streamed.features, np.ndarray)
     targets = np.array([labels.index(r.label) for r in records], np.int32)
-    head = Head(np.zeros((8, 3), np.float32), np.zeros(3, np.float32))
+    head = Head.linear(np.zeros((8, 3), np.float32), np.zeros(3, np.float32))
     tuned = fine_tune(cut.top, head, streamed.features, targets, FineTuneConfig(1, 1e-2, 6, 4), 0,
                       log=lambda _: None, rows_per_chunk=10)
-    assert np.abs(tuned.weights).sum() > 0
+    assert np.abs(tuned.layers[0].weights).sum() > 0
 
 
 @pytest.mark.parametrize("field, value", [("blocks", -1), ("steps", 0), ("batch_size", 0), ("learning_rate", 0)])
 def test_bad_fine_tune_options_are_user_errors(field, value):
-    config = FineTuneConfig(blocks=2)
-    setattr(config, field, value)
     with pytest.raises(UserError, match="--fine_tune_"):
-        config.check()
+        FineTuneConfig(**{"blocks": 2, field: value})

@@ -65,5 +65,6 @@ def tiny_blocks_model_dir(root: Path) -> Path:
     return root
 
 
-def tiny_blocks_spec():
-    return tiny_spec(name="tiny_blocks", feature_size=TINY_BLOCK_CHANNELS)
+def tiny_blocks_spec(**changes):
+    return tiny_spec(**{"name": "tiny_blocks", "feature_size": TINY_BLOCK_CHANNELS, "block_cuts": TINY_CUTS,
+                        **changes})
