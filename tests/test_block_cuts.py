@@ -35,7 +35,6 @@ def test_mobilenet_v1_block_boundaries_are_tensors_of_the_real_graph():
 
 def test_a_keras_row_fine_tunes_its_own_layers_with_batch_norm_in_inference_mode(tmp_path):
     import keras
-    import tensorflow as tf
     from tests.conftest import tiny_spec
     model = keras.applications.MobileNet(include_top=False, weights=None, pooling="avg", alpha=0.25,
                                          input_shape=(32, 32, 3))
