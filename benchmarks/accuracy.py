@@ -127,6 +127,8 @@ def main(argv=None) -> int:
     parser.add_argument("--blocks", type=int, nargs="*", default=[1, 2, 4, 6])
     parser.add_argument("--augment_copies", type=int, default=4)
     parser.add_argument("--skip_epochs", action="store_true", help="Skip part 2 (epoch times).")
+    parser.add_argument("--fine_tune_only", action="store_true", help="Skip the linear and head configurations.")
+    parser.add_argument("--no_views", action="store_true", help="Skip the --augment_copies configurations.")
     args = parser.parse_args(argv)
     print(machine())
     print(f"{args.image_dir}, --testing_percentage {args.testing_percentage:g}, {args.seeds} seeds; "
@@ -138,24 +140,26 @@ def main(argv=None) -> int:
             ratios[blocks] = whole / cached
             print(f"epoch through the top {blocks} block(s): from the cut cache {cached:.2f} s, through the whole "
                   f"backbone {whole:.2f} s = {whole / cached:.1f}x", flush=True)
-    configs = [("linear (Poets defaults)", [])]
+    configs = [] if args.fine_tune_only else [("linear (Poets defaults)", [])]
     if cli_has(HEAD_OPTIONS[0]):
         configs.append(("best head " + " ".join(HEAD_OPTIONS), HEAD_OPTIONS))
-    else:
+    elif not args.fine_tune_only:
         print(f"best head options: {HEAD_OPTIONS[0]} is not in this build (issue 13 part A not merged); "
               f"HEAD_OPTIONS in benchmarks/accuracy.py is the hook")
     configs += [(f"fine-tune {n} block(s)", ["--fine_tune_blocks", str(n)]) for n in args.blocks]
     augmented = ["--augment_copies", str(args.augment_copies)]
     configs = [config for name, flags in configs
-               for config in ((name, flags), (f"{name} + {args.augment_copies} views", flags + augmented))]
+               for config in ((name, flags), (f"{name} + {args.augment_copies} views", flags + augmented))
+               if not (args.no_views and config[1] is not flags)]
     results = [measure(name, flags, args.image_dir, args.work_dir, args.seeds, args.testing_percentage)
                for name, flags in configs]
-    linear = statistics.mean(results[0].accuracies)
     tuned = [r for r in results if r.name.startswith("fine-tune")]
-    best = max(tuned, key=lambda r: statistics.mean(r.accuracies)) if tuned else results[0]
-    margin = statistics.mean(best.accuracies) - linear
-    print(f"RESULT best fine-tuned: {best.name}, {statistics.mean(best.accuracies):.1f}% vs linear {linear:.1f}% = "
-          f"{margin:+.1f} points (target >= +{MARGIN_TARGET:g}: {'met' if margin >= MARGIN_TARGET else 'NOT met'})")
+    if tuned and not args.fine_tune_only:
+        linear = statistics.mean(results[0].accuracies)
+        best = max(tuned, key=lambda r: statistics.mean(r.accuracies))
+        margin = statistics.mean(best.accuracies) - linear
+        print(f"RESULT best fine-tuned: {best.name}, {statistics.mean(best.accuracies):.1f}% vs linear {linear:.1f}% "
+              f"= {margin:+.1f} points (target >= +{MARGIN_TARGET:g}: {'met' if margin >= MARGIN_TARGET else 'NOT met'})")
     if ratios:
         blocks, ratio = max(ratios.items(), key=lambda item: item[1])
         print(f"RESULT epoch from the cut cache vs through the whole backbone: best {ratio:.1f}x at {blocks} block(s) "
