@@ -140,14 +140,14 @@ def main(argv=None) -> int:
             ratios[blocks] = whole / cached
             print(f"epoch through the top {blocks} block(s): from the cut cache {cached:.2f} s, through the whole "
                   f"backbone {whole:.2f} s = {whole / cached:.1f}x", flush=True)
-    configs = [] if args.fine_tune_only else [("linear (Poets defaults)", [])]
-    if args.fine_tune_only:
-        pass  # fine-tuning configurations only
-    elif cli_has(HEAD_OPTIONS[0]):
-        configs.append(("best head " + " ".join(HEAD_OPTIONS), HEAD_OPTIONS))
-    else:
-        print(f"best head options: {HEAD_OPTIONS[0]} is not in this build (issue 13 part A not merged); "
-              f"HEAD_OPTIONS in benchmarks/accuracy.py is the hook")
+    configs = []
+    if not args.fine_tune_only:
+        configs.append(("linear (Poets defaults)", []))
+        if cli_has(HEAD_OPTIONS[0]):
+            configs.append(("best head " + " ".join(HEAD_OPTIONS), HEAD_OPTIONS))
+        else:
+            print(f"best head options: {HEAD_OPTIONS[0]} is not in this build (issue 13 part A not merged); "
+                  f"HEAD_OPTIONS in benchmarks/accuracy.py is the hook")
     configs += [(f"fine-tune {n} block(s)", ["--fine_tune_blocks", str(n)]) for n in args.blocks]
     augmented = ["--augment_copies", str(args.augment_copies)]
     configs = [config for name, flags in configs
