@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .cache_store import DEFAULT_MEMORY_BUDGET_GB, KEY_DTYPE, BottleneckCache
 from .feature_rows import FeatureRows
-from .decode import decoded_batches, load_rgb
+from .decode import decoded_batches
 from .errors import Log, UserError
 from .files import hash_files
 from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
@@ -103,7 +103,7 @@ def get_bottlenecks(paths: Sequence[Path], backbone: Callable[[np.ndarray], np.n
 
 def compute_and_store(first_path_of: dict[str, object], backbone: Callable[[np.ndarray], np.ndarray],
                       input_size: int, cache: BottleneckCache, batch_size: int, max_megapixels: float,
-                      load: Callable = load_rgb, desc: str = "Computing bottlenecks") -> dict[str, str]:
+                      load: Callable | None = None, desc: str = "Computing bottlenecks") -> dict[str, str]:
     """Run the backbone on each key's image and write the vectors to new shards; returns {key: error}.
 
     Decoding runs ahead on worker threads and shards are written on another,

@@ -67,7 +67,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 def decoded_batches(paths: Sequence, height: int, width: int, batch_size: int, workers: int = 2,
                     prefetch_batches: int = 3, max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS,
-                    load: Callable = load_rgb,
+                    load: Callable | None = None,
                     ) -> Iterator[tuple[list[int], np.ndarray, list[tuple[int, str]]]]:
     """Decode images on worker threads, ahead of the consumer, in batches.
 
@@ -76,7 +76,7 @@ def decoded_batches(paths: Sequence, height: int, width: int, batch_size: int, w
     with the backbone's compute; only ``prefetch_batches`` are held at once,
     and each worker decodes one image at a time within ``max_megapixels``.
     ``load(item, height, width, max_megapixels)`` decodes one of ``paths``
-    (an augmented view passes its own, see ``augment.py``).
+    (default ``load_rgb``; an augmented view passes its own, see ``augment.py``).
     """
     with ThreadPoolExecutor(max_workers=workers, initializer=_yield_cpu_to_the_backbone) as pool:
         pending: collections.deque[Future] = collections.deque()
@@ -88,8 +88,8 @@ def decoded_batches(paths: Sequence, height: int, width: int, batch_size: int, w
                 index = next(index_iter, None)
                 if index is None:
                     return
-                pending.append(pool.submit(_decode_or_error, load, index, paths[index], height, width,
-                                           max_megapixels))
+                pending.append(pool.submit(_decode_or_error, load or load_rgb, index, paths[index], height,
+                                           width, max_megapixels))
 
         top_up()
         while pending:

@@ -224,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list_architectures:
         for spec in ARCHITECTURES.values():
             alias = f"  (= {spec.alias_of})" if spec.alias_of else ""
-            blocks = f"{len(spec.block_cuts):2} blocks"
+            blocks = f"{len(spec.fine_tune_cuts):2} blocks"
             print(f"{spec.name:28} {spec.input_size}x{spec.input_size}  {spec.feature_size}-d  {blocks}  "
                   f"{spec.source}{alias}")
         return 0

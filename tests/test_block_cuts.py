@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from retrain.backbones import load_backbone
-from retrain.architectures import INCEPTION_V3_CUTS, MOBILENET_V1_CUTS, RESNET50_CUTS, VGG16_CUTS
+from retrain.architectures import INCEPTION_V3_CUTS, RESNET50_CUTS, VGG16_CUTS, get_architecture
 from retrain.cut import cut_backbone
 from retrain.finetune import FineTuneConfig, fine_tune, pooled_features
 from retrain.head import Head
@@ -29,7 +29,7 @@ def test_mobilenet_v1_block_boundaries_are_tensors_of_the_real_graph():
     if not graph.is_file():
         pytest.skip("../shared models not present")
     nodes = {node.name for node in load_graph_def(graph).node}
-    cuts = MOBILENET_V1_CUTS
+    cuts = get_architecture("mobilenet_1.0_224").fine_tune_cuts
     assert len(cuts) == 13 and all(cut.split(":")[0] in nodes for cut in cuts)
 
 
