@@ -142,8 +142,9 @@ HELP = {
                                      "(default: off)",
     },
     "fine-tuning (train the backbone's top blocks too, from activations cached below them)": {
-        "--fine_tune_blocks": "Also retrain the backbone's top N blocks (0: only the new layer, as Poets). Use it "
-                              "when the linear layer is not accurate enough and you can afford minutes more. Each "
+        "--fine_tune_blocks": "Also retrain the backbone's top N blocks (0: only the new layer, as Poets). Try it "
+                              "on larger datasets when the linear layer is not accurate enough (on 600 flower photos "
+                              "it was not better: see the README); it costs minutes more. Each "
                               "image runs once through the frozen part below those blocks and its activations are "
                               "cached: H*W*C float16 values per image and view, e.g. for mobilenet_1.0_224 98 KiB "
                               "at 1 block, 196 KiB at 2 to 7, 392 KiB at 8 and 9; the run prints its estimate "
@@ -154,8 +155,8 @@ HELP = {
         "--fine_tune_batch_size": "Cached rows (images or views) per fine-tuning step.",
         "--augment_copies": "Cache K distorted views of every training image (never of validation or test "
                             "images), drawn once with the distortion flags below (or mild defaults), the same on "
-                            "every run for a --random_seed. Use it for small datasets; costs K times the cache "
-                            "of the training images.",
+                            "every run for a --random_seed. It made fine-tuning 1 point more accurate on 600 "
+                            "flower photos (not the linear layer); costs K times the training images' cache.",
     },
     f"distortions (what --augment_copies draws; on their own they mean --augment_copies {DISTORTION_FLAG_COPIES})": {
         "--flip_left_right": "Randomly mirror half of the training images horizontally.",
