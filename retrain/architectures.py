@@ -61,6 +61,14 @@ class ArchitectureSpec:
     # Named convolutional blocks for --layer and Grad-CAM: block name -> its output tensor, in network order; the
     # last is the last convolutional tensor. Matched as a suffix, so it also finds the tensor in a retrained graph.
     conv_blocks: Mapping[str, str] = field(default_factory=dict)
+    # Keras rows: the layers below the top N blocks, block_cuts[N - 1] for --fine_tune_blocks N (frozen-graph
+    # rows take theirs from conv_blocks; see fine_tune_cuts).
+    block_cuts: tuple[str, ...] = ()
+
+    @property
+    def fine_tune_cuts(self) -> tuple[str, ...]:
+        """Where --fine_tune_blocks N cuts: ``[N - 1]`` is the output of the block below the top N blocks."""
+        return self.block_cuts or tuple(reversed(list(self.conv_blocks.values())[:-1]))
 
     @property
     def cache_id(self) -> str:
@@ -103,6 +111,13 @@ def _inception_v4_blocks() -> dict[str, str]:
     names = ["Mixed_3a", "Mixed_4a", *(f"Mixed_5{c}" for c in "abcde"), *(f"Mixed_6{c}" for c in "abcdefgh"),
              *(f"Mixed_7{c}" for c in "abcd")]
     return {name: f"InceptionV4/InceptionV4/{name}/concat:0" for name in names}
+
+
+# Keras Applications layers below the top blocks, from the top (--fine_tune_blocks); the tests check them on the
+# models built with weights=None, since the weights cannot be downloaded here.
+INCEPTION_V3_CUTS = tuple(f"mixed{i}" for i in range(9, -1, -1))  # the mixed modules
+VGG16_CUTS = ("block4_pool", "block3_pool", "block2_pool", "block1_pool")  # the 5 conv blocks
+RESNET50_CUTS = ("conv4_block6_out", "conv3_block4_out", "conv2_block3_out", "pool1_pool")  # the 4 stages
 
 
 def _poets_mobilenet(width: str, size: int, quantized: bool) -> ArchitectureSpec:
@@ -148,7 +163,7 @@ def _alias(name: str, target: ArchitectureSpec) -> ArchitectureSpec:
 
 
 def _keras_application(name: str, keras_model: str, weights_stem: str, notop_md5: str, input_size: int,
-                       feature_size: int) -> ArchitectureSpec:
+                       feature_size: int, block_cuts: tuple[str, ...]) -> ArchitectureSpec:
     """A Keras Applications model without its top, average-pooled.
 
     The graph input is raw pixels (mean 0, std 1): the model's own
@@ -160,7 +175,7 @@ def _keras_application(name: str, keras_model: str, weights_stem: str, notop_md5
     return ArchitectureSpec(
         name=name, source="keras", keras_model=keras_model, url=f"{KERAS_DOWNLOADS}{weights_stem}_notop.h5",
         model_file=f"keras/{file_name}", file_hash=f"md5:{notop_md5}",
-        input_size=input_size, input_mean=0.0, input_std=1.0, feature_size=feature_size)
+        input_size=input_size, input_mean=0.0, input_std=1.0, feature_size=feature_size, block_cuts=block_cuts)
 
 
 ARCHITECTURES: dict[str, ArchitectureSpec] = {spec.name: spec for spec in [
@@ -172,7 +187,8 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {spec.name: spec for spec in [
     # which modern GraphDefs reject once re-exported, so we take Keras' InceptionV3
     # weights: same network family and the same 2048-d pooled features.
     _keras_application("inception_v3", "InceptionV3", "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels",
-                       "bcbd6486424b2319ff4ef7d526e38f63", input_size=299, feature_size=2048),
+                       "bcbd6486424b2319ff4ef7d526e38f63", input_size=299, feature_size=2048,
+                       block_cuts=INCEPTION_V3_CUTS),
     # "mobilenetv2" is MobileNet v2 1.4/224, as users of the Poets fork call it.
     _alias("mobilenetv2", _slim_mobilenet_v2("1.4", 224)),
     *(_slim_mobilenet_v2(width, 224) for width in ("1.4", "1.3", "1.0", "0.75", "0.5", "0.35")),
@@ -183,9 +199,11 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {spec.name: spec for spec in [
         feature_tensor="InceptionV4/Logits/AvgPool_1a/AvgPool:0", feature_size=1536,
         conv_blocks=_inception_v4_blocks()),
     _keras_application("vgg16", "VGG16", "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels",
-                       "6d6bbae143d832006294945121d1f1fc", input_size=224, feature_size=512),
+                       "6d6bbae143d832006294945121d1f1fc", input_size=224, feature_size=512,
+                       block_cuts=VGG16_CUTS),
     _keras_application("resnet50", "ResNet50", "resnet/resnet50_weights_tf_dim_ordering_tf_kernels",
-                       "4d473c1dd8becc155b73f8504c6f6626", input_size=224, feature_size=2048),
+                       "4d473c1dd8becc155b73f8504c6f6626", input_size=224, feature_size=2048,
+                       block_cuts=RESNET50_CUTS),
 ]}
 
 DEFAULT_ARCHITECTURE = "mobilenet_1.0_224"

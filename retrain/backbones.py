@@ -40,6 +40,7 @@ class Backbone:
     spec: ArchitectureSpec
     features_from_normalized: Callable  # tf.Tensor [N, H, W, 3] normalised -> tf.Tensor [N, D]
     feature_size: int
+    keras_model: object = None  # Keras rows: the model itself, whose top layers fine-tuning trains (cut.py)
 
     @property
     def input_size(self) -> int:
@@ -117,7 +118,7 @@ def tensor_name(name: str) -> str:
     return name if ":" in name else f"{name}:0"
 
 
-def _flatten(fn: Callable) -> Callable:
+def flatten(fn: Callable) -> Callable:
     import tensorflow as tf
 
     def features(images):
@@ -128,7 +129,13 @@ def _flatten(fn: Callable) -> Callable:
 
 def _load_frozen_graph(spec: ArchitectureSpec, model_dir: Path, trust_graph: bool) -> Callable:
     path = ensure_model_file(spec.url, model_dir, spec.model_file, spec.archive_member, spec.file_hash)
-    return _flatten(prune_graph(load_graph_def(path, trust_graph), spec.input_tensor, spec.feature_tensor))
+    return flatten(prune_graph(load_graph_def(path, trust_graph), spec.input_tensor, spec.feature_tensor))
+
+
+def keras_preprocess(spec: ArchitectureSpec) -> Callable:
+    """A Keras row's own ``preprocess_input``."""
+    import keras
+    return getattr(keras.applications, _keras_module(spec.keras_model)).preprocess_input
 
 
 def _load_keras(spec: ArchitectureSpec, model_dir: Path, trust_graph: bool) -> Callable:
@@ -138,10 +145,11 @@ def _load_keras(spec: ArchitectureSpec, model_dir: Path, trust_graph: bool) -> C
     constructor = getattr(keras.applications, spec.keras_model)
     model = constructor(include_top=False, weights=str(weights), pooling="avg",
                         input_shape=(spec.input_size, spec.input_size, 3), **dict(spec.keras_kwargs))
-    preprocess = getattr(keras.applications, _keras_module(spec.keras_model)).preprocess_input
+    preprocess = keras_preprocess(spec)
 
     def features(images):
         return model(preprocess(images), training=False)
+    features.keras_model = model  # see Backbone.keras_model
     return features
 
 
@@ -177,7 +185,7 @@ def _load_tfhub(spec: ArchitectureSpec, model_dir: Path, trust_graph: bool) -> C
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"cannot load TF-Hub module {handle} ({first_line[:200]}); to work offline, download "
                         f"it on another machine and pass its SavedModel folder to --tfhub_module") from None
-    return _flatten(module)
+    return flatten(module)
 
 
 LOADERS: dict[str, Callable[[ArchitectureSpec, Path, bool], Callable]] = {
@@ -204,6 +212,12 @@ def load_backbone(spec: ArchitectureSpec, model_dir: str | os.PathLike, trust_gr
     if spec.feature_size and size != spec.feature_size:
         raise UserError(f"backbone {spec.name} gives {size}-d features, the registry says {spec.feature_size}; "
                         f"the file under --model_dir is not the expected model")
+    return compiled_backbone(spec, features, size)
+
+
+def compiled_backbone(spec: ArchitectureSpec, features: Callable, feature_size: int) -> Backbone:
+    """A Backbone around the traceable ``features``, compiled once for any batch size."""
+    import tensorflow as tf
     signature = [tf.TensorSpec([None, spec.input_size, spec.input_size, 3], tf.float32)]
     compiled = tf.function(features, input_signature=signature, autograph=False)
-    return Backbone(spec, compiled, size)
+    return Backbone(spec, compiled, feature_size, getattr(features, "keras_model", None))

@@ -3,19 +3,15 @@
 ``train_head`` calls a source before each run of steps and gets a
 ``BatchDraw``. Cached bottlenecks (in memory, or streamed from disk beyond the
 memory budget) hand over a whole pool of rows, and the compiled training loop
-samples its batches from it in-graph; distorted images are one fresh batch
-per step, because a distorted image is never seen twice.
+samples its batches from it in-graph. (Distorted images are cached views too,
+see ``augment.py``.)
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import NamedTuple, Protocol, Sequence
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from .backbones import Backbone
-from .decode import UnreadableImage
-from .distortions import Distortions, distort_image
 from .errors import Log
 from .feature_rows import FeatureRows
 
@@ -84,18 +80,3 @@ def bottleneck_batches(features: np.ndarray | FeatureRows, labels: np.ndarray, d
     row_bytes = features.nbytes / max(len(features), 1) or 1
     rows_per_chunk = int(memory_budget_gb * 2 ** 30 / STREAM_CHUNKS_PER_BUDGET / row_bytes)
     return streamed_batches(features, labels, draws, max(rows_per_chunk, 1))
-
-
-def distorted_batches(paths: Sequence[Path], labels: np.ndarray, backbone: Backbone, distortions: Distortions,
-                      batch_size: int, max_megapixels: float) -> BatchSource:
-    """One batch of freshly distorted images per step, run through the backbone (slow: no cache)."""
-    def source(rng: np.random.Generator) -> BatchDraw:
-        images, kept = [], []
-        for row in sample_rows(rng, len(paths), batch_size):
-            try:
-                images.append(distort_image(paths[row], backbone.input_size, distortions, rng, max_megapixels))
-                kept.append(row)
-            except UnreadableImage:
-                continue  # already reported when its bottleneck failed
-        return BatchDraw(backbone(np.stack(images)), labels[np.array(kept)], False)
-    return source

@@ -89,7 +89,7 @@ def get_bottlenecks(paths: Sequence[Path], backbone: Callable[[np.ndarray], np.n
 
     failed_keys: dict[str, str] = {}
     if first_path_of:
-        failed_keys = _compute_and_store(first_path_of, backbone, input_size, cache, batch_size, max_megapixels)
+        failed_keys = compute_and_store(first_path_of, backbone, input_size, cache, batch_size, max_megapixels)
         cache.merge_shards(log)
         loaded.close()
         loaded = cache.load(wanted, log=log)
@@ -101,13 +101,14 @@ def get_bottlenecks(paths: Sequence[Path], backbone: Callable[[np.ndarray], np.n
     return Bottlenecks(usable, features, unreadable, reused, len(first_path_of) - len(failed_keys))
 
 
-def _compute_and_store(first_path_of: dict[str, Path], backbone: Callable[[np.ndarray], np.ndarray],
-                       input_size: int, cache: BottleneckCache, batch_size: int,
-                       max_megapixels: float) -> dict[str, str]:
+def compute_and_store(first_path_of: dict[str, object], backbone: Callable[[np.ndarray], np.ndarray],
+                      input_size: int, cache: BottleneckCache, batch_size: int, max_megapixels: float,
+                      load: Callable | None = None, desc: str = "Computing bottlenecks") -> dict[str, str]:
     """Run the backbone on each key's image and write the vectors to new shards; returns {key: error}.
 
     Decoding runs ahead on worker threads and shards are written on another,
-    so the backbone never waits for either.
+    so the backbone never waits for either. ``load(item, height, width)``
+    decodes an item of ``first_path_of`` (a path, or an augmented view).
     """
     todo_keys, todo_paths = list(first_path_of), list(first_path_of.values())
     failed_keys: dict[str, str] = {}
@@ -115,10 +116,10 @@ def _compute_and_store(first_path_of: dict[str, Path], backbone: Callable[[np.nd
     new_features: list[np.ndarray] = []
     last_flush = time.monotonic()
     with ThreadPoolExecutor(max_workers=1) as writer, \
-            tqdm(total=len(todo_paths), desc="Computing bottlenecks", unit="img") as bar:
+            tqdm(total=len(todo_paths), desc=desc, unit="img") as bar:
         writes: list[Future] = []
         for good, batch, bad in decoded_batches(todo_paths, input_size, input_size, batch_size,
-                                                  max_megapixels=max_megapixels):
+                                                  max_megapixels=max_megapixels, load=load):
             for index, error in bad:
                 failed_keys[todo_keys[index]] = error
             if good:

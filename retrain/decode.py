@@ -12,8 +12,7 @@ import sys
 import threading
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -66,8 +65,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decoded_batches(paths: Sequence[Path], height: int, width: int, batch_size: int, workers: int = 2,
-                    prefetch_batches: int = 3, max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS
+def decoded_batches(paths: Sequence, height: int, width: int, batch_size: int, workers: int = 2,
+                    prefetch_batches: int = 3, max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS,
+                    load: Callable | None = None,
                     ) -> Iterator[tuple[list[int], np.ndarray, list[tuple[int, str]]]]:
     """Decode images on worker threads, ahead of the consumer, in batches.
 
@@ -75,6 +75,8 @@ def decoded_batches(paths: Sequence[Path], height: int, width: int, batch_size: 
     unreadable ones). PIL releases the GIL while decoding, so this overlaps
     with the backbone's compute; only ``prefetch_batches`` are held at once,
     and each worker decodes one image at a time within ``max_megapixels``.
+    ``load(item, height, width, max_megapixels)`` decodes one of ``paths``
+    (default ``load_rgb``; an augmented view passes its own, see ``augment.py``).
     """
     with ThreadPoolExecutor(max_workers=workers, initializer=_yield_cpu_to_the_backbone) as pool:
         pending: collections.deque[Future] = collections.deque()
@@ -86,7 +88,8 @@ def decoded_batches(paths: Sequence[Path], height: int, width: int, batch_size: 
                 index = next(index_iter, None)
                 if index is None:
                     return
-                pending.append(pool.submit(_decode_or_error, index, paths[index], height, width, max_megapixels))
+                pending.append(pool.submit(_decode_or_error, load or load_rgb, index, paths[index], height,
+                                           width, max_megapixels))
 
         top_up()
         while pending:
@@ -122,9 +125,9 @@ def _yield_cpu_to_the_backbone() -> None:
             pass  # refused by some sandboxes: decoding keeps its normal priority
 
 
-def _decode_or_error(index: int, path: Path, height: int, width: int,
+def _decode_or_error(load: Callable, index: int, path, height: int, width: int,
                      max_megapixels: float) -> tuple[int, np.ndarray | None, str | None]:
     try:
-        return index, load_rgb(path, height, width, max_megapixels), None
+        return index, load(path, height, width, max_megapixels), None
     except UnreadableImage as error:
         return index, None, str(error)

@@ -1,9 +1,8 @@
-"""Random image distortions for training, as TensorFlow-for-Poets offered them.
+"""Random image distortions for training, with TensorFlow-for-Poets' flags.
 
-Distorted images differ on every step, so their bottlenecks can't be cached:
-each training step decodes, distorts and runs the backbone on a fresh batch
-(``batches.distorted_batches``). That is much slower, which is why
-distortions are off by default.
+Poets distorted every image afresh on every step, running the whole backbone
+per step. Here each distorted view is drawn once and cached
+(``augment.py``, ``--augment_copies``).
 """
 from __future__ import annotations
 

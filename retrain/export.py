@@ -70,12 +70,13 @@ def write_labels(labels: list[str], path: str | os.PathLike) -> None:
 
 
 def write_sidecar(graph_path: str | os.PathLike, backbone: Backbone, labels: list[str],
-                  final_tensor_name: str = FINAL_TENSOR_NAME) -> Path:
-    """Everything our tools need to feed the graph, as JSON beside it."""
+                  final_tensor_name: str = FINAL_TENSOR_NAME, fine_tuned_blocks: int = 0) -> Path:
+    """Everything our tools need to feed the graph, and what was fine-tuned, as JSON beside it."""
     spec = backbone.spec
     return Sidecar(architecture=spec.name, input_layer=INPUT_NAME, output_layer=final_tensor_name,
                    input_height=spec.input_size, input_width=spec.input_size, input_mean=spec.input_mean,
-                   input_std=spec.input_std, feature_size=backbone.feature_size, labels=list(labels)).write(graph_path)
+                   input_std=spec.input_std, feature_size=backbone.feature_size, labels=list(labels),
+                   fine_tuned_blocks=fine_tuned_blocks).write(graph_path)
 
 
 def export_saved_model(backbone: Backbone, head: Head, directory: str | os.PathLike,

@@ -59,6 +59,11 @@ class FeatureRows:
         """The rows at ``positions``, still on disk."""
         return FeatureRows(self.datasets, self.shard[positions], self.row[positions], self.shape[1])
 
+    def joined(self, other: FeatureRows) -> FeatureRows:
+        """These rows followed by ``other``'s, all still on disk (training rows and their augmented views)."""
+        return FeatureRows(self.datasets + other.datasets, np.concatenate([self.shard, other.shard + len(self.datasets)]),
+                           np.concatenate([self.row, other.row]), self.shape[1])
+
     def __getitem__(self, positions: np.ndarray | slice) -> np.ndarray:
         """Indexing reads, as for an array, so callers can take rows of either."""
         return self.read(np.arange(len(self))[positions])

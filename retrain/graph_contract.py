@@ -43,6 +43,7 @@ class Sidecar:
     input_std: float = 128.0
     feature_size: int = 0
     labels: list[str] = field(default_factory=list)
+    fine_tuned_blocks: int = 0  # top blocks of the backbone retrained with the head (--fine_tune_blocks)
 
     def write(self, graph_path: str | os.PathLike) -> Path:
         """Write this as JSON beside ``graph_path``, atomically; returns the sidecar's path."""

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from .architectures import ArchitectureSpec
+from .augment import augmentation_for, get_views, with_views
 from .backbones import TRUST_GRAPH_WARNING, Backbone, load_backbone
-from .batches import bottleneck_batches, distorted_batches
+from .batches import bottleneck_batches
 from .bottlenecks import DEFAULT_BATCH_SIZE, Bottlenecks, check_batch_size, get_bottlenecks
 from .cache_store import DEFAULT_MEMORY_BUDGET_GB, BottleneckCache
 from .class_balance import imbalance_warning
@@ -20,8 +21,10 @@ from .feature_rows import FeatureRows
 from .distortions import Distortions
 from .errors import Log, UserError
 from .export import export_frozen_graph, export_saved_model, write_labels, write_sidecar
+from .cut import FLOAT16_BYTES, cut_backbone, cut_tensor
 from .files import (DEFAULT_BOTTLENECK_DIR, DEFAULT_MODEL_DIR, check_plot_path, check_writable_file,
                     check_writable_folder)
+from .finetune import FineTuneConfig, fine_tune, pooled_features
 from .gradcam import GradCam
 from .graph_contract import FINAL_TENSOR_NAME, Sidecar
 from .head import EvalPoint, Head, TrainingConfig, train_head
@@ -61,6 +64,8 @@ class RetrainOptions:
     max_image_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS
     trust_graph: bool = False
     html: str = ""  # folder for the HTML report on the test split (with training curves); "" for none
+    fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
+    augment_copies: int = 0
 
     def __post_init__(self) -> None:
         validate_max_megapixels(self.max_image_megapixels)
@@ -137,6 +142,9 @@ def _check_outputs_writable(options: RetrainOptions) -> None:
 
 def run_retrain(options: RetrainOptions, log: Log = print) -> RetrainResult:
     """Run the whole job and write the outputs; returns what it measured."""
+    augmentation = augmentation_for(options.augment_copies, options.distortions, options.training.seed)
+    if options.fine_tune.blocks:
+        cut_tensor(options.architecture, options.fine_tune.blocks)  # a wrong count fails before any work
     records = split_images(options.image_dir, options.testing_percentage, options.validation_percentage)
     labels = labels_of(records)
     log(split_summary(records))
@@ -144,10 +152,19 @@ def run_retrain(options: RetrainOptions, log: Log = print) -> RetrainResult:
     if options.trust_graph:
         log(TRUST_GRAPH_WARNING)
     backbone = load_backbone(options.architecture, options.model_dir, options.trust_graph)
-    cache = BottleneckCache(options.bottleneck_dir, backbone.spec.cache_id, backbone.feature_size)
-    bottlenecks = get_bottlenecks([r.path for r in records], backbone, backbone.input_size, cache,
-                                  batch_size=options.bottleneck_batch_size, log=log,
-                                  memory_budget_gb=options.memory_budget_gb,
+    blocks = options.fine_tune.blocks
+    cut = cut_backbone(backbone, blocks, options.model_dir, options.trust_graph) if blocks else None
+    extractor = cut.lower if cut else backbone  # what the cache holds: activations at the cut, or pooled vectors
+    cache_rows = len(records) + sum(r.split == "train" for r in records) * augmentation.copies
+    cache_bytes = cache_rows * extractor.feature_size * FLOAT16_BYTES
+    log(f"Cache: {cache_rows} rows of {extractor.feature_size} float16 values ({cache_bytes / 2 ** 20:.0f} MB on disk at "
+        f"most) in {options.bottleneck_dir}" + (f", {augmentation.copies} distorted views per training image"
+                                               if augmentation.copies else ""))
+    # Training rows and their views are streamed together or held together (see augment.with_views).
+    budget = options.memory_budget_gb if cache_bytes <= options.memory_budget_gb * 2 ** 30 else 0.0
+    cache = BottleneckCache(options.bottleneck_dir, extractor.spec.cache_id, extractor.feature_size)
+    bottlenecks = get_bottlenecks([r.path for r in records], extractor, backbone.input_size, cache,
+                                  batch_size=options.bottleneck_batch_size, log=log, memory_budget_gb=budget,
                                   max_megapixels=options.max_image_megapixels)
     if bottlenecks.unreadable:
         log(f"Skipped {len(bottlenecks.unreadable)} unreadable image(s) of {len(records)}")
@@ -172,19 +189,28 @@ def run_retrain(options: RetrainOptions, log: Log = print) -> RetrainResult:
         log(f"Saved intermediate graph {path}")
 
     train, validation, test = (data[split] for split in SPLITS)
-    if options.distortions.enabled:
-        log("Distortions are on: every training step decodes and runs the backbone afresh (slow)")
-        batches = distorted_batches(train.paths, train.labels, backbone, options.distortions,
-                                    options.training.train_batch_size, options.max_image_megapixels)
-    else:
-        batches = bottleneck_batches(train.features, train.labels, options.training.draws,
-                                     options.memory_budget_gb, log)
+    train_rows, train_labels = train.features, train.labels
+    if augmentation.copies:
+        views = get_views(train.paths, extractor, backbone.input_size, cache, augmentation,
+                          options.bottleneck_batch_size, options.max_image_megapixels, log, budget)
+        train_rows, train_labels = with_views(train_rows, train_labels, views)
+    features = {"train": train_rows, "validation": validation.features}
+    if cut:  # stage one trains the head on the untouched top blocks' pooled output, as fast as without a cut
+        features = {split: pooled_features(cut.top, activations, f"Pooling {split} activations")
+                    for split, activations in features.items()}
+    batches = bottleneck_batches(features["train"], train_labels, options.training.draws, options.memory_budget_gb,
+                                 log)
     head = train_head(batches, backbone.feature_size, len(labels), options.training,
-                      validation=(validation.features, validation.labels) if len(validation.labels) else None,
+                      validation=(features["validation"], validation.labels) if len(validation.labels) else None,
                       on_eval=on_eval, on_checkpoint=on_checkpoint,
-                      checkpoint_every=options.intermediate_store_frequency, train_labels=train.labels, log=log)
+                      checkpoint_every=options.intermediate_store_frequency, train_labels=train_labels, log=log)
     if options.plot_history:
         _plot(history, options, log)
+    if cut:
+        log(f"Fine-tuning the top {blocks} block(s) and the head: {options.fine_tune.steps} steps")
+        head = fine_tune(cut.top, head, train_rows, train_labels, options.fine_tune, options.training.seed, log)
+        backbone = cut.top.tuned_backbone()
+        test = SplitData(test.paths, test.labels, pooled_features(cut.top, test.features, "Pooling test activations"))
 
     test_report = None
     if len(test.labels):
@@ -202,7 +228,7 @@ def run_retrain(options: RetrainOptions, log: Log = print) -> RetrainResult:
         log("No test images (--testing_percentage is 0): skipping the test-set report")
     summaries.close()
 
-    _export(options, backbone, head, labels, log)
+    _export(options, backbone, head, labels, log, blocks)
     if options.html and test_report is None:
         log("No test images: no HTML report")
     elif options.html:
@@ -224,10 +250,11 @@ def _plot(history: list[EvalPoint], options: RetrainOptions, log: Log) -> None:
     log(f"Wrote training history plot {options.plot_history}")
 
 
-def _export(options: RetrainOptions, backbone: Backbone, head: Head, labels: list[str], log: Log) -> None:
+def _export(options: RetrainOptions, backbone: Backbone, head: Head, labels: list[str], log: Log,
+            fine_tuned_blocks: int) -> None:
     export_frozen_graph(backbone, head, options.output_graph, options.final_tensor_name)
     write_labels(labels, options.output_labels)
-    sidecar = write_sidecar(options.output_graph, backbone, labels, options.final_tensor_name)
+    sidecar = write_sidecar(options.output_graph, backbone, labels, options.final_tensor_name, fine_tuned_blocks)
     log(f"Wrote {options.output_graph}, {options.output_labels} and {sidecar}")
     if options.saved_model_dir:
         export_saved_model(backbone, head, options.saved_model_dir, options.final_tensor_name)

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from retrain.augment import DISTORTION_FLAG_COPIES
 from retrain.distortions import Distortions
 from retrain.head import TrainingConfig
 from retrain.labeler import GraphLabeler
@@ -39,14 +40,17 @@ def test_same_seed_gives_bit_identical_graphs(image_dir, tmp_path, tiny_model_di
     assert (tmp_path / "a" / "g.pb").read_bytes() == (tmp_path / "b" / "g.pb").read_bytes()
 
 
-def test_distortions_train_without_the_cache(image_dir, tmp_path, tiny_model_dir):
+def test_distortion_flags_train_on_cached_views(image_dir, tmp_path, tiny_model_dir):
+    """Poets' distortion flags alone now mean cached views of the training images, not per-step distortion."""
     opts = options(image_dir, tmp_path, tiny_model_dir, training=TrainingConfig(steps=20, learning_rate=0.5,
                                                                               train_batch_size=8, seed=0),
                    distortions=Distortions(flip_left_right=True, random_crop=10, random_scale=10,
                                            random_brightness=10))
     messages = []
     result = run_retrain(opts, log=messages.append)
-    assert any("Distortions are on" in m for m in messages)
+    assert any(f"{DISTORTION_FLAG_COPIES} distorted views per training image" in m for m in messages)
+    assert any(f"Augmented views: 0 of {len(result.data['train'].labels) * DISTORTION_FLAG_COPIES} found" in m
+               for m in messages)
     assert result.history[-1].step == 20
 
 

@@ -1,0 +1,173 @@
+"""Accuracy beyond the linear head: fine-tuning the top blocks, augmentation through the cache (issue 13).
+
+Part 1, whole ``scripts.retrain`` processes on ``--image_dir`` with a large
+held-out share (``--testing_percentage 40``), each configuration with
+``--seeds`` seeds: the linear head with Poets' defaults, the best head options
+(``HEAD_OPTIONS``), and ``--fine_tune_blocks`` N, each with and without
+``--augment_copies``. Per configuration: mean and spread of test accuracy, the
+wall time of a cold run (empty cache) and a warm run (cache full), peak RSS,
+cache size on disk.
+
+Part 2, in this process: the time of one fine-tuning epoch through the top N
+blocks from cached cut rows vs the same epoch through the whole backbone from
+decoded images (the frozen part's forward pass plus the same training step).
+
+    python -m benchmarks.accuracy [--image_dir DIR] [--seeds 3] [--blocks 1 2 4 6] [--augment_copies 4]
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import FLOWERS, PROJECT, WORK_DIR, folder_size_mb, machine, retrain_command, run_timed
+
+MARGIN_TARGET = 3.0  # points of mean test accuracy over the linear head
+EPOCH_TARGET = 5.0
+BATCH = 32
+# The strongest head options of issue 13 part A (branch issue-13a), used when the CLI has them.
+HEAD_OPTIONS = ["--hidden_units", "256", "--dropout", "0.3"]
+
+
+@dataclass
+class Result:
+    name: str
+    accuracies: list[float] = field(default_factory=list)
+    cold_seconds: float = 0.0
+    warm_seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    cache_mb: float = 0.0
+
+    def line(self) -> str:
+        mean = statistics.mean(self.accuracies)
+        spread = statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
+        runs = ", ".join(f"{a:.1f}" for a in self.accuracies)
+        return (f"{self.name:34} test accuracy {mean:5.1f}% +- {spread:3.1f} ({runs}); cold {self.cold_seconds:5.0f} s, "
+                f"warm {self.warm_seconds:5.0f} s, peak RSS {self.peak_rss_mb:5.0f} MB, cache {self.cache_mb:6.0f} MB")
+
+
+def test_accuracy(stdout: str) -> float:
+    return float(re.search(r"Final test accuracy = ([\d.]+)%", stdout).group(1))
+
+
+def cli_has(flag: str) -> bool:
+    return flag in run_timed([sys.executable, "-m", "scripts.retrain", "--help"]).stdout
+
+
+def measure(name: str, flags: list[str], image_dir: Path, work: Path, seeds: int, testing_percentage: float) -> Result:
+    """Seed 0 on an empty cache (cold), the other seeds on the same cache.
+
+    Without augmentation seed 1 finds every row cached: that is the warm run.
+    Views are keyed by seed, so with augmentation seed 0 is rerun for it.
+    """
+    result = Result(name)
+    out = work / re.sub(r"\W+", "_", name)
+    shutil.rmtree(out, ignore_errors=True)
+    runs = []
+    for seed in range(seeds):
+        command = retrain_command(image_dir, out, "--testing_percentage", str(testing_percentage), *flags,
+                                  "--random_seed", str(seed))
+        runs.append(run_timed(command))
+        result.accuracies.append(test_accuracy(runs[-1].stdout))
+        if seed == 0:
+            result.cache_mb = folder_size_mb(out / "bottlenecks")
+            if "--augment_copies" in flags or seeds == 1:
+                runs.append(run_timed(command))
+                assert test_accuracy(runs[-1].stdout) == result.accuracies[0]
+    result.cold_seconds, result.warm_seconds = runs[0].seconds, runs[1].seconds
+    result.peak_rss_mb = max(run.peak_rss_mb for run in runs)
+    print(result.line(), flush=True)
+    return result
+
+
+def epoch_ratio(image_dir: Path, blocks: int, images: int = 96) -> tuple[float, float]:
+    """Seconds of one epoch over ``images`` decoded photos: from the cut cache, and through the whole backbone."""
+    from retrain.architectures import get_architecture
+    from retrain.backbones import load_backbone
+    from retrain.cut import cut_backbone
+    from retrain.decode import load_rgb
+    from retrain.finetune import trainer
+    from retrain.head import Head
+    from retrain.files import DEFAULT_MODEL_DIR
+    spec = get_architecture("mobilenet_1.0_224")
+    backbone = load_backbone(spec, DEFAULT_MODEL_DIR)
+    cut = cut_backbone(backbone, blocks, DEFAULT_MODEL_DIR)
+    paths = sorted(image_dir.rglob("*.jpg"))[:images]
+    decoded = np.stack([load_rgb(p, spec.input_size, spec.input_size) for p in paths])
+    labels = np.arange(len(paths), dtype=np.int32) % 5
+    head = Head.linear(np.zeros((backbone.feature_size, 5), np.float32), np.zeros(5, np.float32))
+    rows = np.concatenate([cut.lower(decoded[i:i + BATCH]) for i in range(0, len(decoded), BATCH)])
+    rows = rows.astype(np.float16)  # as cached
+    training = trainer(cut.top, head, rows.shape[1], rows.dtype, 1e-4)
+    training.step(rows[:BATCH], labels[:BATCH])  # compile
+    started = time.perf_counter()
+    for i in range(0, len(rows), BATCH):
+        training.step(rows[i:i + BATCH], labels[i:i + BATCH])
+    from_cache = time.perf_counter() - started
+    started = time.perf_counter()
+    for i in range(0, len(decoded), BATCH):  # the frozen part's forward pass, which the cache saves every epoch
+        cut.lower(decoded[i:i + BATCH])
+    lower = time.perf_counter() - started
+    return from_cache, from_cache + lower
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--image_dir", type=Path, default=FLOWERS)
+    parser.add_argument("--work_dir", type=Path, default=WORK_DIR / "accuracy")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--testing_percentage", type=float, default=40)
+    parser.add_argument("--blocks", type=int, nargs="*", default=[1, 2, 4, 6])
+    parser.add_argument("--augment_copies", type=int, default=4)
+    parser.add_argument("--skip_epochs", action="store_true", help="Skip part 2 (epoch times).")
+    parser.add_argument("--fine_tune_only", action="store_true", help="Skip the linear and head configurations.")
+    parser.add_argument("--no_views", action="store_true", help="Skip the --augment_copies configurations.")
+    args = parser.parse_args(argv)
+    print(machine())
+    print(f"{args.image_dir}, --testing_percentage {args.testing_percentage:g}, {args.seeds} seeds; "
+          f"project {PROJECT}", flush=True)
+    ratios = {}
+    if not args.skip_epochs:
+        for blocks in args.blocks:
+            cached, whole = epoch_ratio(args.image_dir, blocks)
+            ratios[blocks] = whole / cached
+            print(f"epoch through the top {blocks} block(s): from the cut cache {cached:.2f} s, through the whole "
+                  f"backbone {whole:.2f} s = {whole / cached:.1f}x", flush=True)
+    configs = []
+    if not args.fine_tune_only:
+        configs.append(("linear (Poets defaults)", []))
+        if cli_has(HEAD_OPTIONS[0]):
+            configs.append(("best head " + " ".join(HEAD_OPTIONS), HEAD_OPTIONS))
+        else:
+            print(f"best head options: {HEAD_OPTIONS[0]} is not in this build (issue 13 part A not merged); "
+                  f"HEAD_OPTIONS in benchmarks/accuracy.py is the hook")
+    configs += [(f"fine-tune {n} block(s)", ["--fine_tune_blocks", str(n)]) for n in args.blocks]
+    augmented = ["--augment_copies", str(args.augment_copies)]
+    configs = [config for name, flags in configs
+               for config in ((name, flags), (f"{name} + {args.augment_copies} views", flags + augmented))
+               if not (args.no_views and config[1] is not flags)]
+    results = [measure(name, flags, args.image_dir, args.work_dir, args.seeds, args.testing_percentage)
+               for name, flags in configs]
+    tuned = [r for r in results if r.name.startswith("fine-tune")]
+    if tuned and not args.fine_tune_only:
+        linear = statistics.mean(results[0].accuracies)
+        best = max(tuned, key=lambda r: statistics.mean(r.accuracies))
+        margin = statistics.mean(best.accuracies) - linear
+        print(f"RESULT best fine-tuned: {best.name}, {statistics.mean(best.accuracies):.1f}% vs linear {linear:.1f}% "
+              f"= {margin:+.1f} points (target >= +{MARGIN_TARGET:g}: {'met' if margin >= MARGIN_TARGET else 'NOT met'})")
+    if ratios:
+        blocks, ratio = max(ratios.items(), key=lambda item: item[1])
+        print(f"RESULT epoch from the cut cache vs through the whole backbone: best {ratio:.1f}x at {blocks} block(s) "
+              f"(target >= {EPOCH_TARGET:g}x: {'met' if ratio >= EPOCH_TARGET else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Stage two of fine-tuning: the top blocks and the head together, on cached cut activations.
+
+Stage one is today's fast path: the head alone on pooled features (here the
+pooled features come from running the untouched top blocks over the cached
+cut rows once). Stage two then trains the top blocks' weights and the head
+at a lower learning rate, with Adam, on random batches of cached rows: only
+the top blocks run per step, never the frozen part below the cut.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from .cut import TrainableTop
+from .errors import Log, UserError
+from .feature_rows import FeatureRows
+from .head import DenseLayer, Head, dense_logits
+PREDICT_BATCH = 64  # cut rows per forward pass when computing pooled features
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPSILON = 1e-7
+
+
+@dataclass
+class FineTuneConfig:
+    """What ``--fine_tune_*`` set; ``blocks`` 0 trains only the new layer, as Poets did."""
+    blocks: int = 0
+    learning_rate: float = 2e-5
+    steps: int = 150
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.blocks < 0:
+            raise UserError(f"--fine_tune_blocks must be 0 or more, got {self.blocks}")
+        if self.blocks and self.steps < 1:
+            raise UserError(f"--fine_tune_steps must be at least 1, got {self.steps}")
+        if self.blocks and self.batch_size < 1:
+            raise UserError(f"--fine_tune_batch_size must be at least 1, got {self.batch_size}")
+        if self.blocks and self.learning_rate <= 0:
+            raise UserError(f"--fine_tune_learning_rate must be positive, got {self.learning_rate}")
+
+
+def pooled_features(top: TrainableTop, rows: np.ndarray | FeatureRows, desc: str = "") -> np.ndarray:
+    """The top blocks' pooled output for every cut row (float32), in batches."""
+    import tensorflow as tf
+    forward = tf.function(top.features, autograph=False, reduce_retracing=True)
+    chunks = []
+    for start in tqdm(range(0, len(rows), PREDICT_BATCH), desc=desc or "Running the top blocks", unit="batch",
+                      disable=not desc):
+        chunks.append(forward(tf.constant(rows[start:start + PREDICT_BATCH])).numpy())
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+
+def _batches(rows: np.ndarray | FeatureRows, labels: np.ndarray, config: FineTuneConfig, rng: np.random.Generator,
+             rows_per_chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``config.steps`` random batches; streamed rows are sampled one large sequential chunk at a time."""
+    if not isinstance(rows, FeatureRows):
+        for _ in range(config.steps):
+            picked = np.sort(rng.integers(0, len(labels), config.batch_size))
+            yield rows[picked], labels[picked]
+        return
+    chunks = rows.chunks(rows_per_chunk)
+    steps_per_chunk = max(1, -(-config.steps // len(chunks)))
+    done = 0
+    while done < config.steps:
+        for chunk in (chunks[i] for i in rng.permutation(len(chunks))):
+            held = rows.read(chunk)
+            for _ in range(min(steps_per_chunk, config.steps - done)):
+                picked = np.sort(rng.integers(0, len(chunk), config.batch_size))
+                yield held[picked], labels[chunk[picked]]
+                done += 1
+
+
+@dataclass
+class Trainer:
+    """One compiled Adam step over the top blocks and the head; ``head()`` reads the head's current weights."""
+    step: Callable  # (rows [N, H*W*C], labels [N]) -> (loss, batch accuracy)
+    head: Callable[[], Head]
+
+
+def trainer(top: TrainableTop, head: Head, row_size: int, dtype, learning_rate: float) -> Trainer:
+    """Compile the training step once: tracing imports the top blocks' graph, which takes a moment."""
+    import tensorflow as tf
+    layers = [(tf.Variable(layer.weights), tf.Variable(layer.biases)) for layer in head.layers]
+    trainable = [*top.variables, *(variable for layer in layers for variable in layer)]
+    moments = [(tf.Variable(tf.zeros_like(v)), tf.Variable(tf.zeros_like(v))) for v in trainable]
+    step_count = tf.Variable(0.0)
+    beta1, beta2 = ADAM_BETAS
+
+    def train_step(batch, batch_labels):
+        logits = dense_logits(top.features(batch), layers)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=batch_labels, logits=logits))
+        # Symbolic gradients, not a GradientTape: the tape does not see ops that import_graph_def created.
+        gradients = tf.gradients(loss, trainable)
+        count = step_count.assign_add(1.0)
+        rate = learning_rate * tf.sqrt(1 - beta2 ** count) / (1 - beta1 ** count)
+        updates = []
+        for variable, gradient, (mean, square) in zip(trainable, gradients, moments):
+            mean_now = mean.assign(beta1 * mean + (1 - beta1) * gradient)
+            square_now = square.assign(beta2 * square + (1 - beta2) * tf.square(gradient))
+            updates.append(variable.assign_sub(rate * mean_now / (tf.sqrt(square_now) + ADAM_EPSILON)))
+        with tf.control_dependencies(updates):
+            correct = tf.equal(tf.argmax(logits, 1, output_type=tf.int32), batch_labels)
+            return tf.identity(loss), tf.reduce_mean(tf.cast(correct, tf.float32))
+
+    compiled = tf.function(train_step, autograph=False).get_concrete_function(
+        tf.TensorSpec([None, row_size], dtype), tf.TensorSpec([None], tf.int32))
+
+    def step(batch: np.ndarray, batch_labels: np.ndarray):
+        return compiled(tf.constant(batch), tf.constant(batch_labels, tf.int32))
+    return Trainer(step, lambda: Head([DenseLayer(w.numpy(), b.numpy()) for w, b in layers]))
+
+
+def fine_tune(top: TrainableTop, head: Head, rows: np.ndarray | FeatureRows, labels: np.ndarray,
+              config: FineTuneConfig, seed: int | None, log: Log = print, rows_per_chunk: int = 4096) -> Head:
+    """Train ``top``'s variables (in place) and a copy of ``head`` on cut rows; returns the tuned head."""
+    training = trainer(top, head, rows.shape[1], rows.dtype, config.learning_rate)
+    rng = np.random.default_rng(seed)
+    report_every = max(1, config.steps // 10)
+    started = time.monotonic()
+    for number, (batch, batch_labels) in enumerate(_batches(rows, labels, config, rng, rows_per_chunk), 1):
+        loss, accuracy = training.step(batch, batch_labels)
+        if number % report_every == 0 or number == config.steps:
+            log(f"Fine-tune step {number}/{config.steps}: batch accuracy = {float(accuracy) * 100:.1f}%, "
+                f"cross entropy = {float(loss):.4f} ({time.monotonic() - started:.0f} s)")
+    return training.head()

@@ -1,0 +1,127 @@
+"""Fine-tuning the top blocks from cached cut activations, on a tiny generated block backbone."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retrain.backbones import load_backbone, load_graph_def
+from retrain.bottlenecks import BottleneckCache, get_bottlenecks
+from retrain.cut import cut_backbone
+from retrain.errors import UserError
+from retrain.export import export_frozen_graph, write_sidecar
+from retrain.finetune import FineTuneConfig, fine_tune, pooled_features
+from retrain.head import Head
+from retrain.images import labels_of, split_images
+from tests.conftest import TINY_SIZE
+from tests.tiny_blocks import TINY_BLOCKS, tiny_blocks_model_dir, tiny_blocks_spec
+
+
+@pytest.fixture
+def block_backbone(tmp_path):
+    model_dir = tiny_blocks_model_dir(tmp_path / "models")
+    return load_backbone(tiny_blocks_spec(), model_dir), model_dir
+
+
+def _images(count: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (count, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8)
+
+
+def test_lower_and_top_together_give_the_whole_backbones_features(block_backbone):
+    backbone, model_dir = block_backbone
+    images = _images(5)
+    for blocks in range(1, TINY_BLOCKS + 1):
+        cut = cut_backbone(backbone, blocks, model_dir)
+        rows = cut.lower(images)
+        assert rows.shape == (5, int(np.prod(cut.top.cut_shape)))
+        np.testing.assert_allclose(pooled_features(cut.top, rows), backbone(images), atol=1e-5)
+        # weights and batch-norm scales/offsets of each block train; the moving statistics do not
+        assert len(cut.top.variables) == 6 * blocks
+        assert not any("moving_" in v.name for v in cut.top.variables)
+        assert cut.lower.spec.cache_id != backbone.spec.cache_id
+
+
+def test_the_cut_cache_is_keyed_by_cut_point(block_backbone):
+    backbone, model_dir = block_backbone
+    ids = {cut_backbone(backbone, blocks, model_dir).lower.spec.cache_id for blocks in (1, 2, 3)}
+    assert len(ids) == 3
+
+
+@pytest.mark.parametrize("blocks", [4, 99])
+def test_more_blocks_than_the_architecture_has_says_how_many(block_backbone, blocks):
+    backbone, model_dir = block_backbone
+    with pytest.raises(UserError, match=f"--fine_tune_blocks {blocks} .* has {TINY_BLOCKS} blocks"):
+        cut_backbone(backbone, blocks, model_dir)
+
+
+def test_a_backbone_without_block_boundaries_cannot_be_fine_tuned(block_backbone):
+    backbone, model_dir = block_backbone
+    backbone.spec = tiny_blocks_spec(block_cuts=())
+    with pytest.raises(UserError, match="no block boundaries"):
+        cut_backbone(backbone, 1, model_dir)
+
+
+def _trained(backbone, model_dir, blocks: int, seed: int, rows=None, labels=None):
+    cut = cut_backbone(backbone, blocks, model_dir)
+    if rows is None:
+        rows = cut.lower(_images(24, seed=7)).astype(np.float16)
+        labels = (np.arange(24) % 3).astype(np.int32)
+    head = Head.linear(np.zeros((8, 3), np.float32), np.zeros(3, np.float32))
+    tuned = fine_tune(cut.top, head, rows, labels, FineTuneConfig(blocks, 1e-2, 12, 8), seed, log=lambda _: None)
+    return cut, tuned
+
+
+def test_fine_tuning_trains_the_top_blocks_and_exports_an_ordinary_frozen_graph(block_backbone, tmp_path):
+    from retrain.labeler import GraphLabeler
+    backbone, model_dir = block_backbone
+    cut, head = _trained(backbone, model_dir, 2, seed=0)
+    tuned = cut.top.tuned_backbone()
+    images = _images(4, seed=3)
+    assert not np.allclose(tuned(images), backbone(images))
+    assert np.abs(head.layers[0].weights).sum() > 0
+    graph = tmp_path / "tuned.pb"
+    export_frozen_graph(tuned, head, graph)
+    original = {n.name: n.attr["value"] for n in load_graph_def(model_dir / "tiny_v1" / "frozen_graph.pb").node}
+    exported = {n.name.rsplit("PartitionedCall/", 1)[-1]: n.attr["value"] for n in load_graph_def(graph).node}
+    assert {name for name in original if name.startswith("Tiny/")} <= set(exported)
+    changed = {name for name, value in exported.items() if name in original and value != original[name]}
+    assert changed and all(name.startswith(("Tiny/Conv2d_2", "Tiny/Conv2d_3")) for name in changed)
+    assert not any("moving_" in name for name in changed)
+    write_sidecar(graph, tuned, ["a", "b", "c"])
+    labeler = GraphLabeler(graph)  # label_image's loader: nothing in the graph says it was fine-tuned
+    np.testing.assert_allclose(labeler.predict(images), head.predict_proba(tuned(images)), rtol=1e-4, atol=1e-5)
+
+
+def test_fine_tuning_is_bit_identical_with_the_same_seed(block_backbone, tmp_path):
+    backbone, model_dir = block_backbone
+    graphs = []
+    for run in range(2):
+        cut, head = _trained(backbone, model_dir, 3, seed=5)
+        export_frozen_graph(cut.top.tuned_backbone(), head, tmp_path / f"run{run}.pb")
+        graphs.append((tmp_path / f"run{run}.pb").read_bytes())
+    assert graphs[0] == graphs[1]
+    cut, head = _trained(backbone, model_dir, 3, seed=6)
+    export_frozen_graph(cut.top.tuned_backbone(), head, tmp_path / "other.pb")
+    assert (tmp_path / "other.pb").read_bytes() != graphs[0]
+
+
+def test_fine_tuning_streams_rows_beyond_the_memory_budget(block_backbone, image_dir, tmp_path):
+    """Rows left on disk (FeatureRows) train the same way as rows in memory."""
+    backbone, model_dir = block_backbone
+    records = split_images(image_dir, 0, 0)
+    labels = labels_of(records)
+    cut = cut_backbone(backbone, 1, model_dir)
+    cache = BottleneckCache(tmp_path / "cache", cut.lower.spec.cache_id, cut.lower.feature_size)
+    streamed = get_bottlenecks([r.path for r in records], cut.lower, TINY_SIZE, cache, memory_budget_gb=1e-9,
+                               log=lambda _: None)
+    assert not isinstance(streamed.features, np.ndarray)
+    targets = np.array([labels.index(r.label) for r in records], np.int32)
+    head = Head.linear(np.zeros((8, 3), np.float32), np.zeros(3, np.float32))
+    tuned = fine_tune(cut.top, head, streamed.features, targets, FineTuneConfig(1, 1e-2, 6, 4), 0,
+                      log=lambda _: None, rows_per_chunk=10)
+    assert np.abs(tuned.layers[0].weights).sum() > 0
+
+
+@pytest.mark.parametrize("field, value", [("blocks", -1), ("steps", 0), ("batch_size", 0), ("learning_rate", 0)])
+def test_bad_fine_tune_options_are_user_errors(field, value):
+    with pytest.raises(UserError, match="--fine_tune_"):
+        FineTuneConfig(**{"blocks": 2, field: value})
