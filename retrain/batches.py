@@ -19,10 +19,9 @@ STREAM_CHUNKS_PER_BUDGET = 4  # a streamed chunk takes a quarter of the memory b
 
 
 class BatchDraw(NamedTuple):
-    """What one call of a ``BatchSource`` gives the training loop."""
+    """What one call of a ``BatchSource`` gives the training loop: the pool every step's batch is drawn from."""
     features: np.ndarray  # [N, D]
     labels: np.ndarray  # [N]
-    sample_in_graph: bool  # True: a pool to draw every step's batch from; False: exactly one step's batch
 
 
 class BatchSource(Protocol):
@@ -40,7 +39,7 @@ def sample_rows(rng: np.random.Generator, count: int, batch_size: int) -> np.nda
 def in_memory_batches(features: np.ndarray, labels: np.ndarray) -> BatchSource:
     """Train on in-memory bottlenecks: the whole set is the pool, sampled in-graph."""
     def source(rng: np.random.Generator) -> BatchDraw:
-        return BatchDraw(features, labels, True)
+        return BatchDraw(features, labels)
     return source
 
 
@@ -64,7 +63,7 @@ def streamed_batches(features: FeatureRows, labels: np.ndarray, draws: int, rows
             if not queue:
                 queue.extend(chunks[i] for i in rng.permutation(len(chunks)))
             rows = queue.pop()
-            current[:] = [BatchDraw(features.read(rows), labels[rows], True)]
+            current[:] = [BatchDraw(features.read(rows), labels[rows])]
         calls[0] += 1
         return current[0]
     return source

@@ -197,9 +197,9 @@ def train_head(batches: BatchSource, feature_size: int, num_classes: int, config
     # drawn at once, back-propagation is written out (head_step.py), loss and accuracy are computed once.
     # Written with tf.cond/tf.while_loop and compiled with autograph=False: AutoGraph would write generated
     # source to a temporary file, which fails (with a traceback) when the disk is full.
-    def run_steps(features, labels, sample, steps, first_step):
+    def run_steps(features, labels, steps, first_step):
         count = tf.shape(labels, out_type=tf.int32)[0]
-        rows = tf.cond(tf.logical_and(sample, batch_size > 0),
+        rows = tf.cond(batch_size > 0,
                        lambda: generator.uniform(tf.stack([steps, batch_size]), 0, count, dtype=tf.int32),
                        lambda: tf.tile(tf.range(count)[tf.newaxis], tf.stack([steps, 1])))
         rows_per_step = tf.cast(tf.shape(rows)[1], tf.float32)
@@ -224,12 +224,12 @@ def train_head(batches: BatchSource, feature_size: int, num_classes: int, config
     compiled = tf.function(run_steps, autograph=False)
     steps_for: dict = {}  # dtype -> concrete function: calling one skips tf.function's per-call lookup
 
-    def run(features, labels, sample: bool, steps: int, first_step: int):
+    def run(features, labels, steps: int, first_step: int):
         if features.dtype not in steps_for:
             steps_for[features.dtype] = compiled.get_concrete_function(
                 tf.TensorSpec([None, feature_size], features.dtype), tf.TensorSpec([None], tf.int32),
-                tf.TensorSpec([], tf.bool), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32))
-        return steps_for[features.dtype](features, labels, tf.constant(sample), tf.constant(steps, tf.int32),
+                tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32))
+        return steps_for[features.dtype](features, labels, tf.constant(steps, tf.int32),
                                          tf.constant(first_step, tf.int32))
 
     def snapshot() -> Head:
@@ -255,11 +255,11 @@ def train_head(batches: BatchSource, feature_size: int, num_classes: int, config
     converted: tuple = (None, None, None)  # (array, its tensors): convert each (large) draw once, not per call
     for stop in stops:
         while done < stop:
-            features, labels, sample = batches(rng)
+            features, labels = batches(rng)
             if features is not converted[0]:
                 converted = (features, _as_tensor(features), tf.constant(labels, tf.int32))
-            steps = stop - done if sample else 1
-            loss, accuracy = run(*converted[1:], sample, steps, done)
+            steps = stop - done
+            loss, accuracy = run(*converted[1:], steps, done)
             done += steps
         if (on_eval or stopping) and (done % interval == 0 or done == config.steps):
             point = evaluate(done, loss, accuracy)
