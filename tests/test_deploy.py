@@ -1,0 +1,155 @@
+"""TFLite (float, float16, dynamic, int8) and SavedModel exports: contract, checks, loading by content."""
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+
+from retrain.decode import load_rgb
+from retrain.deploy import ExportRequest, export_model
+from retrain.errors import UserError
+from retrain.export_check import CheckImages, ExportMismatch, check_export, predict_export
+from retrain.labeler import GraphLabeler
+from retrain.model_file import FROZEN_GRAPH, SAVED_MODEL, TFLITE, detect_format, load_model, tflite_interpreter
+from scripts import export as export_script
+from tests.conftest import TINY_SIZE, make_dataset
+from tests.test_cli import run_script
+from tests.test_poets_graph import POETS_FLAGS, poets_graph, poets_predictions  # noqa: F401 (fixture)
+from tests.test_relabel import LABELS, tiny_graph  # noqa: F401 (fixture)
+
+VARIANTS = {"none": "float", "float16": "float", "dynamic": "float", "int8": "float", "int8-uint8": "uint8"}
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("check") / "images", per_class=6)
+
+
+@pytest.fixture(scope="module")
+def exports(tiny_graph, images, tmp_path_factory):  # noqa: F811
+    """Every TFLite variant and a SavedModel of the tiny classifier, made by export_model as scripts.export does."""
+    out = tmp_path_factory.mktemp("exports")
+    source = GraphLabeler(tiny_graph)
+    written, lines = {}, {}
+    for variant, io in VARIANTS.items():
+        written[variant] = out / f"{variant}.tflite"
+        lines[variant] = list(export_model(source, ExportRequest(
+            str(tiny_graph), "tflite", str(written[variant]), image_dir=str(images),
+            quantize=variant.split("-")[0], tflite_io=io)))
+    written["saved_model"] = out / "saved_model"
+    lines["saved_model"] = list(export_model(source, ExportRequest(str(tiny_graph), "saved_model",
+                                                                   str(written["saved_model"]), image_dir=str(images))))
+    return written, lines
+
+
+def pixels_of(image_dir):
+    paths = sorted(image_dir.rglob("*.jpg"))
+    return paths, np.stack([load_rgb(p, TINY_SIZE, TINY_SIZE) for p in paths])
+
+
+def test_formats_are_detected_by_content_not_name(exports, tiny_graph, tmp_path):  # noqa: F811
+    written, _ = exports
+    disguised = tmp_path / "model.pb"
+    shutil.copy(written["none"], disguised)
+    assert [detect_format(p) for p in (tiny_graph, written["saved_model"], disguised)] == \
+        [FROZEN_GRAPH, SAVED_MODEL, TFLITE]
+    assert load_model(disguised).format == TFLITE
+    bogus = tmp_path / "bogus.tflite"
+    bogus.write_text("not a model at all, though it has a promising name")
+    with pytest.raises(UserError, match="none of the model formats"):
+        load_model(bogus)
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(UserError, match="not a SavedModel"):
+        load_model(tmp_path / "folder")
+
+
+def test_float_exports_match_the_graph_and_quantised_ones_agree_mostly(exports, tiny_graph, images):  # noqa: F811
+    written, lines = exports
+    paths, pixels = pixels_of(images)
+    expected = GraphLabeler(tiny_graph).predict(pixels)
+    for variant in ("none", "saved_model"):
+        np.testing.assert_allclose(predict_export(written[variant], pixels), expected, atol=1e-5)
+        assert "same top-1 as the source graph on all" in lines[variant][0]
+    for variant in ("float16", "dynamic", "int8", "int8-uint8"):
+        probabilities = predict_export(written[variant], pixels)
+        assert np.mean(probabilities.argmax(1) == expected.argmax(1)) >= 0.9, variant
+        assert "agreement on" in lines[variant][0] and "float" in lines[variant][0]
+    assert lines["int8"][-1].startswith(f"Wrote {written['int8']}")
+    assert (written["int8"].with_suffix(".txt").read_text().split(), ) == (LABELS, )
+
+
+def test_tflite_keeps_the_poets_contract(exports, tiny_graph, images):  # noqa: F811
+    """Read by hand, as an Android app would: input ``input`` [1, H, W, 3], output ``final_result`` softmax;
+    uint8 I/O is the normalised input quantised with the input tensor's own scale and zero point."""
+    written, _ = exports
+    paths, pixels = pixels_of(images)
+    expected = GraphLabeler(tiny_graph).predict(pixels).argmax(1)
+    normalised = (pixels.astype(np.float32) - 127.5) / 127.5
+    for variant in ("none", "int8-uint8"):
+        interpreter = tflite_interpreter(written[variant])
+        (source,), (result,) = interpreter.get_input_details(), interpreter.get_output_details()
+        assert (source["name"], result["name"]) == ("input", "final_result")
+        assert list(source["shape"]) == [1, TINY_SIZE, TINY_SIZE, 3]
+        answers = []
+        for image in normalised:
+            scale, zero_point = source["quantization"]
+            fed = image if variant == "none" else np.clip(np.round(image / scale + zero_point), 0, 255).astype(np.uint8)
+            interpreter.set_tensor(source["index"], fed[None])
+            interpreter.invoke()
+            answers.append(int(interpreter.get_tensor(result["index"]).argmax()))
+        assert np.mean(np.array(answers) == expected) >= (1.0 if variant == "none" else 0.9)
+
+
+def test_loading_tflite_raises_no_deprecation_warning(exports):
+    written, _ = exports
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_model(written["none"]).predict(np.zeros((2, TINY_SIZE, TINY_SIZE, 3), np.float32))
+    assert not [w for w in caught if "deprecated" in str(w.message)]
+
+
+def test_a_float_export_that_disagrees_is_an_error_naming_file_and_image(exports, tiny_graph, images):  # noqa: F811
+    written, _ = exports
+    paths, pixels = pixels_of(images)
+    reference = GraphLabeler(tiny_graph).predict(pixels)
+    sidecar = written["none"].with_suffix(".json")
+    good = sidecar.read_text()
+    try:
+        # the classic mistake: a [0, 1] input where the model takes [-1, 1]
+        sidecar.write_text(good.replace('"input_mean": 127.5', '"input_mean": 0').replace('"input_std": 127.5',
+                                                                                          '"input_std": 255'))
+        with pytest.raises(ExportMismatch, match=rf"none.tflite \(TFLite float\) disagrees .* on {images}/"):
+            check_export(written["none"], "TFLite float", CheckImages(paths, pixels, reference), LABELS, exact=True)
+    finally:
+        sidecar.write_text(good)
+    check = check_export(written["none"], "TFLite float", CheckImages(paths, pixels, reference), LABELS, exact=True)
+    assert check.agreement == 1.0 and check.max_difference < 1e-5
+
+
+def test_poets_graph_converts_and_scores_as_the_source(poets_graph, images, tmp_path, capsys):  # noqa: F811
+    graph, labels, _ = poets_graph
+    output = tmp_path / "poets.tflite"
+    code = export_script.main(["--graph", str(graph), "--labels", str(labels), *POETS_FLAGS, "--to", "tflite",
+                               "--output", str(output), "--image_dir", str(images)])
+    assert code == 0
+    assert "same top-1 as the source graph on all 18 check images" in capsys.readouterr().out
+    paths, pixels = pixels_of(images)
+    model = load_model(output)
+    assert list(model.predict(pixels, (127.5, 127.5)).argmax(1)) == poets_predictions(graph, paths)
+
+
+def test_bad_inputs_are_one_line_exit_2(tiny_graph, tmp_path):  # noqa: F811
+    bogus = tmp_path / "bogus.pb"
+    bogus.write_bytes(b"\x00\x01 definitely not a model")
+    few = make_dataset(tmp_path / "few", per_class=3)
+    two_labels = tmp_path / "two.txt"
+    two_labels.write_text("a\nb\n")
+    cases = {
+        "needs at least 10 readable calibration images, found 9": [
+            "--graph", str(tiny_graph), "--quantize", "int8", "--image_dir", str(few)],
+        "--tflite_io uint8 needs --quantize int8": ["--graph", str(tiny_graph), "--tflite_io", "uint8"],
+    }
+    for message, args in cases.items():
+        result = run_script("scripts.export", *args, "--to", "tflite", "--output", str(tmp_path / "x.tflite"))
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
