@@ -12,7 +12,7 @@ from retrain.export_check import CheckImages, ExportMismatch, check_export, pred
 from retrain.labeler import GraphLabeler
 from retrain.model_file import FROZEN_GRAPH, SAVED_MODEL, TFLITE, detect_format, load_model, tflite_interpreter
 from scripts import export as export_script
-from tests.conftest import TINY_SIZE, make_dataset
+from tests.conftest import FLOWERS, TINY_SIZE, make_dataset
 from tests.test_cli import run_script
 from tests.test_poets_graph import POETS_FLAGS, poets_graph, poets_predictions  # noqa: F401 (fixture)
 from tests.test_relabel import LABELS, tiny_graph  # noqa: F401 (fixture)
@@ -138,18 +138,36 @@ def test_poets_graph_converts_and_scores_as_the_source(poets_graph, images, tmp_
     assert list(model.predict(pixels, (127.5, 127.5)).argmax(1)) == poets_predictions(graph, paths)
 
 
-def test_bad_inputs_are_one_line_exit_2(tiny_graph, tmp_path):  # noqa: F811
-    bogus = tmp_path / "bogus.pb"
-    bogus.write_bytes(b"\x00\x01 definitely not a model")
+def test_impossible_requests_are_refused_before_any_work(tiny_graph, tmp_path):  # noqa: F811
     few = make_dataset(tmp_path / "few", per_class=3)
-    two_labels = tmp_path / "two.txt"
-    two_labels.write_text("a\nb\n")
     cases = {
-        "needs at least 10 readable calibration images, found 9": [
-            "--graph", str(tiny_graph), "--quantize", "int8", "--image_dir", str(few)],
-        "--tflite_io uint8 needs --quantize int8": ["--graph", str(tiny_graph), "--tflite_io", "uint8"],
+        "needs at least 10 readable calibration images, found 9": ["--quantize", "int8", "--image_dir", str(few)],
+        "--tflite_io uint8 needs --quantize int8": ["--tflite_io", "uint8"],
+        "calibrates on real images; pass --image_dir": ["--quantize", "int8"],
     }
     for message, args in cases.items():
-        result = run_script("scripts.export", *args, "--to", "tflite", "--output", str(tmp_path / "x.tflite"))
-        assert result.returncode == 2, result.stderr
-        assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+        with pytest.raises(UserError, match=message):
+            export_script.main(["--graph", str(tiny_graph), *args, "--to", "tflite",
+                                "--output", str(tmp_path / "x.tflite")])
+    assert not (tmp_path / "x.tflite").exists()
+
+
+@pytest.mark.integration
+def test_real_mobilenet_to_int8_agrees_with_the_float_graph(flowers_retrained, tmp_path):
+    from retrain.export_check import decode_sample
+    from retrain.images import split_images
+    from retrain.tflite import convert_graph, write_tflite
+    graph = flowers_retrained.out / "graph.pb"
+    records = split_images(FLOWERS)
+    _, calibration = decode_sample([r.path for r in records if r.split == "train"], 100, 224, 224)
+    output = write_tflite(convert_graph(graph, (224, 224), 127.5, 127.5, "int8", calibration=calibration),
+                          tmp_path / "flowers_int8.tflite")
+    shutil.copy(graph.with_suffix(".json"), output.with_suffix(".json"))
+    labeler = GraphLabeler(graph)
+    held_out = [r for r in records if r.split != "train"]
+    paths, pixels = decode_sample([r.path for r in held_out], len(held_out), 224, 224)
+    truths = np.array([labeler.labels.index(p.parent.name) for p in paths])
+    check = check_export(output, "TFLite int8", CheckImages(paths, pixels, labeler.predict(pixels), truths),
+                         labeler.labels, exact=False, reference_size=graph.stat().st_size)
+    assert check.agreement >= 0.95, check.summary()
+    assert check.size <= check.reference_size / 3, check.summary()
