@@ -22,7 +22,7 @@ from .backbones import load_graph_def, prune_graph
 from .labeler import GraphConfig, GraphLabeler
 from .model_file import FROZEN_GRAPH, detect_format, model_size
 from .paths import atomic_write, check_writable_file
-from .tflite import check_calibration, check_quantize_options, convert_graph, write_tflite
+from .tflite import check_quantize_options, convert_graph, write_tflite
 
 
 @dataclass
@@ -63,7 +63,6 @@ def export_model(source: GraphLabeler, request: ExportRequest) -> Iterator[str]:
         calibration = None
         if request.quantize == "int8":
             _, calibration = decode_sample(paths, request.quantize_samples, *size)
-            check_calibration(calibration)
         write_tflite(convert_graph(request.graph, size, config.input_mean, config.input_std, request.quantize,
                                    request.tflite_io, calibration, config.input_layer, config.output_layer), output)
         name = "TFLite " + ("float" if request.quantize == "none" else request.quantize)

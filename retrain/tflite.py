@@ -40,11 +40,11 @@ def check_quantize_options(quantize: str, tflite_io: str) -> None:
                         f"integer input and output")
 
 
-def check_calibration(pixels: np.ndarray, flag: str = "--image_dir") -> None:
+def check_calibration(pixels: np.ndarray) -> None:
     """int8 needs real images to measure activation ranges on."""
     if len(pixels) < MIN_CALIBRATION_IMAGES:
         raise UserError(f"--quantize int8 needs at least {MIN_CALIBRATION_IMAGES} readable calibration images, "
-                        f"found {len(pixels)}; add images to {flag} or raise --quantize_samples")
+                        f"found {len(pixels)}; add images to --image_dir or raise --quantize_samples")
 
 
 def convert_graph(graph_path: str | os.PathLike, input_size: tuple[int, int], mean: float, std: float,
