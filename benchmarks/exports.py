@@ -47,7 +47,7 @@ def measure(name: str, path: Path, splits: dict, reference: dict | None) -> tupl
     """Load ``path`` as label_image does and time it; returns the row and its top-1 answers per split."""
     from retrain.labeler import resolve_graph_config
     from retrain.model_file import load_model, model_size
-    config, _ = resolve_graph_config(path)
+    config = resolve_graph_config(path)
     normalization = (config.input_mean, config.input_std)
     started = time.perf_counter()
     model = load_model(path, num_threads=THREADS)
@@ -78,9 +78,11 @@ def main() -> None:
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(THREADS)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from retrain.export_check import decode_sample
+    from retrain.decode import decode_sample
+    from retrain.deploy import write_tflite_model
+    from retrain.graph_contract import Sidecar
     from retrain.images import labels_of, split_images
-    from retrain.tflite import QUANTIZE_MODES, convert_graph, write_tflite
+    from retrain.tflite import QUANTIZE_MODES, tflite_name
 
     print(machine())
     out = WORK_DIR / "exports"
@@ -91,24 +93,23 @@ def main() -> None:
     graph = out / "graph.pb"
     records = split_images(FLOWERS)
     labels = labels_of(records)
-    size = 224
+    contract = Sidecar.read(graph)
     splits = {}
     for split in ("test", "validation"):
         chosen = [r for r in records if r.split == split]
-        paths, pixels = decode_sample([r.path for r in chosen], len(chosen), size, size)
+        paths, pixels = decode_sample([r.path for r in chosen], len(chosen), contract.input_height,
+                                      contract.input_width)
         label_of = {r.path: labels.index(r.label) for r in chosen}
         splits[split] = (pixels, np.array([label_of[p] for p in paths]))
-    _, calibration = decode_sample([r.path for r in records if r.split == "train"], CALIBRATION_IMAGES, size, size)
+    training_paths = [r.path for r in records if r.split == "train"]
 
     artifacts = {"frozen graph": graph, "SavedModel": out / "saved_model"}
     for mode in QUANTIZE_MODES:
         started = time.perf_counter()
-        path = write_tflite(convert_graph(graph, (size, size), 127.5, 127.5, mode, calibration=calibration),
-                            out / f"graph_{mode}.tflite")
-        path.with_suffix(".json").write_bytes(graph.with_suffix(".json").read_bytes())
-        print(f"converted TFLite {mode} in {time.perf_counter() - started:.1f} s")
-        artifacts[f"TFLite {'float' if mode == 'none' else mode}"] = path
-    artifacts["SavedModel"].with_suffix(".json").write_bytes(graph.with_suffix(".json").read_bytes())
+        path = write_tflite_model(graph, out / f"graph_{mode}.tflite", contract, mode, "float", training_paths,
+                                  CALIBRATION_IMAGES)
+        print(f"converted {tflite_name(mode)} in {time.perf_counter() - started:.1f} s")
+        artifacts[tflite_name(mode)] = path
 
     rows, reference = [], None
     for name, path in artifacts.items():

@@ -1,28 +1,70 @@
-"""Convert an existing classifier graph for deployment: TFLite or SavedModel, checked against the source.
+"""Deployable files beside the frozen graph: TFLite and SavedModel, each checked before it is announced.
 
-What ``scripts.export`` runs. The source may be a graph retrain wrote or one
-TensorFlow-for-Poets wrote (batch 1, no sidecar); the output gets a labels
-file and a sidecar beside it, so our tools and apps need no flags for it.
+Shared by retrain (``--output_tflite``, ``--saved_model_dir``) and
+``scripts.export``, which converts a graph that already exists, including
+one TensorFlow-for-Poets wrote (batch size 1, no sidecar). Every written
+model gets a sidecar beside it, so ``label_image`` and apps need no flags.
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
+import numpy as np
+
+from .backbones import load_graph_def, prune_graph
+from .decode import decode_sample
 from .errors import UserError
 from .evaluation import labelled_images
-from .export import write_labels
-from .export_check import CheckImages, check_export, decode_sample
-from .backbones import load_graph_def, prune_graph
-from .labeler import GraphConfig, GraphLabeler
-from .model_file import FROZEN_GRAPH, detect_format, model_size
-from .paths import atomic_write, check_writable_file
-from .tflite import check_quantize_options, convert_graph, write_tflite
+from .export import write_labels, write_saved_model
+from .export_check import CHECK_BATCH, DEFAULT_EXPORT_CHECK_SAMPLES, CheckImages, ExportCheck, check_export
+from .files import check_writable_file
+from .graph_contract import INPUT_NAME, Sidecar, sidecar_path
+from .labeler import GraphLabeler
+from .model_file import FROZEN_GRAPH, SAVED_MODEL, detect_format, model_size
+from .tflite import (DEFAULT_QUANTIZE_SAMPLES, check_quantize_options, convert_graph, tflite_name,
+                     write_tflite)
+
+
+def check_export_options(quantize: str, tflite_io: str, quantize_samples: int, export_check_samples: int) -> None:
+    """Refuse impossible export flags before any slow work."""
+    check_quantize_options(quantize, tflite_io)
+    for flag, value in (("quantize_samples", quantize_samples), ("export_check_samples", export_check_samples)):
+        if value < 1:
+            raise UserError(f"--{flag} must be at least 1, got {value}")
+
+
+def write_tflite_model(graph: str | os.PathLike, output: str | os.PathLike, contract: Sidecar, quantize: str,
+                       tflite_io: str, calibration_paths: Sequence[Path], quantize_samples: int) -> Path:
+    """Convert ``graph`` to ``output`` and write ``contract`` as its sidecar; int8 calibrates on the paths."""
+    calibration = None
+    if quantize == "int8":
+        _, calibration = decode_sample(calibration_paths, quantize_samples, contract.input_height,
+                                       contract.input_width)
+    write_tflite(convert_graph(graph, contract, quantize, tflite_io, calibration), output)
+    contract.write(output)
+    return Path(output)
+
+
+def check_images(paths: Sequence[Path], truths: np.ndarray | None, count: int, contract: Sidecar,
+                 reference: Callable[[np.ndarray], np.ndarray], reference_name: str) -> CheckImages:
+    """Up to ``count`` of ``paths`` decoded, with ``reference(uint8 pixels) -> probabilities`` on them."""
+    checked, pixels = decode_sample(paths, count, contract.input_height, contract.input_width)
+    if truths is not None:
+        row_of = {path: row for row, path in enumerate(paths)}
+        truths = truths[[row_of[path] for path in checked]]
+    answers = [reference(pixels[i:i + CHECK_BATCH]) for i in range(0, len(pixels), CHECK_BATCH)]
+    return CheckImages(checked, pixels, np.concatenate(answers) if answers else np.zeros((0, len(contract.labels))),
+                       truths, reference_name)
+
+
+def check_exports(artifacts: Sequence[tuple[Path, str, bool]], images: CheckImages, labels: Sequence[str],
+                  reference_size: int) -> list[ExportCheck]:
+    """Check each ``(path, name, is float)``; the first float file that disagrees raises ``ExportMismatch``."""
+    return [check_export(path, name, images, labels, exact, reference_size) for path, name, exact in artifacts]
 
 
 @dataclass
@@ -34,19 +76,17 @@ class ExportRequest:
     output_labels: str | None = None
     image_dir: str | None = None
     quantize: str = "none"
-    quantize_samples: int = 300
+    quantize_samples: int = DEFAULT_QUANTIZE_SAMPLES
     tflite_io: str = "float"
-    export_check_samples: int = 200
+    export_check_samples: int = DEFAULT_EXPORT_CHECK_SAMPLES
 
 
 def export_model(source: GraphLabeler, request: ExportRequest) -> Iterator[str]:
-    """Write the converted model, its labels and sidecar, check it; yields the lines to print."""
-    check_quantize_options(request.quantize, request.tflite_io)
+    """Convert ``request.graph``, write its labels and sidecar, check it on --image_dir; yields lines to print."""
+    check_export_options(request.quantize, request.tflite_io, request.quantize_samples,
+                         request.export_check_samples)
     if request.to == "saved_model" and request.quantize != "none":
         raise UserError("--quantize applies to --to tflite only; a SavedModel keeps float weights")
-    for flag in ("quantize_samples", "export_check_samples"):
-        if getattr(request, flag) < 1:
-            raise UserError(f"--{flag} must be at least 1, got {getattr(request, flag)}")
     if detect_format(request.graph) != FROZEN_GRAPH:
         raise UserError(f"--graph {request.graph} is already converted; pass the frozen graph (.pb) it came from")
     if request.quantize == "int8" and not request.image_dir:
@@ -54,77 +94,34 @@ def export_model(source: GraphLabeler, request: ExportRequest) -> Iterator[str]:
     output = Path(request.output)
     labels_path = Path(request.output_labels or output.with_suffix(".txt"))
     check_writable_file(labels_path, "--output_labels")
-    config = source.config
-    size = (config.input_height, config.input_width)
+    contract = dataclasses.replace(source.config, labels=list(source.labels))
     paths, truths = labelled_images(request.image_dir, source.labels) if request.image_dir else ([], None)
 
     if request.to == "tflite":
         check_writable_file(output, "--output")
-        calibration = None
-        if request.quantize == "int8":
-            _, calibration = decode_sample(paths, request.quantize_samples, *size)
-        write_tflite(convert_graph(request.graph, size, config.input_mean, config.input_std, request.quantize,
-                                   request.tflite_io, calibration, config.input_layer, config.output_layer), output)
-        name = "TFLite " + ("float" if request.quantize == "none" else request.quantize)
+        write_tflite_model(request.graph, output, contract, request.quantize, request.tflite_io, paths,
+                           request.quantize_samples)
+        name = tflite_name(request.quantize)
     else:
-        saved_model_from_graph(request.graph, source.config, output)
-        name = "SavedModel"
+        saved_model_from_graph(request.graph, contract, output)
+        contract.write(output)
+        name = SAVED_MODEL
     write_labels(source.labels, labels_path)
-    sidecar = write_model_sidecar(output, source)
 
     if paths:
-        index_of = {path: row for row, path in enumerate(paths)}
-        checked, pixels = decode_sample(paths, request.export_check_samples, *size)
-        images = CheckImages(checked, pixels, source.predict(pixels), truths[[index_of[p] for p in checked]],
-                             reference_name=f"the source graph")
-        result = check_export(output, name, images, source.labels, exact=request.quantize == "none",
-                              reference_size=model_size(request.graph))
-        yield f"Checked: {result.summary()}"
-    yield f"Wrote {output}, {labels_path} and {sidecar}"
+        images = check_images(paths, truths, request.export_check_samples, contract, source.predict,
+                              "the source graph")
+        for check in check_exports([(output, name, request.quantize == "none")], images, source.labels,
+                                   model_size(request.graph)):
+            yield f"Checked {check.summary()}"
+    yield f"Wrote {output}, {labels_path} and {sidecar_path(output)}"
 
 
-def write_model_sidecar(model_path: str | os.PathLike, source: GraphLabeler) -> Path:
-    """The sidecar of a converted model: the source's settings (as label_image resolved them) and labels."""
-    from .export import sidecar_path
-    config = source.config
-    info = {"input_layer": config.input_layer, "output_layer": config.output_layer,
-            "input_height": config.input_height, "input_width": config.input_width,
-            "input_mean": config.input_mean, "input_std": config.input_std, "labels": list(source.labels)}
-    path = sidecar_path(model_path)
-    with atomic_write(path, "w") as handle:
-        json.dump(info, handle, indent=2)
-        handle.write("\n")
-    return path
-
-
-def saved_model_from_graph(graph: str | os.PathLike, config: GraphConfig, directory: Path) -> None:
+def saved_model_from_graph(graph: str | os.PathLike, contract: Sidecar, directory: Path) -> None:
     """A SavedModel whose ``serving_default`` signature runs ``graph``: ``input`` -> ``output_layer``."""
     import tensorflow as tf
-    classify = prune_graph(load_graph_def(Path(graph)), config.input_layer, config.output_layer)
-    spec = tf.TensorSpec([None, config.input_height, config.input_width, 3], tf.float32, name="input")
-    output_name = config.output_layer.split(":")[0]
+    classify = prune_graph(load_graph_def(Path(graph)), contract.input_layer, contract.output_layer)
+    spec = tf.TensorSpec([None, contract.input_height, contract.input_width, 3], tf.float32, name=INPUT_NAME)
+    output_name = contract.output_layer.split(":")[0]
     write_saved_model(tf.function(lambda images: {output_name: tf.identity(classify(images))},
                                   input_signature=[spec], autograph=False), directory)
-
-
-def write_saved_model(serve: Callable, directory: str | os.PathLike) -> None:
-    """Save ``serve`` as the ``serving_default`` signature, into a temporary folder then renamed.
-
-    A crash leaves no half model; an existing folder that is not a SavedModel
-    is refused rather than replaced.
-    """
-    import tensorflow as tf
-    directory = Path(directory)
-    if directory.is_dir() and any(directory.iterdir()) and not (directory / "saved_model.pb").exists():
-        raise UserError(f"{directory} exists and is not a SavedModel; choose a new or empty folder")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    module = tf.Module()
-    module.serve = serve
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    try:
-        tf.saved_model.save(module, str(staging), signatures={"serving_default": serve})
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

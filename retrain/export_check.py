@@ -17,17 +17,13 @@ from typing import Sequence
 
 import numpy as np
 
-from .bottlenecks import decoded_batches
-from .labeler import resolve_graph_config
-from .model_file import load_model, model_size
+from .errors import ExportMismatch
+from .labeler import GraphLabeler
+from .model_file import model_size
 
 DEFAULT_EXPORT_CHECK_SAMPLES = 200
 TIE = 1e-5  # top-1 classes closer than this in the reference are a tie: either answer agrees
-CHECK_BATCH = 32
-
-
-class ExportMismatch(Exception):
-    """A float export predicts differently from the model it was made from (exit code 1: a bug, not a user error)."""
+CHECK_BATCH = 32  # images per call: batches amortise each format's per-call cost
 
 
 @dataclass
@@ -41,17 +37,6 @@ class CheckImages:
 
     def reference_accuracy(self) -> float | None:
         return None if self.truths is None else float(np.mean(self.reference.argmax(axis=1) == self.truths))
-
-
-def decode_sample(paths: Sequence[Path], count: int, height: int, width: int) -> tuple[list[Path], np.ndarray]:
-    """Up to ``count`` of ``paths``, spread evenly over the list, decoded; unreadable ones are left out."""
-    if len(paths) > count:
-        paths = [paths[i] for i in np.unique(np.linspace(0, len(paths) - 1, count).round().astype(int))]
-    kept, batches = [], [np.zeros((0, height, width, 3), np.uint8)]
-    for good, batch, _ in decoded_batches(list(paths), height, width, CHECK_BATCH):
-        kept.extend(paths[i] for i in good)
-        batches.append(batch)
-    return kept, np.concatenate(batches)
 
 
 @dataclass
@@ -86,13 +71,10 @@ def _size_text(size: int) -> str:
 
 
 def predict_export(path: str | os.PathLike, pixels: np.ndarray) -> np.ndarray:
-    """Probabilities from the written file, loaded with its own sidecar as ``label_image`` loads it."""
-    config, _ = resolve_graph_config(path)
-    model = load_model(path, config.input_layer, config.output_layer)
-    model.check_input_size(*pixels.shape[1:3])
-    normalization = (config.input_mean, config.input_std)
-    return np.concatenate([model.predict(pixels[i:i + CHECK_BATCH], normalization)
-                           for i in range(0, len(pixels), CHECK_BATCH)] or [np.zeros((0, 0), np.float32)])
+    """Probabilities from the written file, loaded with its sidecar exactly as ``label_image`` loads it."""
+    labeler = GraphLabeler(path)
+    return np.concatenate([labeler.predict(pixels[i:i + CHECK_BATCH]) for i in range(0, len(pixels), CHECK_BATCH)]
+                          or [np.zeros((0, len(labeler.labels)), np.float32)])
 
 
 def check_export(path: str | os.PathLike, name: str, images: CheckImages, labels: Sequence[str], exact: bool,

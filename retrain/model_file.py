@@ -5,23 +5,24 @@ flatbuffer all become a ``Model``: normalised float images ``[N, H, W, 3]``
 in, probabilities ``[N, C]`` out. The format is decided by content, never by
 the file name: users rename files, and a ``.pb`` that is really a TFLite
 model must not fail with a protobuf error. ``load_model`` is the one entry
-point, so checks on what a model may contain run in one place before anything
-executes it.
+point, so the check of what a model may contain (``graph_check``: pure
+computation only, unless ``trust_graph``) runs in one place, for every format,
+before anything executes it.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import numpy as np
 
 from .backbones import load_graph_def, normalize_pixels, prune_graph
 from .errors import UserError
+from .graph_check import check_graph_def, check_saved_model, check_tflite_ops
+from .graph_contract import FINAL_TENSOR_NAME, INPUT_NAME
+from .quiet import native_output_hidden
 
 FROZEN_GRAPH, SAVED_MODEL, TFLITE = "frozen graph", "SavedModel", "TFLite"
 TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier, at bytes 4..8 of every TFLite model
@@ -42,24 +43,6 @@ def detect_format(path: str | os.PathLike) -> str:
     with open(path, "rb") as handle:
         head = handle.read(8)
     return TFLITE if head[4:8] == TFLITE_IDENTIFIER else FROZEN_GRAPH
-
-
-@contextlib.contextmanager
-def native_output_hidden() -> Iterator[None]:
-    """Hide what TFLite's C++ code prints to file descriptors 1 and 2 (``INFO: Created TensorFlow Lite
-    XNNPACK delegate``, the quantiser's ``fully_quantize: 0, ...``): noise in a tool's output."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = {fd: os.dup(fd) for fd in (1, 2)}
-    with tempfile.TemporaryFile() as hidden:
-        try:
-            for fd in saved:
-                os.dup2(hidden.fileno(), fd)
-            yield
-        finally:
-            for fd, copy in saved.items():
-                os.dup2(copy, fd)
-                os.close(copy)
 
 
 def tflite_interpreter(model_path: str | os.PathLike, num_threads: int | None = None):
@@ -125,8 +108,8 @@ class Model:
     def check_input_size(self, height: int, width: int) -> None:
         """Refuse a size the file does not take, before it produces a confusing runtime error."""
         if self.input_size is not None and self.input_size != (height, width):
-            raise UserError(f"{self.path} takes {self.input_size[0]}x{self.input_size[1]} images, not "
-                            f"{height}x{width}; check --input_height and --input_width")
+            raise UserError(f"the {self.format} {self.path} does not take {height}x{width} images (it takes "
+                            f"{self.input_size[0]}x{self.input_size[1]}); check --input_height and --input_width")
 
     def check_labels(self, labels: list[str], height: int, width: int) -> None:
         """The model's output size must match the labels (probed on one blank image)."""
@@ -161,7 +144,9 @@ class TensorFlowModel(Model):
             if normalization is None:
                 return self._classify(tf.constant(images, tf.float32)).numpy()
             return self._pixels_function(normalization)(tf.constant(images, tf.uint8)).numpy()
-        except (TypeError, ValueError):  # raised while tracing: the graph's input has another fixed size
+        except (TypeError, ValueError):  # raised while tracing: a fixed batch size 1, or another image size
+            if len(images) > 1:
+                raise BatchRefused() from None
             raise UserError(f"the {self.format} {self.path} does not take {images.shape[1]}x{images.shape[2]} "
                             f"images; check --input_height and --input_width") from None
         except tf.errors.InvalidArgumentError as error:
@@ -175,8 +160,11 @@ class TFLiteModel(Model):
     """A TFLite flatbuffer; integer input/output is (de)quantised with the tensors' own scale and zero point."""
     format = TFLITE
 
-    def __init__(self, path: Path, num_threads: int | None = None):
+    def __init__(self, path: Path, num_threads: int | None = None, trust_graph: bool = False):
         self._interpreter = tflite_interpreter(path, num_threads)
+        if not trust_graph:  # both runtimes list operators only through this (private) method
+            operators = self._interpreter._get_ops_details()
+            check_tflite_ops(((op["op_name"], f"operator {op['index']}") for op in operators), path)
         inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1 or len(inputs[0]["shape"]) != 4:
             raise UserError(f"{path} is a TFLite model but not an image classifier with one image input and one "
@@ -226,11 +214,13 @@ def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
     return (values.astype(np.float32) - zero_point) * scale
 
 
-def _load_frozen_graph(path: Path, input_layer: str, output_layer: str) -> Model:
+def _load_frozen_graph(path: Path, input_layer: str, output_layer: str, trust_graph: bool) -> Model:
     try:
-        graph_def = load_graph_def(path)
+        graph_def = load_graph_def(path, trust_graph=True)  # parse only: a parse error means "not a model"
     except UserError:
         raise UserError(f"--graph {path} is none of the model formats we read; pass {FORMATS_HINT}") from None
+    if not trust_graph:
+        check_graph_def(graph_def, path)
     placeholder = next((node for node in graph_def.node if node.name == input_layer.split(":")[0]), None)
     dims = [dim.size for dim in placeholder.attr["shape"].shape.dim] if placeholder is not None else []
     size = (dims[1], dims[2]) if len(dims) == 4 and dims[1] > 0 and dims[2] > 0 else None
@@ -239,8 +229,10 @@ def _load_frozen_graph(path: Path, input_layer: str, output_layer: str) -> Model
     return TensorFlowModel(path, FROZEN_GRAPH, classify, size)
 
 
-def _load_saved_model(path: Path, output_layer: str) -> Model:
+def _load_saved_model(path: Path, output_layer: str, trust_graph: bool) -> Model:
     import tensorflow as tf
+    if not trust_graph:
+        check_saved_model(path)
     try:
         signature = tf.saved_model.load(str(path)).signatures[SERVING_SIGNATURE]
     except (KeyError, OSError, ValueError) as error:
@@ -257,16 +249,19 @@ def _load_saved_model(path: Path, output_layer: str) -> Model:
     return TensorFlowModel(path, SAVED_MODEL, lambda images: signature(**{input_name: images})[output_name], size)
 
 
-def load_model(path: str | os.PathLike, input_layer: str = "input", output_layer: str = "final_result",
-               num_threads: int | None = None) -> Model:
-    """Open ``path`` as whichever format its content is; names only matter for frozen graphs and SavedModels."""
+def load_model(path: str | os.PathLike, input_layer: str = INPUT_NAME, output_layer: str = FINAL_TENSOR_NAME,
+               num_threads: int | None = None, trust_graph: bool = False) -> Model:
+    """Open ``path`` as whichever format its content is, its ops checked first unless ``trust_graph``.
+
+    Tensor names only matter for frozen graphs and SavedModels.
+    """
     path = Path(path)
     model_format = detect_format(path)
     if model_format == TFLITE:
-        return TFLiteModel(path, num_threads)
+        return TFLiteModel(path, num_threads, trust_graph)
     if model_format == SAVED_MODEL:
-        return _load_saved_model(path, output_layer)
-    return _load_frozen_graph(path, input_layer, output_layer)
+        return _load_saved_model(path, output_layer, trust_graph)
+    return _load_frozen_graph(path, input_layer, output_layer, trust_graph)
 
 
 def model_size(path: str | os.PathLike) -> int:

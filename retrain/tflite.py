@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sized
 
 import numpy as np
 
 from .backbones import normalize_pixels
 from .errors import UserError
-from .model_file import native_output_hidden
-from .paths import atomic_write
+from .files import atomic_write
+from .graph_contract import Sidecar
+from .quiet import native_output_hidden
 
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
 TFLITE_IO_TYPES = ("float", "uint8")
@@ -40,26 +41,26 @@ def check_quantize_options(quantize: str, tflite_io: str) -> None:
                         f"integer input and output")
 
 
-def check_calibration(pixels: np.ndarray) -> None:
-    """int8 needs real images to measure activation ranges on."""
-    if len(pixels) < MIN_CALIBRATION_IMAGES:
+def check_calibration(images: Sized) -> None:
+    """int8 needs real images to measure activation ranges on (decoded ones, or usable paths ahead of time)."""
+    if len(images) < MIN_CALIBRATION_IMAGES:
         raise UserError(f"--quantize int8 needs at least {MIN_CALIBRATION_IMAGES} readable calibration images, "
-                        f"found {len(pixels)}; add images to --image_dir or raise --quantize_samples")
+                        f"found {len(images)}; add images to --image_dir or raise --quantize_samples")
 
 
-def convert_graph(graph_path: str | os.PathLike, input_size: tuple[int, int], mean: float, std: float,
-                  quantize: str = "none", tflite_io: str = "float", calibration: np.ndarray | None = None,
-                  input_layer: str = "input", output_layer: str = "final_result") -> bytes:
-    """The TFLite flatbuffer for a frozen graph file.
+def convert_graph(graph_path: str | os.PathLike, contract: Sidecar, quantize: str = "none",
+                  tflite_io: str = "float", calibration: np.ndarray | None = None) -> bytes:
+    """The TFLite flatbuffer for a frozen graph file fed as ``contract`` says (size, names, mean, std).
 
-    ``calibration`` (uint8 RGB images at ``input_size``) is required for
-    ``int8``: they are normalised with ``mean``/``std`` exactly as the input
-    takes them and fed one at a time as the representative dataset.
+    ``calibration`` (uint8 RGB images at the input size) is required for
+    ``int8``: they are normalised exactly as the input takes them and fed one
+    at a time as the representative dataset.
     """
     import tensorflow as tf
     check_quantize_options(quantize, tflite_io)
     converter = tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
-        str(graph_path), [input_layer], [output_layer], {input_layer: [1, *input_size, 3]})
+        str(graph_path), [contract.input_layer], [contract.output_layer],
+        {contract.input_layer: [1, contract.input_height, contract.input_width, 3]})
     if quantize != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
@@ -68,7 +69,8 @@ def convert_graph(graph_path: str | os.PathLike, input_size: tuple[int, int], me
         if calibration is None:
             raise ValueError("int8 conversion needs calibration images")
         check_calibration(calibration)
-        converter.representative_dataset = lambda: _representative(calibration, mean, std)
+        converter.representative_dataset = lambda: _representative(calibration, contract.input_mean,
+                                                                   contract.input_std)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if tflite_io == "uint8":
             converter.inference_input_type = converter.inference_output_type = tf.uint8
@@ -90,3 +92,8 @@ def write_tflite(model: bytes, path: str | os.PathLike) -> Path:
     with atomic_write(path) as handle:
         handle.write(model)
     return Path(path)
+
+
+def tflite_name(quantize: str) -> str:
+    """How reports call a TFLite file: ``TFLite float``, ``TFLite int8``, ..."""
+    return "TFLite " + ("float" if quantize == "none" else quantize)

@@ -7,11 +7,13 @@ import pytest
 
 from retrain.decode import load_rgb
 from retrain.deploy import ExportRequest, export_model
-from retrain.errors import UserError
-from retrain.export_check import CheckImages, ExportMismatch, check_export, predict_export
+from retrain.errors import ExportMismatch, UserError
+from retrain.export_check import CheckImages, check_export, predict_export
 from retrain.labeler import GraphLabeler
 from retrain.model_file import FROZEN_GRAPH, SAVED_MODEL, TFLITE, detect_format, load_model, tflite_interpreter
+from scripts import evaluate as evaluate_script
 from scripts import export as export_script
+from scripts import label_image as label_image_script
 from tests.conftest import FLOWERS, TINY_SIZE, make_dataset
 from tests.test_cli import run_script
 from tests.test_poets_graph import POETS_FLAGS, poets_graph, poets_predictions  # noqa: F401 (fixture)
@@ -154,16 +156,14 @@ def test_impossible_requests_are_refused_before_any_work(tiny_graph, tmp_path): 
 
 @pytest.mark.integration
 def test_real_mobilenet_to_int8_agrees_with_the_float_graph(flowers_retrained, tmp_path):
-    from retrain.export_check import decode_sample
+    from retrain.decode import decode_sample
+    from retrain.deploy import write_tflite_model
     from retrain.images import split_images
-    from retrain.tflite import convert_graph, write_tflite
     graph = flowers_retrained.out / "graph.pb"
     records = split_images(FLOWERS)
-    _, calibration = decode_sample([r.path for r in records if r.split == "train"], 100, 224, 224)
-    output = write_tflite(convert_graph(graph, (224, 224), 127.5, 127.5, "int8", calibration=calibration),
-                          tmp_path / "flowers_int8.tflite")
-    shutil.copy(graph.with_suffix(".json"), output.with_suffix(".json"))
     labeler = GraphLabeler(graph)
+    output = write_tflite_model(graph, tmp_path / "flowers_int8.tflite", labeler.config, "int8", "float",
+                                [r.path for r in records if r.split == "train"], 100)
     held_out = [r for r in records if r.split != "train"]
     paths, pixels = decode_sample([r.path for r in held_out], len(held_out), 224, 224)
     truths = np.array([labeler.labels.index(p.parent.name) for p in paths])
@@ -171,3 +171,32 @@ def test_real_mobilenet_to_int8_agrees_with_the_float_graph(flowers_retrained, t
                          labeler.labels, exact=False, reference_size=graph.stat().st_size)
     assert check.agreement >= 0.95, check.summary()
     assert check.size <= check.reference_size / 3, check.summary()
+
+
+def test_label_image_and_evaluate_take_every_format(exports, tiny_graph, images, capsys):  # noqa: F811
+    written, _ = exports
+    expected = evaluate_script.main(["--graph", str(tiny_graph), "--image_dir", str(images)])
+    graph_report = capsys.readouterr().out
+    for variant in ("none", "saved_model", "int8-uint8"):
+        assert evaluate_script.main(["--graph", str(written[variant]), "--image_dir", str(images)]) == expected == 0
+        report = capsys.readouterr().out
+        assert report.splitlines()[0].startswith("Accuracy = ") and "Confusion matrix" in report
+        if variant != "int8-uint8":
+            assert report == graph_report
+    image = next(images.rglob("*.jpg"))
+    assert label_image_script.main(["--graph", str(written["none"]), "--image", str(image), "--top_k", "1"]) == 0
+    assert capsys.readouterr().out.split()[0] == image.parent.name
+
+
+def test_unusable_graphs_are_one_line_exit_2(exports, tmp_path):
+    written, _ = exports
+    bogus = tmp_path / "bogus.pb"
+    bogus.write_bytes(b"\x00\x01 definitely not a model")
+    two_labels = tmp_path / "two.txt"
+    two_labels.write_text("a\nb\n")
+    image = tmp_path / "x.jpg"
+    cases = {"none of the model formats": [str(bogus)],
+             "has 3 outputs but the labels file has 2 labels": [str(written["int8"]), "--labels", str(two_labels)]}
+    for message, args in cases.items():
+        result = run_script("scripts.label_image", "--graph", *args, "--image", str(image))
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
