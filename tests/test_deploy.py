@@ -11,11 +11,15 @@ from retrain.errors import ExportMismatch, UserError
 from retrain.export_check import CheckImages, check_export, predict_export
 from retrain.labeler import GraphLabeler
 from retrain.model_file import FROZEN_GRAPH, SAVED_MODEL, TFLITE, detect_format, load_model, tflite_interpreter
+from retrain.images import split_images
+from retrain.pipeline import run_retrain
 from scripts import evaluate as evaluate_script
 from scripts import export as export_script
 from scripts import label_image as label_image_script
+from scripts._cli import run_cli
 from tests.conftest import FLOWERS, TINY_SIZE, make_dataset
 from tests.test_cli import run_script
+from tests.test_pipeline import options as pipeline_options
 from tests.test_poets_graph import POETS_FLAGS, poets_graph, poets_predictions  # noqa: F401 (fixture)
 from tests.test_relabel import LABELS, tiny_graph  # noqa: F401 (fixture)
 
@@ -158,7 +162,6 @@ def test_impossible_requests_are_refused_before_any_work(tiny_graph, tmp_path): 
 def test_real_mobilenet_to_int8_agrees_with_the_float_graph(flowers_retrained, tmp_path):
     from retrain.decode import decode_sample
     from retrain.deploy import write_tflite_model
-    from retrain.images import split_images
     graph = flowers_retrained.out / "graph.pb"
     records = split_images(FLOWERS)
     labeler = GraphLabeler(graph)
@@ -200,3 +203,43 @@ def test_unusable_graphs_are_one_line_exit_2(exports, tmp_path):
     for message, args in cases.items():
         result = run_script("scripts.label_image", "--graph", *args, "--image", str(image))
         assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_retrain_writes_and_checks_every_export_before_saying_wrote(image_dir, tmp_path, tiny_model_dir):
+    messages = []
+    run_retrain(pipeline_options(image_dir, tmp_path, tiny_model_dir, saved_model_dir=str(tmp_path / "sm"),
+                                 output_tflite=str(tmp_path / "g.tflite"), quantize="int8", quantize_samples=50,
+                                 tflite_io="uint8"), log=messages.append)
+    checked = [m for m in messages if m.startswith("Checked ")]
+    assert [m.split(":")[0] for m in checked] == ["Checked frozen graph", "Checked SavedModel", "Checked TFLite int8"]
+    validation = sum(r.split == "validation" for r in split_images(image_dir, 25, 25))  # the check images
+    assert f"same top-1 as the trained model on all {validation} check images" in checked[0]
+    assert f"agreement on {validation} check images, accuracy" in checked[2]
+    first_wrote = next(i for i, m in enumerate(messages) if m.startswith("Wrote "))
+    assert first_wrote > messages.index(checked[-1])
+    for model in (tmp_path / "g.pb", tmp_path / "sm", tmp_path / "g.tflite"):
+        labeler = GraphLabeler(model)  # each with its own sidecar: no flags
+        assert labeler.labels == LABELS
+    assert tflite_interpreter(tmp_path / "g.tflite").get_input_details()[0]["dtype"] == np.uint8
+
+
+def test_run_cli_reports_a_failed_export_check_in_one_line_with_exit_1(capsys):
+    def main(argv):
+        raise ExportMismatch("out/g.tflite (TFLite float) disagrees with the trained model on a.jpg")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, [])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == "error: out/g.tflite (TFLite float) disagrees with the trained model on a.jpg\n"
+
+
+def test_retrain_refuses_bad_export_flags_before_any_work(image_dir, tmp_path, tiny_model_dir):
+    few = make_dataset(tmp_path / "few", per_class=3)
+    cases = {"applies to the TFLite file; add --output_tflite": (image_dir, dict(quantize="int8")),
+             "needs at least 10 readable calibration images, found 9": (
+                 few, dict(output_tflite=str(tmp_path / "g.tflite"), quantize="int8", testing_percentage=0,
+                           validation_percentage=0))}
+    for message, (images, changes) in cases.items():
+        messages = []
+        with pytest.raises(UserError, match=message):
+            run_retrain(pipeline_options(images, tmp_path, tiny_model_dir, **changes), log=messages.append)
+        assert not any(m.startswith("Step ") for m in messages)  # before training
