@@ -84,7 +84,7 @@ def main() -> None:
     from retrain.deploy import write_tflite_model
     from retrain.graph_contract import Sidecar
     from retrain.images import labels_of, split_images
-    from retrain.tflite import QUANTIZE_MODES, tflite_name
+    from retrain.tflite import FLOAT_IO, QUANTIZE_MODES, tflite_name
 
     print(machine())
     out = WORK_DIR / "exports"
@@ -108,7 +108,7 @@ def main() -> None:
     artifacts = {"frozen graph": graph, "SavedModel": out / "saved_model"}
     for mode in QUANTIZE_MODES:
         started = time.perf_counter()
-        path = write_tflite_model(graph, out / f"graph_{mode}.tflite", contract, mode, "float", training_paths,
+        path = write_tflite_model(graph, out / f"graph_{mode}.tflite", contract, mode, FLOAT_IO, training_paths,
                                   CALIBRATION_IMAGES)
         print(f"converted {tflite_name(mode)} in {time.perf_counter() - started:.1f} s")
         artifacts[tflite_name(mode)] = path
@@ -131,7 +131,8 @@ def main() -> None:
     accuracy_change = (int8.accuracy - graph_row.accuracy) * 100
     size_ratio = int8.size_mb / graph_row.size_mb
     met = accuracy_change >= -2 and size_ratio <= 1 / 3 and float_tflite.validation_agreement == 1.0
-    print(f"RESULT exports: int8 test accuracy {int8.accuracy * 100:.1f}% vs float graph {graph_row.accuracy * 100:.1f}% "
+    print(f"RESULT exports: int8 test accuracy {int8.accuracy * 100:.1f}% vs float graph "
+          f"{graph_row.accuracy * 100:.1f}% "
           f"({accuracy_change:+.1f} points), size {size_ratio:.2f}x of the graph; TFLite float agrees on "
           f"{float_tflite.validation_agreement * 100:.0f}% of validation images; "
           f"acceptance {'met' if met else 'NOT met'}")

@@ -25,8 +25,8 @@ from .files import check_writable_file
 from .graph_contract import INPUT_NAME, Sidecar, sidecar_path
 from .labeler import GraphLabeler
 from .model_file import FROZEN_GRAPH, SAVED_MODEL, detect_format, model_size
-from .tflite import (DEFAULT_QUANTIZE_SAMPLES, check_quantize_options, convert_graph, tflite_name,
-                     write_tflite)
+from .tflite import (DEFAULT_QUANTIZE_SAMPLES, FLOAT_IO, NO_QUANTIZATION, check_quantize_options, convert_graph,
+                     tflite_name, write_tflite)
 
 
 def check_export_options(quantize: str, tflite_io: str, quantize_samples: int, export_check_samples: int) -> None:
@@ -75,9 +75,9 @@ class ExportRequest:
     output: str
     output_labels: str | None = None
     image_dir: str | None = None
-    quantize: str = "none"
+    quantize: str = NO_QUANTIZATION
     quantize_samples: int = DEFAULT_QUANTIZE_SAMPLES
-    tflite_io: str = "float"
+    tflite_io: str = FLOAT_IO
     export_check_samples: int = DEFAULT_EXPORT_CHECK_SAMPLES
 
 
@@ -85,7 +85,7 @@ def export_model(source: GraphLabeler, request: ExportRequest) -> Iterator[str]:
     """Convert ``request.graph``, write its labels and sidecar, check it on --image_dir; yields lines to print."""
     check_export_options(request.quantize, request.tflite_io, request.quantize_samples,
                          request.export_check_samples)
-    if request.to == "saved_model" and request.quantize != "none":
+    if request.to == "saved_model" and request.quantize != NO_QUANTIZATION:
         raise UserError("--quantize applies to --to tflite only; a SavedModel keeps float weights")
     if detect_format(request.graph) != FROZEN_GRAPH:
         raise UserError(f"--graph {request.graph} is already converted; pass the frozen graph (.pb) it came from")
@@ -111,7 +111,7 @@ def export_model(source: GraphLabeler, request: ExportRequest) -> Iterator[str]:
     if paths:
         images = check_images(paths, truths, request.export_check_samples, contract, source.predict,
                               "the source graph")
-        for check in check_exports([(output, name, request.quantize == "none")], images, source.labels,
+        for check in check_exports([(output, name, request.quantize == NO_QUANTIZATION)], images, source.labels,
                                    model_size(request.graph)):
             yield f"Checked {check.summary()}"
     yield f"Wrote {output}, {labels_path} and {sidecar_path(output)}"

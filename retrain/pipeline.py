@@ -38,7 +38,7 @@ from .metrics import ClassificationReport, classification_report
 from .model_file import FROZEN_GRAPH, SAVED_MODEL, model_size
 from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS, validate_max_megapixels
 from .summaries import TrainingSummaries, progress_printer
-from .tflite import DEFAULT_QUANTIZE_SAMPLES, check_calibration, tflite_name
+from .tflite import DEFAULT_QUANTIZE_SAMPLES, FLOAT_IO, NO_QUANTIZATION, check_calibration, tflite_name
 
 PREDICT_ROWS = 8192  # rows scored at once: scoring a big (or streamed) test set needs little memory
 
@@ -72,16 +72,16 @@ class RetrainOptions:
     fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
     augment_copies: int = 0
     output_tflite: str = ""
-    quantize: str = "none"
+    quantize: str = NO_QUANTIZATION
     quantize_samples: int = DEFAULT_QUANTIZE_SAMPLES
-    tflite_io: str = "float"
+    tflite_io: str = FLOAT_IO
     export_check_samples: int = DEFAULT_EXPORT_CHECK_SAMPLES
 
     def __post_init__(self) -> None:
         validate_max_megapixels(self.max_image_megapixels)
         check_batch_size(self.bottleneck_batch_size)
         check_export_options(self.quantize, self.tflite_io, self.quantize_samples, self.export_check_samples)
-        if self.quantize != "none" and not self.output_tflite:
+        if self.quantize != NO_QUANTIZATION and not self.output_tflite:
             raise UserError(f"--quantize {self.quantize} applies to the TFLite file; add --output_tflite PATH")
         if self.memory_budget_gb <= 0:
             raise UserError(f"--memory_budget_gb must be positive, got {self.memory_budget_gb}")
@@ -283,7 +283,8 @@ def _export(options: RetrainOptions, backbone: Backbone, head: Head, labels: lis
         write_tflite_model(options.output_graph, options.output_tflite, contract, options.quantize,
                            options.tflite_io, data["train"].paths, options.quantize_samples)
         written.append(f"{options.output_tflite} and {sidecar_path(options.output_tflite)}")
-        artifacts.append((Path(options.output_tflite), tflite_name(options.quantize), options.quantize == "none"))
+        is_float = options.quantize == NO_QUANTIZATION
+        artifacts.append((Path(options.output_tflite), tflite_name(options.quantize), is_float))
     # Checked on validation images, the ones a user has not trained on; a run without any uses test, then train.
     split = next((data[name] for name in ("validation", "test", "train") if len(data[name].paths)))
     images = check_images(split.paths, split.labels, options.export_check_samples, contract,

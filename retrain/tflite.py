@@ -24,8 +24,9 @@ from .files import atomic_write
 from .graph_contract import Sidecar
 from .quiet import native_output_hidden
 
-QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
-TFLITE_IO_TYPES = ("float", "uint8")
+NO_QUANTIZATION, FLOAT_IO = "none", "float"  # the defaults: a float model with float input and output
+QUANTIZE_MODES = (NO_QUANTIZATION, "float16", "dynamic", "int8")
+TFLITE_IO_TYPES = (FLOAT_IO, "uint8")
 DEFAULT_QUANTIZE_SAMPLES = 300
 MIN_CALIBRATION_IMAGES = 10  # fewer cannot estimate activation ranges; int8 accuracy would collapse
 
@@ -36,7 +37,7 @@ def check_quantize_options(quantize: str, tflite_io: str) -> None:
         raise UserError(f"--quantize {quantize} is unknown; use one of {', '.join(QUANTIZE_MODES)}")
     if tflite_io not in TFLITE_IO_TYPES:
         raise UserError(f"--tflite_io {tflite_io} is unknown; use one of {', '.join(TFLITE_IO_TYPES)}")
-    if tflite_io != "float" and quantize != "int8":
+    if tflite_io != FLOAT_IO and quantize != "int8":
         raise UserError(f"--tflite_io {tflite_io} needs --quantize int8: only a full-integer model has "
                         f"integer input and output")
 
@@ -48,8 +49,8 @@ def check_calibration(images: Sized) -> None:
                         f"found {len(images)}; add images to --image_dir or raise --quantize_samples")
 
 
-def convert_graph(graph_path: str | os.PathLike, contract: Sidecar, quantize: str = "none",
-                  tflite_io: str = "float", calibration: np.ndarray | None = None) -> bytes:
+def convert_graph(graph_path: str | os.PathLike, contract: Sidecar, quantize: str = NO_QUANTIZATION,
+                  tflite_io: str = FLOAT_IO, calibration: np.ndarray | None = None) -> bytes:
     """The TFLite flatbuffer for a frozen graph file fed as ``contract`` says (size, names, mean, std).
 
     ``calibration`` (uint8 RGB images at the input size) is required for
@@ -61,7 +62,7 @@ def convert_graph(graph_path: str | os.PathLike, contract: Sidecar, quantize: st
     converter = tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
         str(graph_path), [contract.input_layer], [contract.output_layer],
         {contract.input_layer: [1, contract.input_height, contract.input_width, 3]})
-    if quantize != "none":
+    if quantize != NO_QUANTIZATION:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
@@ -96,4 +97,4 @@ def write_tflite(model: bytes, path: str | os.PathLike) -> Path:
 
 def tflite_name(quantize: str) -> str:
     """How reports call a TFLite file: ``TFLite float``, ``TFLite int8``, ..."""
-    return "TFLite " + ("float" if quantize == "none" else quantize)
+    return "TFLite " + ("float" if quantize == NO_QUANTIZATION else quantize)

@@ -18,7 +18,6 @@ from scripts import export as export_script
 from scripts import label_image as label_image_script
 from scripts._cli import run_cli
 from tests.conftest import FLOWERS, TINY_SIZE, make_dataset
-from tests.test_cli import run_script
 from tests.test_pipeline import options as pipeline_options
 from tests.test_poets_graph import POETS_FLAGS, poets_graph, poets_predictions  # noqa: F401 (fixture)
 from tests.test_relabel import LABELS, tiny_graph  # noqa: F401 (fixture)
@@ -191,18 +190,20 @@ def test_label_image_and_evaluate_take_every_format(exports, tiny_graph, images,
     assert capsys.readouterr().out.split()[0] == image.parent.name
 
 
-def test_unusable_graphs_are_one_line_exit_2(exports, tmp_path):
+def test_unusable_graphs_are_one_line_exit_2(exports, images, tmp_path, capsys):
     written, _ = exports
     bogus = tmp_path / "bogus.pb"
     bogus.write_bytes(b"\x00\x01 definitely not a model")
     two_labels = tmp_path / "two.txt"
     two_labels.write_text("a\nb\n")
-    image = tmp_path / "x.jpg"
+    image = next(images.rglob("*.jpg"))
     cases = {"none of the model formats": [str(bogus)],
              "has 3 outputs but the labels file has 2 labels": [str(written["int8"]), "--labels", str(two_labels)]}
     for message, args in cases.items():
-        result = run_script("scripts.label_image", "--graph", *args, "--image", str(image))
-        assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(label_image_script.main, ["--graph", *args, "--image", str(image)])
+        error = capsys.readouterr().err
+        assert exit_info.value.code == 2 and error.count("\n") == 1 and message in error, error
 
 
 def test_retrain_writes_and_checks_every_export_before_saying_wrote(image_dir, tmp_path, tiny_model_dir):
