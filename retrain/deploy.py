@@ -25,6 +25,7 @@ from .files import check_writable_file
 from .graph_contract import INPUT_NAME, Sidecar, sidecar_path
 from .labeler import GraphLabeler
 from .model_file import FROZEN_GRAPH, SAVED_MODEL, detect_format, model_size
+from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
 from .tflite import (DEFAULT_QUANTIZE_SAMPLES, FLOAT_IO, NO_QUANTIZATION, check_quantize_options, convert_graph,
                      tflite_name, write_tflite)
 
@@ -38,21 +39,24 @@ def check_export_options(quantize: str, tflite_io: str, quantize_samples: int, e
 
 
 def write_tflite_model(graph: str | os.PathLike, output: str | os.PathLike, contract: Sidecar, quantize: str,
-                       tflite_io: str, calibration_paths: Sequence[Path], quantize_samples: int) -> Path:
+                       tflite_io: str, calibration_paths: Sequence[Path], quantize_samples: int,
+                       max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS) -> Path:
     """Convert ``graph`` to ``output`` and write ``contract`` as its sidecar; int8 calibrates on the paths."""
     calibration = None
     if quantize == "int8":
         _, calibration = decode_sample(calibration_paths, quantize_samples, contract.input_height,
-                                       contract.input_width)
+                                       contract.input_width, max_megapixels=max_megapixels)
     write_tflite(convert_graph(graph, contract, quantize, tflite_io, calibration), output)
     contract.write(output)
     return Path(output)
 
 
 def check_images(paths: Sequence[Path], truths: np.ndarray | None, count: int, contract: Sidecar,
-                 reference: Callable[[np.ndarray], np.ndarray], reference_name: str) -> CheckImages:
+                 reference: Callable[[np.ndarray], np.ndarray], reference_name: str,
+                 max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS) -> CheckImages:
     """Up to ``count`` of ``paths`` decoded, with ``reference(uint8 pixels) -> probabilities`` on them."""
-    checked, pixels = decode_sample(paths, count, contract.input_height, contract.input_width)
+    checked, pixels = decode_sample(paths, count, contract.input_height, contract.input_width,
+                                    max_megapixels=max_megapixels)
     if truths is not None:
         row_of = {path: row for row, path in enumerate(paths)}
         truths = truths[[row_of[path] for path in checked]]
@@ -62,9 +66,10 @@ def check_images(paths: Sequence[Path], truths: np.ndarray | None, count: int, c
 
 
 def check_exports(artifacts: Sequence[tuple[Path, str, bool]], images: CheckImages, labels: Sequence[str],
-                  reference_size: int) -> list[ExportCheck]:
+                  reference_size: int, trust_graph: bool = False) -> list[ExportCheck]:
     """Check each ``(path, name, is float)``; the first float file that disagrees raises ``ExportMismatch``."""
-    return [check_export(path, name, images, labels, exact, reference_size) for path, name, exact in artifacts]
+    return [check_export(path, name, images, labels, exact, reference_size, trust_graph)
+            for path, name, exact in artifacts]
 
 
 @dataclass
@@ -79,6 +84,8 @@ class ExportRequest:
     quantize_samples: int = DEFAULT_QUANTIZE_SAMPLES
     tflite_io: str = FLOAT_IO
     export_check_samples: int = DEFAULT_EXPORT_CHECK_SAMPLES
+    trust_graph: bool = False
+    max_image_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS
 
 
 def export_model(source: GraphLabeler, request: ExportRequest) -> Iterator[str]:
@@ -100,7 +107,7 @@ def export_model(source: GraphLabeler, request: ExportRequest) -> Iterator[str]:
     if request.to == "tflite":
         check_writable_file(output, "--output")
         write_tflite_model(request.graph, output, contract, request.quantize, request.tflite_io, paths,
-                           request.quantize_samples)
+                           request.quantize_samples, request.max_image_megapixels)
         name = tflite_name(request.quantize)
     else:
         saved_model_from_graph(request.graph, contract, output)
@@ -110,9 +117,9 @@ def export_model(source: GraphLabeler, request: ExportRequest) -> Iterator[str]:
 
     if paths:
         images = check_images(paths, truths, request.export_check_samples, contract, source.predict,
-                              "the source graph")
+                              "the source graph", request.max_image_megapixels)
         for check in check_exports([(output, name, request.quantize == NO_QUANTIZATION)], images, source.labels,
-                                   model_size(request.graph)):
+                                   model_size(request.graph), request.trust_graph):
             yield f"Checked {check.summary()}"
     yield f"Wrote {output}, {labels_path} and {sidecar_path(output)}"
 

@@ -70,18 +70,21 @@ def _size_text(size: int) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
 
 
-def predict_export(path: str | os.PathLike, pixels: np.ndarray) -> np.ndarray:
+def predict_export(path: str | os.PathLike, pixels: np.ndarray, trust_graph: bool = False) -> np.ndarray:
     """Probabilities from the written file, loaded with its sidecar exactly as ``label_image`` loads it."""
-    labeler = GraphLabeler(path)
+    labeler = GraphLabeler(path, trust_graph=trust_graph)
     return np.concatenate([labeler.predict(pixels[i:i + CHECK_BATCH]) for i in range(0, len(pixels), CHECK_BATCH)]
                           or [np.zeros((0, len(labeler.labels)), np.float32)])
 
 
 def check_export(path: str | os.PathLike, name: str, images: CheckImages, labels: Sequence[str], exact: bool,
-                 reference_size: int | None = None) -> ExportCheck:
-    """Run the written ``path`` on ``images``; raise ``ExportMismatch`` if a float export disagrees."""
+                 reference_size: int | None = None, trust_graph: bool = False) -> ExportCheck:
+    """Run the written ``path`` on ``images``; raise ``ExportMismatch`` if a float export disagrees.
+
+    ``trust_graph`` as for the source: a backbone the user trusted past ``graph_check`` is in the export too.
+    """
     path = Path(path)
-    probabilities = predict_export(path, images.pixels)
+    probabilities = predict_export(path, images.pixels, trust_graph)
     if probabilities.shape != images.reference.shape:
         raise ExportMismatch(f"{path} ({name}) gives {probabilities.shape[-1]} outputs per image, "
                              f"{images.reference_name} {images.reference.shape[-1]}; do not use this file")

@@ -281,15 +281,17 @@ def _export(options: RetrainOptions, backbone: Backbone, head: Head, labels: lis
         artifacts.append((Path(options.saved_model_dir), SAVED_MODEL, True))
     if options.output_tflite:
         write_tflite_model(options.output_graph, options.output_tflite, contract, options.quantize,
-                           options.tflite_io, data["train"].paths, options.quantize_samples)
+                           options.tflite_io, data["train"].paths, options.quantize_samples,
+                           options.max_image_megapixels)
         written.append(f"{options.output_tflite} and {sidecar_path(options.output_tflite)}")
         is_float = options.quantize == NO_QUANTIZATION
         artifacts.append((Path(options.output_tflite), tflite_name(options.quantize), is_float))
     # Checked on validation images, the ones a user has not trained on; a run without any uses test, then train.
     split = next((data[name] for name in ("validation", "test", "train") if len(data[name].paths)))
     images = check_images(split.paths, split.labels, options.export_check_samples, contract,
-                          lambda pixels: head.predict_proba(backbone(pixels)), "the trained model")
-    for check in check_exports(artifacts, images, labels, model_size(options.output_graph)):
+                          lambda pixels: head.predict_proba(backbone(pixels)), "the trained model",
+                          options.max_image_megapixels)
+    for check in check_exports(artifacts, images, labels, model_size(options.output_graph), options.trust_graph):
         log(f"Checked {check.summary()}")
     for line in written:
         log(f"Wrote {line}")

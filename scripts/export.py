@@ -55,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from retrain.deploy import export_model
     request = ExportRequest(args.graph, args.to, args.output, args.output_labels, args.image_dir, args.quantize,
-                            args.quantize_samples, args.tflite_io, args.export_check_samples)
+                            args.quantize_samples, args.tflite_io, args.export_check_samples, args.trust_graph,
+                            args.max_image_megapixels)
     for line in export_model(load_labeler(args), request):
         print(line)
     return 0

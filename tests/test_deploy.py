@@ -244,3 +244,15 @@ def test_retrain_refuses_bad_export_flags_before_any_work(image_dir, tmp_path, t
         with pytest.raises(UserError, match=message):
             run_retrain(pipeline_options(images, tmp_path, tiny_model_dir, **changes), log=messages.append)
         assert not any(m.startswith("Step ") for m in messages)  # before training
+
+
+def test_every_format_is_checked_for_unsafe_ops_before_it_runs(exports, tmp_path):
+    from tests.hostile_files import graph_writing_file, saved_model_writing_file
+    written, _ = exports
+    saved_model_writing_file(tmp_path / "evil_sm", tmp_path / "x")
+    (tmp_path / "evil.pb").write_bytes(graph_writing_file(tmp_path / "x").SerializeToString())
+    for evil in (tmp_path / "evil_sm", tmp_path / "evil.pb"):
+        with pytest.raises(UserError, match=f"{evil.name} contains op WriteFile"):
+            load_model(evil)
+    assert not (tmp_path / "x").exists()
+    load_model(written["int8-uint8"])  # our own exports hold only pure ops: TFLite builtins pass the check
