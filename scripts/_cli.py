@@ -146,6 +146,10 @@ def add_gradcam_layer_argument(parser: argparse.ArgumentParser) -> None:
 def load_gradcam(args: argparse.Namespace, labeler: GraphLabeler) -> GradCam:
     """Grad-CAM for the graph ``labeler`` runs, on the layer ``--gradcam_layer`` names."""
     from retrain.gradcam import GradCam
+    from retrain.model_file import FROZEN_GRAPH
+    if labeler.model.format != FROZEN_GRAPH:  # it differentiates through the GraphDef's own tensors
+        raise UserError(f"Grad-CAM needs a frozen graph (.pb) and --graph {args.graph} is a {labeler.model.format}; "
+                        f"pass the frozen graph it was converted from")
     return GradCam.for_graph(args.graph, labeler.config, args.gradcam_layer, trust_graph=args.trust_graph,
                              max_image_megapixels=labeler.max_image_megapixels)
 

@@ -256,3 +256,10 @@ def test_every_format_is_checked_for_unsafe_ops_before_it_runs(exports, tmp_path
             load_model(evil)
     assert not (tmp_path / "x").exists()
     load_model(written["int8-uint8"])  # our own exports hold only pure ops: TFLite builtins pass the check
+
+
+def test_gradcam_asks_for_the_frozen_graph_of_a_converted_model(exports, images, tmp_path):
+    written, _ = exports
+    with pytest.raises(UserError, match="Grad-CAM needs a frozen graph .* is a TFLite; pass the frozen graph"):
+        evaluate_script.main(["--graph", str(written["none"]), "--image_dir", str(images),
+                              "--html", str(tmp_path / "report")])
