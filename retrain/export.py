@@ -87,12 +87,6 @@ def write_sidecar(graph_path: str | os.PathLike, backbone: Backbone, labels: lis
     return sidecar_for(backbone, labels, final_tensor_name, fine_tuned_blocks).write(graph_path)
 
 
-def write_sidecar(graph_path: str | os.PathLike, backbone: Backbone, labels: list[str],
-                  final_tensor_name: str = FINAL_TENSOR_NAME) -> Path:
-    """Everything our tools need to feed the graph, as JSON beside it."""
-    return sidecar_for(backbone, labels, final_tensor_name).write(graph_path)
-
-
 def export_saved_model(backbone: Backbone, head: Head, directory: str | os.PathLike,
                        final_tensor_name: str = FINAL_TENSOR_NAME) -> None:
     """A TF2 SavedModel with one ``serving_default`` signature: ``input`` -> ``final_tensor_name``."""
