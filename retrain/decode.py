@@ -106,6 +106,18 @@ def decoded_batches(paths: Sequence, height: int, width: int, batch_size: int, w
             yield good, batch, bad
 
 
+def decode_sample(paths: Sequence[Path], count: int, height: int, width: int, batch_size: int = 32,
+                  max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS) -> tuple[list[Path], np.ndarray]:
+    """Up to ``count`` of ``paths``, spread evenly over the list, decoded; unreadable ones are left out."""
+    if len(paths) > count:
+        paths = [paths[i] for i in np.unique(np.linspace(0, len(paths) - 1, count).round().astype(int))]
+    kept, batches = [], [np.zeros((0, height, width, 3), np.uint8)]
+    for good, batch, _ in decoded_batches(list(paths), height, width, batch_size, max_megapixels=max_megapixels):
+        kept.extend(paths[i] for i in good)
+        batches.append(batch)
+    return kept, np.concatenate(batches)
+
+
 def _yield_cpu_to_the_backbone() -> None:
     """Lower the calling (decoding) thread's priority as far as it goes (nice 19).
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 from .backbones import Backbone
 from .errors import UserError
@@ -69,21 +70,37 @@ def write_labels(labels: list[str], path: str | os.PathLike) -> None:
         handle.write("".join(f"{label}\n" for label in labels))
 
 
-def write_sidecar(graph_path: str | os.PathLike, backbone: Backbone, labels: list[str],
-                  final_tensor_name: str = FINAL_TENSOR_NAME, fine_tuned_blocks: int = 0) -> Path:
-    """Everything our tools need to feed the graph, and what was fine-tuned, as JSON beside it."""
+def sidecar_for(backbone: Backbone, labels: list[str], final_tensor_name: str = FINAL_TENSOR_NAME,
+                fine_tuned_blocks: int = 0) -> Sidecar:
+    """Everything our tools need to feed a model exported from ``backbone`` (every format takes the same),
+    and what was fine-tuned."""
     spec = backbone.spec
     return Sidecar(architecture=spec.name, input_layer=INPUT_NAME, output_layer=final_tensor_name,
                    input_height=spec.input_size, input_width=spec.input_size, input_mean=spec.input_mean,
                    input_std=spec.input_std, feature_size=backbone.feature_size, labels=list(labels),
-                   fine_tuned_blocks=fine_tuned_blocks).write(graph_path)
+                   fine_tuned_blocks=fine_tuned_blocks)
+
+
+def write_sidecar(graph_path: str | os.PathLike, backbone: Backbone, labels: list[str],
+                  final_tensor_name: str = FINAL_TENSOR_NAME, fine_tuned_blocks: int = 0) -> Path:
+    """Everything our tools need to feed the graph, and what was fine-tuned, as JSON beside it."""
+    return sidecar_for(backbone, labels, final_tensor_name, fine_tuned_blocks).write(graph_path)
 
 
 def export_saved_model(backbone: Backbone, head: Head, directory: str | os.PathLike,
                        final_tensor_name: str = FINAL_TENSOR_NAME) -> None:
-    """A TF2 SavedModel with one ``serving_default`` signature: ``input`` -> ``final_tensor_name``.
+    """A TF2 SavedModel with one ``serving_default`` signature: ``input`` -> ``final_tensor_name``."""
+    import tensorflow as tf
+    function = inference_function(backbone, head, final_tensor_name)
+    write_saved_model(tf.function(lambda images: {final_tensor_name: function(images)}, autograph=False,
+                                  input_signature=function.structured_input_signature[0]), directory)
 
-    Written to a temporary folder and renamed, so a crash leaves no half model.
+
+def write_saved_model(serve: Callable, directory: str | os.PathLike) -> None:
+    """Save the ``tf.function`` ``serve`` as a SavedModel's ``serving_default`` signature.
+
+    Written to a temporary folder and renamed, so a crash leaves no half
+    model; an existing folder that is not a SavedModel is refused, not replaced.
     """
     import shutil
     import tempfile
@@ -91,15 +108,13 @@ def export_saved_model(backbone: Backbone, head: Head, directory: str | os.PathL
     import tensorflow as tf
     directory = Path(directory)
     if directory.is_dir() and any(directory.iterdir()) and not (directory / "saved_model.pb").exists():
-        raise UserError(f"--saved_model_dir {directory} exists and is not a SavedModel; choose a new or empty folder")
+        raise UserError(f"{directory} exists and is not a SavedModel; choose a new or empty folder")
     directory.parent.mkdir(parents=True, exist_ok=True)
-    function = inference_function(backbone, head, final_tensor_name)
     module = tf.Module()
-    module.classify = tf.function(lambda images: {final_tensor_name: function(images)}, autograph=False,
-                                  input_signature=function.structured_input_signature[0])
+    module.serve = serve
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
-        tf.saved_model.save(module, str(staging), signatures={"serving_default": module.classify})
+        tf.saved_model.save(module, str(staging), signatures={"serving_default": serve})
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(staging, directory)

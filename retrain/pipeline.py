@@ -1,7 +1,8 @@
 """The retrain job: the stages in order, from an image folder to exported files.
 
     split_images -> load_backbone -> get_bottlenecks -> train_head
-                 -> classification_report -> export_frozen_graph / labels / sidecar
+                 -> classification_report -> export_frozen_graph / labels / sidecar (/ SavedModel / TFLite)
+                 -> check every written model against the trained head
 """
 from __future__ import annotations
 
@@ -20,20 +21,24 @@ from .class_balance import imbalance_warning
 from .feature_rows import FeatureRows
 from .distortions import Distortions
 from .errors import Log, UserError
-from .export import export_frozen_graph, export_saved_model, write_labels, write_sidecar
 from .cut import FLOAT16_BYTES, cut_backbone, cut_tensor
+from .deploy import check_export_options, check_exports, check_images, write_tflite_model
+from .export import export_frozen_graph, export_saved_model, sidecar_for, write_labels
+from .export_check import DEFAULT_EXPORT_CHECK_SAMPLES
 from .files import (DEFAULT_BOTTLENECK_DIR, DEFAULT_MODEL_DIR, check_plot_path, check_writable_file,
                     check_writable_folder)
 from .finetune import FineTuneConfig, fine_tune, pooled_features
 from .gradcam import GradCam
-from .graph_contract import FINAL_TENSOR_NAME, Sidecar
+from .graph_contract import FINAL_TENSOR_NAME, Sidecar, sidecar_path
 from .head import EvalPoint, Head, TrainingConfig, train_head
 from .history_plot import plot_history
 from .html_report import ReportText, ScoredImage, check_report_folder, scored_images, write_html_report
 from .images import SPLITS, ImageRecord, labels_of, split_images, split_summary
 from .metrics import ClassificationReport, classification_report
+from .model_file import FROZEN_GRAPH, SAVED_MODEL, model_size
 from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS, validate_max_megapixels
 from .summaries import TrainingSummaries, progress_printer
+from .tflite import DEFAULT_QUANTIZE_SAMPLES, FLOAT_IO, NO_QUANTIZATION, check_calibration, tflite_name
 
 PREDICT_ROWS = 8192  # rows scored at once: scoring a big (or streamed) test set needs little memory
 
@@ -66,10 +71,18 @@ class RetrainOptions:
     html: str = ""  # folder for the HTML report on the test split (with training curves); "" for none
     fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
     augment_copies: int = 0
+    output_tflite: str = ""
+    quantize: str = NO_QUANTIZATION
+    quantize_samples: int = DEFAULT_QUANTIZE_SAMPLES
+    tflite_io: str = FLOAT_IO
+    export_check_samples: int = DEFAULT_EXPORT_CHECK_SAMPLES
 
     def __post_init__(self) -> None:
         validate_max_megapixels(self.max_image_megapixels)
         check_batch_size(self.bottleneck_batch_size)
+        check_export_options(self.quantize, self.tflite_io, self.quantize_samples, self.export_check_samples)
+        if self.quantize != NO_QUANTIZATION and not self.output_tflite:
+            raise UserError(f"--quantize {self.quantize} applies to the TFLite file; add --output_tflite PATH")
         if self.memory_budget_gb <= 0:
             raise UserError(f"--memory_budget_gb must be positive, got {self.memory_budget_gb}")
 
@@ -138,6 +151,8 @@ def _check_outputs_writable(options: RetrainOptions) -> None:
         check_writable_file(options.plot_history, "--plot_history")
     if options.html:
         check_report_folder(options.html)
+    if options.output_tflite:
+        check_writable_file(options.output_tflite, "--output_tflite")
 
 
 def run_retrain(options: RetrainOptions, log: Log = print) -> RetrainResult:
@@ -173,6 +188,8 @@ def run_retrain(options: RetrainOptions, log: Log = print) -> RetrainResult:
     warning = imbalance_warning(data["train"].labels, labels, options.training.class_weight)
     if warning:
         log(warning)
+    if options.output_tflite and options.quantize == "int8":
+        check_calibration(data["train"].paths)  # before training, not after: int8 calibrates on training images
 
     summaries = TrainingSummaries(options.summaries_dir)
     printer = progress_printer(options.training.steps, log)
@@ -228,7 +245,7 @@ def run_retrain(options: RetrainOptions, log: Log = print) -> RetrainResult:
         log("No test images (--testing_percentage is 0): skipping the test-set report")
     summaries.close()
 
-    _export(options, backbone, head, labels, log, blocks)
+    _export(options, backbone, head, labels, data, log, blocks)
     if options.html and test_report is None:
         log("No test images: no HTML report")
     elif options.html:
@@ -250,15 +267,34 @@ def _plot(history: list[EvalPoint], options: RetrainOptions, log: Log) -> None:
     log(f"Wrote training history plot {options.plot_history}")
 
 
-def _export(options: RetrainOptions, backbone: Backbone, head: Head, labels: list[str], log: Log,
-            fine_tuned_blocks: int) -> None:
+def _export(options: RetrainOptions, backbone: Backbone, head: Head, labels: list[str],
+            data: dict[str, SplitData], log: Log, fine_tuned_blocks: int) -> None:
+    """Write every requested file, check each against the trained head, then say what was written."""
+    contract = sidecar_for(backbone, labels, options.final_tensor_name, fine_tuned_blocks)
     export_frozen_graph(backbone, head, options.output_graph, options.final_tensor_name)
     write_labels(labels, options.output_labels)
-    sidecar = write_sidecar(options.output_graph, backbone, labels, options.final_tensor_name, fine_tuned_blocks)
-    log(f"Wrote {options.output_graph}, {options.output_labels} and {sidecar}")
+    written = [f"{options.output_graph}, {options.output_labels} and {contract.write(options.output_graph)}"]
+    artifacts = [(Path(options.output_graph), FROZEN_GRAPH, True)]
     if options.saved_model_dir:
         export_saved_model(backbone, head, options.saved_model_dir, options.final_tensor_name)
-        log(f"Wrote SavedModel {options.saved_model_dir}")
+        written.append(f"SavedModel {options.saved_model_dir} and {contract.write(options.saved_model_dir)}")
+        artifacts.append((Path(options.saved_model_dir), SAVED_MODEL, True))
+    if options.output_tflite:
+        write_tflite_model(options.output_graph, options.output_tflite, contract, options.quantize,
+                           options.tflite_io, data["train"].paths, options.quantize_samples,
+                           options.max_image_megapixels)
+        written.append(f"{options.output_tflite} and {sidecar_path(options.output_tflite)}")
+        is_float = options.quantize == NO_QUANTIZATION
+        artifacts.append((Path(options.output_tflite), tflite_name(options.quantize), is_float))
+    # Checked on validation images, the ones a user has not trained on; a run without any uses test, then train.
+    split = next((data[name] for name in ("validation", "test", "train") if len(data[name].paths)))
+    images = check_images(split.paths, split.labels, options.export_check_samples, contract,
+                          lambda pixels: head.predict_proba(backbone(pixels)), "the trained model",
+                          options.max_image_megapixels)
+    for check in check_exports(artifacts, images, labels, model_size(options.output_graph), options.trust_graph):
+        log(f"Checked {check.summary()}")
+    for line in written:
+        log(f"Wrote {line}")
 
 
 def _write_test_report(options: RetrainOptions, labels: list[str], scored: list[ScoredImage],

@@ -15,7 +15,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
 from retrain.architectures import DEFAULT_ARCHITECTURE, ArchitectureSpec, get_architecture, tfhub_spec
-from retrain.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
+from retrain.errors import EXIT_EXPORT_MISMATCH, EXIT_INTERRUPTED, EXIT_USER_ERROR, ExportMismatch, UserError
 from retrain.graph_contract import Sidecar
 from retrain.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
 from retrain.quiet import silence_tensorflow_startup
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> NoReturn:
-    """Run a script's ``main`` and exit; user errors become one stderr line."""
+    """Run a script's ``main`` and exit; user errors and failed export checks become one stderr line."""
     silence_tensorflow_startup()
     for stream in (sys.stdout, sys.stderr):
         # A file name that is not valid UTF-8 (an old archive's) must print, not crash the run.
@@ -36,6 +36,9 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         code = EXIT_USER_ERROR
+    except ExportMismatch as error:
+        print(f"error: {error}", file=sys.stderr)
+        code = EXIT_EXPORT_MISMATCH
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; rerun to continue", file=sys.stderr)
         code = EXIT_INTERRUPTED
@@ -113,7 +116,8 @@ def add_graph_arguments(parser: argparse.ArgumentParser, graph_required: bool = 
     """--graph, --labels and the input overrides a Poets graph needs; shared by every script that labels."""
     poets = Sidecar()  # what a graph without a sidecar is assumed to take: Poets' label_image defaults
     parser.add_argument("--graph", required=graph_required,
-                        help="Frozen graph (.pb) to use, e.g. the --output_graph of retrain.")
+                        help="Model to use: a frozen graph (.pb, e.g. the --output_graph of retrain), a SavedModel "
+                             "folder or a .tflite file, told apart by content.")
     parser.add_argument("--labels", default=None,
                         help="Labels file, one per line. Optional when the graph has its JSON sidecar.")
     override = parser.add_argument_group("graph input (read from the sidecar when present; Poets' defaults otherwise)")
@@ -142,6 +146,10 @@ def add_gradcam_layer_argument(parser: argparse.ArgumentParser) -> None:
 def load_gradcam(args: argparse.Namespace, labeler: GraphLabeler) -> GradCam:
     """Grad-CAM for the graph ``labeler`` runs, on the layer ``--gradcam_layer`` names."""
     from retrain.gradcam import GradCam
+    from retrain.model_file import FROZEN_GRAPH
+    if labeler.model.format != FROZEN_GRAPH:  # it differentiates through the GraphDef's own tensors
+        raise UserError(f"Grad-CAM needs a frozen graph (.pb) and --graph {args.graph} is a {labeler.model.format}; "
+                        f"pass the frozen graph it was converted from")
     return GradCam.for_graph(args.graph, labeler.config, args.gradcam_layer, trust_graph=args.trust_graph,
                              max_image_megapixels=labeler.max_image_megapixels)
 

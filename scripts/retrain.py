@@ -83,6 +83,11 @@ DEFAULTS = {
     "--max_image_megapixels": option("max_image_megapixels"),
     "--trust_graph": option("trust_graph"),
     "--html": option("html"),
+    "--output_tflite": option("output_tflite"),
+    "--quantize": option("quantize"),
+    "--quantize_samples": option("quantize_samples"),
+    "--tflite_io": option("tflite_io"),
+    "--export_check_samples": option("export_check_samples"),
 }
 
 # Poets' flag names, grouped as --help shows them, with what each one is for.
@@ -181,6 +186,17 @@ HELP = {
                   "scores, confusion matrix, training curves and the misclassified images with Grad-CAM.",
     },
     "hostile inputs": HOSTILE_INPUT_HELP,
+    "deploy (every written model is checked against the trained one before the run says Wrote)": {
+        "--output_tflite": "Also write a TFLite model here, with the frozen graph's contract (input 'input' "
+                           "normalised as the sidecar says, output 'final_result' in labels order).",
+        "--quantize": "How to shrink the TFLite model: none, float16 (half the size), dynamic (int8 weights) or "
+                      "int8 (integers throughout, calibrated on training images).",
+        "--quantize_samples": "Training images decoded once to calibrate --quantize int8.",
+        "--tflite_io": "Input and output type of an int8 model: float, or uint8 for microcontrollers and Edge TPU "
+                       "(quantised with the tensors' own scale and zero point).",
+        "--export_check_samples": "Validation images each written model is run on and compared with the trained "
+                                  "model: float ones must agree on every image.",
+    },
 }
 
 
@@ -217,7 +233,9 @@ def options_from_args(args: argparse.Namespace) -> RetrainOptions:
         max_image_megapixels=args.max_image_megapixels, trust_graph=args.trust_graph, html=args.html,
         fine_tune=FineTuneConfig(args.fine_tune_blocks, args.fine_tune_learning_rate, args.fine_tune_steps,
                                  args.fine_tune_batch_size),
-        augment_copies=args.augment_copies)
+        augment_copies=args.augment_copies,
+        output_tflite=args.output_tflite, quantize=args.quantize, quantize_samples=args.quantize_samples,
+        tflite_io=args.tflite_io, export_check_samples=args.export_check_samples)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -80,7 +80,7 @@ def test_not_a_graph_is_refused(tmp_path):
     bogus.write_text("hello, I am not a graph")
     labels = tmp_path / "labels.txt"
     labels.write_text("a\nb\n")
-    with pytest.raises(UserError, match="not a TensorFlow GraphDef"):
+    with pytest.raises(UserError, match="none of the model formats"):
         GraphLabeler(bogus, labels)
 
 

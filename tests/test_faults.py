@@ -465,7 +465,7 @@ def test_bad_retrain_input_is_one_line_and_exit_code_2(case, reference, tmp_path
 
 
 LABEL_IMAGE_CASES = {
-    "graph is not a GraphDef": (lambda r, t: ["--graph", str(a_file(t / "g.pb"))], "is not a TensorFlow GraphDef"),
+    "graph is not a model": (lambda r, t: ["--graph", str(a_file(t / "g.pb"))], "none of the model formats"),
     "graph missing": (lambda r, t: ["--graph", str(t / "none.pb")], "does not exist"),
     "labels of another length": (lambda r, t: ["--labels", str(_two_labels(t))],
                                  "3 outputs but the labels file has 2 labels"),

@@ -1,0 +1,134 @@
+"""Deployable files beside the frozen graph: TFLite and SavedModel, each checked before it is announced.
+
+Shared by retrain (``--output_tflite``, ``--saved_model_dir``) and
+``scripts.export``, which converts a graph that already exists, including
+one TensorFlow-for-Poets wrote (batch size 1, no sidecar). Every written
+model gets a sidecar beside it, so ``label_image`` and apps need no flags.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from .backbones import load_graph_def, prune_graph
+from .decode import decode_sample
+from .errors import UserError
+from .evaluation import labelled_images
+from .export import write_labels, write_saved_model
+from .export_check import CHECK_BATCH, DEFAULT_EXPORT_CHECK_SAMPLES, CheckImages, ExportCheck, check_export
+from .files import check_writable_file
+from .graph_contract import INPUT_NAME, Sidecar, sidecar_path
+from .labeler import GraphLabeler
+from .model_file import FROZEN_GRAPH, SAVED_MODEL, detect_format, model_size
+from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
+from .tflite import (DEFAULT_QUANTIZE_SAMPLES, FLOAT_IO, NO_QUANTIZATION, check_quantize_options, convert_graph,
+                     tflite_name, write_tflite)
+
+
+def check_export_options(quantize: str, tflite_io: str, quantize_samples: int, export_check_samples: int) -> None:
+    """Refuse impossible export flags before any slow work."""
+    check_quantize_options(quantize, tflite_io)
+    for flag, value in (("quantize_samples", quantize_samples), ("export_check_samples", export_check_samples)):
+        if value < 1:
+            raise UserError(f"--{flag} must be at least 1, got {value}")
+
+
+def write_tflite_model(graph: str | os.PathLike, output: str | os.PathLike, contract: Sidecar, quantize: str,
+                       tflite_io: str, calibration_paths: Sequence[Path], quantize_samples: int,
+                       max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS) -> Path:
+    """Convert ``graph`` to ``output`` and write ``contract`` as its sidecar; int8 calibrates on the paths."""
+    calibration = None
+    if quantize == "int8":
+        _, calibration = decode_sample(calibration_paths, quantize_samples, contract.input_height,
+                                       contract.input_width, max_megapixels=max_megapixels)
+    write_tflite(convert_graph(graph, contract, quantize, tflite_io, calibration), output)
+    contract.write(output)
+    return Path(output)
+
+
+def check_images(paths: Sequence[Path], truths: np.ndarray | None, count: int, contract: Sidecar,
+                 reference: Callable[[np.ndarray], np.ndarray], reference_name: str,
+                 max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS) -> CheckImages:
+    """Up to ``count`` of ``paths`` decoded, with ``reference(uint8 pixels) -> probabilities`` on them."""
+    checked, pixels = decode_sample(paths, count, contract.input_height, contract.input_width,
+                                    max_megapixels=max_megapixels)
+    if truths is not None:
+        row_of = {path: row for row, path in enumerate(paths)}
+        truths = truths[[row_of[path] for path in checked]]
+    answers = [reference(pixels[i:i + CHECK_BATCH]) for i in range(0, len(pixels), CHECK_BATCH)]
+    return CheckImages(checked, pixels, np.concatenate(answers) if answers else np.zeros((0, len(contract.labels))),
+                       truths, reference_name)
+
+
+def check_exports(artifacts: Sequence[tuple[Path, str, bool]], images: CheckImages, labels: Sequence[str],
+                  reference_size: int, trust_graph: bool = False) -> list[ExportCheck]:
+    """Check each ``(path, name, is float)``; the first float file that disagrees raises ``ExportMismatch``."""
+    return [check_export(path, name, images, labels, exact, reference_size, trust_graph)
+            for path, name, exact in artifacts]
+
+
+@dataclass
+class ExportRequest:
+    """The flags of ``scripts.export``."""
+    graph: str
+    to: str  # "tflite" or "saved_model"
+    output: str
+    output_labels: str | None = None
+    image_dir: str | None = None
+    quantize: str = NO_QUANTIZATION
+    quantize_samples: int = DEFAULT_QUANTIZE_SAMPLES
+    tflite_io: str = FLOAT_IO
+    export_check_samples: int = DEFAULT_EXPORT_CHECK_SAMPLES
+    trust_graph: bool = False
+    max_image_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS
+
+
+def export_model(source: GraphLabeler, request: ExportRequest) -> Iterator[str]:
+    """Convert ``request.graph``, write its labels and sidecar, check it on --image_dir; yields lines to print."""
+    check_export_options(request.quantize, request.tflite_io, request.quantize_samples,
+                         request.export_check_samples)
+    if request.to == "saved_model" and request.quantize != NO_QUANTIZATION:
+        raise UserError("--quantize applies to --to tflite only; a SavedModel keeps float weights")
+    if detect_format(request.graph) != FROZEN_GRAPH:
+        raise UserError(f"--graph {request.graph} is already converted; pass the frozen graph (.pb) it came from")
+    if request.quantize == "int8" and not request.image_dir:
+        raise UserError("--quantize int8 calibrates on real images; pass --image_dir with a few hundred of them")
+    output = Path(request.output)
+    labels_path = Path(request.output_labels or output.with_suffix(".txt"))
+    check_writable_file(labels_path, "--output_labels")
+    contract = dataclasses.replace(source.config, labels=list(source.labels))
+    paths, truths = labelled_images(request.image_dir, source.labels) if request.image_dir else ([], None)
+
+    if request.to == "tflite":
+        check_writable_file(output, "--output")
+        write_tflite_model(request.graph, output, contract, request.quantize, request.tflite_io, paths,
+                           request.quantize_samples, request.max_image_megapixels)
+        name = tflite_name(request.quantize)
+    else:
+        saved_model_from_graph(request.graph, contract, output)
+        contract.write(output)
+        name = SAVED_MODEL
+    write_labels(source.labels, labels_path)
+
+    if paths:
+        images = check_images(paths, truths, request.export_check_samples, contract, source.predict,
+                              "the source graph", request.max_image_megapixels)
+        for check in check_exports([(output, name, request.quantize == NO_QUANTIZATION)], images, source.labels,
+                                   model_size(request.graph), request.trust_graph):
+            yield f"Checked {check.summary()}"
+    yield f"Wrote {output}, {labels_path} and {sidecar_path(output)}"
+
+
+def saved_model_from_graph(graph: str | os.PathLike, contract: Sidecar, directory: Path) -> None:
+    """A SavedModel whose ``serving_default`` signature runs ``graph``: ``input`` -> ``output_layer``."""
+    import tensorflow as tf
+    classify = prune_graph(load_graph_def(Path(graph)), contract.input_layer, contract.output_layer)
+    spec = tf.TensorSpec([None, contract.input_height, contract.input_width, 3], tf.float32, name=INPUT_NAME)
+    output_name = contract.output_layer.split(":")[0]
+    write_saved_model(tf.function(lambda images: {output_name: tf.identity(classify(images))},
+                                  input_signature=[spec], autograph=False), directory)
