@@ -12,6 +12,7 @@ import sys
 import threading
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np

@@ -78,8 +78,8 @@ class ExportRequest:
     graph: str
     to: str  # "tflite" or "saved_model"
     output: str
-    output_labels: str | None = None
-    image_dir: str | None = None
+    output_labels: str = ""  # "": the output's name with .txt
+    image_dir: str = ""  # "": convert without checking or calibrating
     quantize: str = NO_QUANTIZATION
     quantize_samples: int = DEFAULT_QUANTIZE_SAMPLES
     tflite_io: str = FLOAT_IO

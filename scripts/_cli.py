@@ -55,12 +55,14 @@ def default_of(options_class: type, name: str) -> Any:
     raise KeyError(f"{options_class.__name__} has no field {name}")
 
 
-def add_flags(parser: argparse.ArgumentParser, groups: dict[str, dict[str, str]], defaults: dict[str, Any]) -> None:
+def add_flags(parser: argparse.ArgumentParser, groups: dict[str, dict[str, str]], defaults: dict[str, Any],
+              choices: dict[str, Sequence[str]] | None = None) -> None:
     """Add ``{group title: {flag: help}}`` to ``parser``, each flag with its default from ``defaults``.
 
     The type comes from the default (None means a whole number, as for a
-    seed), a default of False makes a switch, and the help ends with the
-    default unless it already speaks of it or there is nothing to show.
+    seed), a default of False makes a switch, ``choices`` limits a flag's
+    values, and the help ends with the default unless it already speaks of it
+    or there is nothing to show.
     """
     for title, flags in groups.items():
         group = parser.add_argument_group(title)
@@ -71,7 +73,8 @@ def add_flags(parser: argparse.ArgumentParser, groups: dict[str, dict[str, str]]
                 continue
             if "default" not in help_text and default not in ("", None):
                 help_text += " (default %(default)s)"
-            group.add_argument(flag, type=int if default is None else type(default), default=default, help=help_text)
+            group.add_argument(flag, type=int if default is None else type(default), default=default, help=help_text,
+                               choices=(choices or {}).get(flag))
 
 
 # The flags every tool that decodes images or runs a graph has: retrain, label_image, relabel, evaluate.

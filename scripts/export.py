@@ -19,13 +19,30 @@ from typing import Sequence
 
 from retrain.deploy import ExportRequest
 from retrain.tflite import QUANTIZE_MODES, TFLITE_IO_TYPES
-from scripts._cli import add_graph_arguments, default_of, load_labeler, run_cli
+from scripts._cli import add_flags, add_graph_arguments, default_of, load_labeler, run_cli
 
 TARGETS = ("tflite", "saved_model")
 
 
+# Flag -> what it is for; each flag's default is the ``ExportRequest`` field of the same name.
+HELP = {
+    "conversion": {
+        "--output_labels": "Where to write the labels file. (default: --output with the suffix .txt)",
+        "--image_dir": "Labelled images (one sub-folder per class) to check the written file against the source "
+                       "graph on, and to calibrate --quantize int8 with.",
+        "--quantize": "TFLite only. float16 halves the size; dynamic stores weights as int8 (a quarter); int8 runs "
+                      "fully in integers, calibrated on --image_dir.",
+        "--quantize_samples": "Images from --image_dir used to calibrate int8.",
+        "--tflite_io": "Input and output type of an int8 model; uint8 for microcontrollers and Edge TPU, quantised "
+                       "with the tensors' own scale and zero point.",
+        "--export_check_samples": "Images from --image_dir the written file is checked on.",
+    },
+}
+DEFAULTS = {flag: default_of(ExportRequest, flag[2:]) for flag in HELP["conversion"]}
+CHOICES = {"--quantize": QUANTIZE_MODES, "--tflite_io": TFLITE_IO_TYPES}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    samples, checks = default_of(ExportRequest, "quantize_samples"), default_of(ExportRequest, "export_check_samples")
     parser = argparse.ArgumentParser(prog="python -m scripts.export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_graph_arguments(parser)
@@ -33,21 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True,
                         help="The .tflite file or SavedModel folder to write. Its sidecar (.json) and labels file "
                              "(.txt, unless --output_labels) go beside it.")
-    parser.add_argument("--output_labels", default=None,
-                        help="Where to write the labels file. (default: --output with the suffix .txt)")
-    parser.add_argument("--image_dir", default=None,
-                        help="Labelled images (one sub-folder per class) to check the written file against the "
-                             "source graph on, and to calibrate --quantize int8 with.")
-    parser.add_argument("--quantize", choices=QUANTIZE_MODES, default=default_of(ExportRequest, "quantize"),
-                        help="TFLite only. float16 halves the size; dynamic stores weights as int8 (a quarter); "
-                             "int8 runs fully in integers, calibrated on --image_dir. (default none)")
-    parser.add_argument("--quantize_samples", type=int, default=samples,
-                        help=f"Images from --image_dir used to calibrate int8. (default {samples})")
-    parser.add_argument("--tflite_io", choices=TFLITE_IO_TYPES, default=default_of(ExportRequest, "tflite_io"),
-                        help="Input and output type of an int8 model; uint8 for microcontrollers and Edge TPU, "
-                             "quantised with the tensors' own scale and zero point. (default float)")
-    parser.add_argument("--export_check_samples", type=int, default=checks,
-                        help=f"Images from --image_dir the written file is checked on. (default {checks})")
+    add_flags(parser, HELP, DEFAULTS, CHOICES)
     return parser
 
 
