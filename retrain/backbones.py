@@ -86,19 +86,23 @@ def load_graph_def(path: Path, trust_graph: bool = False):
     return graph_def
 
 
-def prune_graph(graph_def, input_name: str, output_name: str) -> Callable:
-    """A callable from ``input_name`` to ``output_name`` of a frozen GraphDef (batch dimension freed)."""
+def import_frozen_graph(graph_def):
+    """The GraphDef imported into a wrapped function whose tensors can be pruned to callables (batch freed).
+
+    A damaged or hand-edited graph is one ``UserError`` line, not a traceback.
+    """
     import tensorflow as tf
     free_batch_dimension(graph_def)
-
-    def import_graph():
-        tf.compat.v1.import_graph_def(graph_def, name="")
-
     try:
-        wrapped = tf.compat.v1.wrap_function(import_graph, [])
-    except (ValueError, TypeError, tf.errors.OpError) as error:  # a damaged or hand-edited graph
+        return tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
+    except (ValueError, TypeError, tf.errors.OpError) as error:
         raise UserError(f"the graph cannot be loaded ({str(error).splitlines()[0][:200]}); pass a frozen graph "
                         f"written by retrain or TensorFlow-for-Poets") from None
+
+
+def prune_graph(graph_def, input_name: str, output_name: str) -> Callable:
+    """A callable from ``input_name`` to ``output_name`` of a frozen GraphDef (batch dimension freed)."""
+    wrapped = import_frozen_graph(graph_def)
     try:
         return wrapped.prune(wrapped.graph.get_tensor_by_name(tensor_name(input_name)),
                              wrapped.graph.get_tensor_by_name(tensor_name(output_name)))

@@ -41,8 +41,6 @@ from .feature_rows import FeatureRows, rows_per_read, within_budget
 from .files import atomic_write, digest_rest, remove_quietly
 
 KEY_DTYPE = "S40"
-FLUSH_EVERY_IMAGES = 512
-FLUSH_EVERY_SECONDS = 30.0
 MERGE_WHEN_SHARDS_EXCEED = 8
 FLOAT16_MAX = 60000.0
 DEFAULT_MEMORY_BUDGET_GB = 4.0

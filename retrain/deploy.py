@@ -110,7 +110,7 @@ def export_model(source: GraphLabeler, request: ExportRequest) -> Iterator[str]:
                            request.quantize_samples, request.max_image_megapixels)
         name = tflite_name(request.quantize)
     else:
-        saved_model_from_graph(request.graph, contract, output)
+        saved_model_from_graph(request.graph, contract, output, request.trust_graph)
         contract.write(output)
         name = SAVED_MODEL
     write_labels(source.labels, labels_path)
@@ -124,10 +124,11 @@ def export_model(source: GraphLabeler, request: ExportRequest) -> Iterator[str]:
     yield f"Wrote {output}, {labels_path} and {sidecar_path(output)}"
 
 
-def saved_model_from_graph(graph: str | os.PathLike, contract: Sidecar, directory: Path) -> None:
+def saved_model_from_graph(graph: str | os.PathLike, contract: Sidecar, directory: Path,
+                           trust_graph: bool = False) -> None:
     """A SavedModel whose ``serving_default`` signature runs ``graph``: ``input`` -> ``output_layer``."""
     import tensorflow as tf
-    classify = prune_graph(load_graph_def(Path(graph)), contract.input_layer, contract.output_layer)
+    classify = prune_graph(load_graph_def(Path(graph), trust_graph), contract.input_layer, contract.output_layer)
     spec = tf.TensorSpec([None, contract.input_height, contract.input_width, 3], tf.float32, name=INPUT_NAME)
     output_name = contract.output_layer.split(":")[0]
     write_saved_model(tf.function(lambda images: {output_name: tf.identity(classify(images))},

@@ -11,6 +11,8 @@ from typing import Callable, Generic, TypeVar
 
 import numpy as np
 
+from .errors import UserError
+
 Model = TypeVar("Model")
 SCORE_ROWS = 8192  # rows scored at once: a big (or streamed) validation set needs little memory
 SMALLEST_PROBABILITY = 1e-30  # float32 softmax can round a hopeless class to 0; its loss is then -log of this
@@ -42,6 +44,9 @@ class EarlyStopping(Generic[Model]):
 
     def should_stop(self, step: int, loss: float, snapshot: Callable[[], Model]) -> bool:
         """Record the evaluation at ``step``; True once ``patience`` evaluations in a row brought no improvement."""
+        if not np.isfinite(loss):  # a diverged run has no best weights to restore
+            raise UserError(f"training diverged: the validation loss at step {step} is {loss}; "
+                            f"lower --learning_rate")
         if loss < self.best_loss:
             self.best_loss, self.best_step, self.best, self.waited = loss, step, snapshot(), 0
             return False

@@ -9,6 +9,7 @@ frozen graph, ours or TensorFlow-for-Poets', a whole batch at a time.
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -114,6 +115,12 @@ def load_display(path: str | os.PathLike, max_side: int | None = None,
         if image.getexif().get(EXIF_ORIENTATION, 1) in ROTATED_ORIENTATIONS:
             width, height = height, width
     scale = min(1.0, max_side / max(width, height)) if max_side else 1.0
+    over_budget = width * height / (max_megapixels * 1e6)
+    if over_budget > 1:
+        # A photo the model could label only through JPEG's reduced-scale decoding is shown at a size that
+        # decoding reaches within the budget: load_rgb drafts at twice the size it is asked for.
+        reduction = 2 ** math.ceil(math.log2(math.sqrt(over_budget)))
+        scale = min(scale, 1 / (2 * reduction))
     return Image.fromarray(load_rgb(path, max(1, round(height * scale)), max(1, round(width * scale)),
                                     max_megapixels))
 

@@ -99,9 +99,11 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         for flag, value in (("how_many_training_steps", self.steps), ("train_batch_size", self.train_batch_size),
+                            ("validation_batch_size", self.validation_batch_size),
                             ("eval_step_interval", self.eval_step_interval), ("hidden_units", self.hidden_units),
                             ("early_stopping_patience", self.early_stopping_patience)):
-            if value is not None and value < 1 and not (flag == "train_batch_size" and value == -1):
+            # -1 means "all rows" for the batch sizes, as in Poets
+            if value is not None and value < 1 and not (flag.endswith("batch_size") and value == -1):
                 raise UserError(f"--{flag} must be at least 1, got {value}")
         if self.learning_rate <= 0:
             raise UserError(f"--learning_rate must be positive, got {self.learning_rate}")

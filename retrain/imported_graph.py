@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from .backbones import free_batch_dimension, load_graph_def, tensor_name
+from .backbones import import_frozen_graph, load_graph_def, tensor_name
 from .errors import UserError
 
 
@@ -23,11 +23,8 @@ class ImportedGraph:
 
     def __init__(self, graph_path: str | os.PathLike, trust_graph: bool = False):
         """Refuses a graph holding ops that do more than compute unless ``trust_graph`` (``graph_check.py``)."""
-        import tensorflow as tf
-        graph_def = load_graph_def(Path(graph_path), trust_graph)
-        free_batch_dimension(graph_def)
         self.path = Path(graph_path)
-        self._wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
+        self._wrapped = import_frozen_graph(load_graph_def(self.path, trust_graph))
         self._tensor_names = [output.name for op in self._wrapped.graph.get_operations() for output in op.outputs]
 
     def tensor(self, name: str, flag: str = "--layer"):

@@ -39,12 +39,19 @@ class Journal:
     def entries(self) -> list[dict]:
         if not self.path.is_file():
             return []
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise UserError(f"{self.path} is not a relabel journal (not text); pass the {JOURNAL_NAME} relabel "
+                            f"wrote") from None
         entries = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        for line in lines:
             try:
-                entries.append(json.loads(line))
+                entry = json.loads(line)
             except ValueError:
                 continue  # the torn last line of a killed run; its plan was never acted on
+            if isinstance(entry, dict):
+                entries.append(entry)
         return entries
 
     def __enter__(self) -> "Journal":

@@ -85,6 +85,9 @@ class RetrainOptions:
             raise UserError(f"--quantize {self.quantize} applies to the TFLite file; add --output_tflite PATH")
         if self.memory_budget_gb <= 0:
             raise UserError(f"--memory_budget_gb must be positive, got {self.memory_budget_gb}")
+        if self.test_batch_size < 1 and self.test_batch_size != -1:
+            raise UserError(f"--test_batch_size must be at least 1, or -1 for the whole test set; "
+                            f"got {self.test_batch_size}")
 
 
 @dataclass

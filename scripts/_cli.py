@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import typing
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
 from retrain.architectures import DEFAULT_ARCHITECTURE, ArchitectureSpec, get_architecture, tfhub_spec
@@ -46,11 +47,17 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
 
 
 def default_of(options_class: type, name: str) -> Any:
-    """The default of the dataclass field ``name``: where every flag's default is written."""
+    """The default of the dataclass field ``name``: where every flag's default is written.
+
+    A float field's default comes back as a float even when written ``10``, so
+    the flag ``add_flags`` makes from it takes ``7.5``.
+    """
     for option in dataclasses.fields(options_class):
         if option.name == name:
             if option.default_factory is not dataclasses.MISSING:
                 return option.default_factory()
+            if typing.get_type_hints(options_class)[name] is float and option.default is not None:
+                return float(option.default)
             return option.default
     raise KeyError(f"{options_class.__name__} has no field {name}")
 
