@@ -61,7 +61,7 @@ class Bottlenecks:
 
 
 def get_bottlenecks(paths: Sequence[Path], backbone: Callable[[np.ndarray], np.ndarray], input_size: int,
-                    cache: BottleneckCache, batch_size: int = 32, log: Log = print,
+                    cache: BottleneckCache, batch_size: int = DEFAULT_BATCH_SIZE, log: Log = print,
                     memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
                     max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS) -> Bottlenecks:
     """Bottlenecks for ``paths``: from the cache where present, else computed and cached.

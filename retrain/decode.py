@@ -20,6 +20,9 @@ from PIL import Image, ImageOps
 
 from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS, open_within_budget
 
+# Images per call through a graph when labelling or checking one: batches amortise TensorFlow's per-call cost.
+LABEL_BATCH_SIZE = 32
+
 
 class UnreadableImage(Exception):
     """The file is not an image we can decode (empty, truncated, not an image)."""
@@ -107,7 +110,7 @@ def decoded_batches(paths: Sequence, height: int, width: int, batch_size: int, w
             yield good, batch, bad
 
 
-def decode_sample(paths: Sequence[Path], count: int, height: int, width: int, batch_size: int = 32,
+def decode_sample(paths: Sequence[Path], count: int, height: int, width: int, batch_size: int = LABEL_BATCH_SIZE,
                   max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS) -> tuple[list[Path], np.ndarray]:
     """Up to ``count`` of ``paths``, spread evenly over the list, decoded; unreadable ones are left out."""
     if len(paths) > count:

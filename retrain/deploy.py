@@ -16,11 +16,11 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from .backbones import load_graph_def, prune_graph
-from .decode import decode_sample
+from .decode import LABEL_BATCH_SIZE, decode_sample
 from .errors import UserError
 from .evaluation import labelled_images
 from .export import write_labels, write_saved_model
-from .export_check import CHECK_BATCH, DEFAULT_EXPORT_CHECK_SAMPLES, CheckImages, ExportCheck, check_export
+from .export_check import DEFAULT_EXPORT_CHECK_SAMPLES, CheckImages, ExportCheck, check_export
 from .files import check_writable_file
 from .graph_contract import INPUT_NAME, Sidecar, sidecar_path
 from .labeler import GraphLabeler
@@ -60,7 +60,7 @@ def check_images(paths: Sequence[Path], truths: np.ndarray | None, count: int, c
     if truths is not None:
         row_of = {path: row for row, path in enumerate(paths)}
         truths = truths[[row_of[path] for path in checked]]
-    answers = [reference(pixels[i:i + CHECK_BATCH]) for i in range(0, len(pixels), CHECK_BATCH)]
+    answers = [reference(pixels[i:i + LABEL_BATCH_SIZE]) for i in range(0, len(pixels), LABEL_BATCH_SIZE)]
     return CheckImages(checked, pixels, np.concatenate(answers) if answers else np.zeros((0, len(contract.labels))),
                        truths, reference_name)
 
@@ -87,17 +87,19 @@ class ExportRequest:
     trust_graph: bool = False
     max_image_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS
 
+    def __post_init__(self) -> None:
+        """Flag mistakes show at once, before TensorFlow's slow start-up and the graph's loading."""
+        check_export_options(self.quantize, self.tflite_io, self.quantize_samples, self.export_check_samples)
+        if self.to == "saved_model" and self.quantize != NO_QUANTIZATION:
+            raise UserError("--quantize applies to --to tflite only; a SavedModel keeps float weights")
+        if detect_format(self.graph) != FROZEN_GRAPH:
+            raise UserError(f"--graph {self.graph} is already converted; pass the frozen graph (.pb) it came from")
+        if self.quantize == "int8" and not self.image_dir:
+            raise UserError("--quantize int8 calibrates on real images; pass --image_dir with a few hundred of them")
+
 
 def export_model(source: GraphLabeler, request: ExportRequest) -> Iterator[str]:
     """Convert ``request.graph``, write its labels and sidecar, check it on --image_dir; yields lines to print."""
-    check_export_options(request.quantize, request.tflite_io, request.quantize_samples,
-                         request.export_check_samples)
-    if request.to == "saved_model" and request.quantize != NO_QUANTIZATION:
-        raise UserError("--quantize applies to --to tflite only; a SavedModel keeps float weights")
-    if detect_format(request.graph) != FROZEN_GRAPH:
-        raise UserError(f"--graph {request.graph} is already converted; pass the frozen graph (.pb) it came from")
-    if request.quantize == "int8" and not request.image_dir:
-        raise UserError("--quantize int8 calibrates on real images; pass --image_dir with a few hundred of them")
     output = Path(request.output)
     labels_path = Path(request.output_labels or output.with_suffix(".txt"))
     check_writable_file(labels_path, "--output_labels")

@@ -16,7 +16,7 @@ from typing import Callable
 from .backbones import Backbone
 from .errors import UserError
 from .files import atomic_write
-from .graph_contract import FINAL_TENSOR_NAME, INPUT_NAME, Sidecar
+from .graph_contract import FINAL_TENSOR_NAME, INPUT_NAME, SERVING_SIGNATURE, Sidecar
 from .head import Head
 
 
@@ -81,12 +81,6 @@ def sidecar_for(backbone: Backbone, labels: list[str], final_tensor_name: str = 
                    fine_tuned_blocks=fine_tuned_blocks)
 
 
-def write_sidecar(graph_path: str | os.PathLike, backbone: Backbone, labels: list[str],
-                  final_tensor_name: str = FINAL_TENSOR_NAME, fine_tuned_blocks: int = 0) -> Path:
-    """Everything our tools need to feed the graph, and what was fine-tuned, as JSON beside it."""
-    return sidecar_for(backbone, labels, final_tensor_name, fine_tuned_blocks).write(graph_path)
-
-
 def export_saved_model(backbone: Backbone, head: Head, directory: str | os.PathLike,
                        final_tensor_name: str = FINAL_TENSOR_NAME) -> None:
     """A TF2 SavedModel with one ``serving_default`` signature: ``input`` -> ``final_tensor_name``."""
@@ -114,7 +108,7 @@ def write_saved_model(serve: Callable, directory: str | os.PathLike) -> None:
     module.serve = serve
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
-        tf.saved_model.save(module, str(staging), signatures={"serving_default": serve})
+        tf.saved_model.save(module, str(staging), signatures={SERVING_SIGNATURE: serve})
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(staging, directory)

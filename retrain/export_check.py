@@ -17,13 +17,13 @@ from typing import Sequence
 
 import numpy as np
 
+from .decode import LABEL_BATCH_SIZE
 from .errors import ExportMismatch
 from .labeler import GraphLabeler
 from .model_file import model_size
 
 DEFAULT_EXPORT_CHECK_SAMPLES = 200
 TIE = 1e-5  # top-1 classes closer than this in the reference are a tie: either answer agrees
-CHECK_BATCH = 32  # images per call: batches amortise each format's per-call cost
 
 
 @dataclass
@@ -73,7 +73,8 @@ def _size_text(size: int) -> str:
 def predict_export(path: str | os.PathLike, pixels: np.ndarray, trust_graph: bool = False) -> np.ndarray:
     """Probabilities from the written file, loaded with its sidecar exactly as ``label_image`` loads it."""
     labeler = GraphLabeler(path, trust_graph=trust_graph)
-    return np.concatenate([labeler.predict(pixels[i:i + CHECK_BATCH]) for i in range(0, len(pixels), CHECK_BATCH)]
+    return np.concatenate([labeler.predict(pixels[i:i + LABEL_BATCH_SIZE])
+                           for i in range(0, len(pixels), LABEL_BATCH_SIZE)]
                           or [np.zeros((0, len(labeler.labels)), np.float32)])
 
 

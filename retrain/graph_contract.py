@@ -20,6 +20,7 @@ from .files import atomic_write
 
 INPUT_NAME = "input"
 FINAL_TENSOR_NAME = "final_result"
+SERVING_SIGNATURE = "serving_default"  # the SavedModel signature our exports write and our tools read
 
 
 def sidecar_path(graph_path: str | os.PathLike) -> Path:

@@ -22,6 +22,7 @@ from .files import atomic_write, check_writable_folder
 from .gradcam import GradCam, explain_files, load_display
 from .head import EvalPoint
 from .history_plot import plot_history
+from .labeler import REPORT_TOP_K
 from .metrics import ClassificationReport, classification_report
 from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
 
@@ -33,7 +34,6 @@ THUMBNAIL_QUALITY = 80
 IMAGE_FOLDER = "images"
 CURVES = "curves.png"
 GRADCAM_BATCH = 16
-TOP_K = 3
 GENERATOR = '<meta name="generator" content="retrain html_report">'  # marks pages (and thumbnails) we may replace
 
 
@@ -211,7 +211,7 @@ def _confusion_table(report: ClassificationReport, text: ReportText) -> str:
 def _card(mistake: ScoredImage, labels: list[str], photo: str, heatmap: str, text: ReportText) -> str:
     probabilities = mistake.probabilities
     top = "".join(f"<li>{html.escape(labels[i])} {probabilities[i]:.2f}</li>"
-                  for i in np.argsort(-probabilities)[:TOP_K])
+                  for i in np.argsort(-probabilities)[:REPORT_TOP_K])
     name = html.escape(str(mistake.path))
     overlay = (f"<img src='{heatmap}' alt='Grad-CAM for {html.escape(labels[mistake.prediction])}' "
                f"title='Grad-CAM: where the model saw {html.escape(labels[mistake.prediction])}'>" if heatmap else "")

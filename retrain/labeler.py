@@ -14,13 +14,14 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .decode import decoded_batches
+from .decode import LABEL_BATCH_SIZE, decoded_batches
 from .errors import UserError
 from .graph_contract import Sidecar
 from .model_file import load_model
 from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS, validate_max_megapixels
 
-LABEL_BATCH_SIZE = 32  # images per call through a graph when labelling: batches amortise TensorFlow's per-call cost
+REPORT_TOP_K = 3  # labels shown per image in a report: relabel's CSV and the HTML gallery
+
 
 
 def read_labels(path: str | os.PathLike) -> list[str]:

@@ -21,12 +21,11 @@ import numpy as np
 from .backbones import load_graph_def, normalize_pixels, prune_graph
 from .errors import UserError
 from .graph_check import check_graph_def, check_saved_model, check_tflite_ops
-from .graph_contract import FINAL_TENSOR_NAME, INPUT_NAME
+from .graph_contract import FINAL_TENSOR_NAME, INPUT_NAME, SERVING_SIGNATURE
 from .quiet import native_output_hidden
 
 FROZEN_GRAPH, SAVED_MODEL, TFLITE = "frozen graph", "SavedModel", "TFLite"
 TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier, at bytes 4..8 of every TFLite model
-SERVING_SIGNATURE = "serving_default"
 Normalization = Optional[tuple[float, float]]  # (mean, std) of uint8 pixels; None: already normalised
 FORMATS_HINT = "a frozen graph (.pb), a SavedModel folder or a .tflite file written by retrain or scripts.export"
 

@@ -27,7 +27,7 @@ from .errors import Log, UserError
 from .files import atomic_write, content_key
 from .images import iter_image_files, label_for_folder
 from .journal import JOURNAL_NAME, Journal
-from .labeler import LABEL_BATCH_SIZE, GraphLabeler
+from .labeler import LABEL_BATCH_SIZE, REPORT_TOP_K, GraphLabeler
 from .placement import candidate_names, folder_for_label, holds_content, place_file
 
 MODES = ("copy", "move", "symlink", "report")
@@ -37,7 +37,6 @@ UNREADABLE = "unreadable"
 FAILED = "failed"
 UNCERTAIN_FOLDER = "_uncertain"
 REPORT_NAME = "relabel_report.csv"
-TOP_K = 3
 REPORT_COLUMNS = ["source", "status", "predicted_label", "confidence", "top3", "current_label", "disagrees",
                   "destination", "error"]
 
@@ -175,7 +174,7 @@ def _classify_and_sort(labeler: GraphLabeler, options: RelabelOptions, image_dir
         if error is not None:
             log(f"warning: skipping unreadable image {error}")  # left in place, listed in the report
         if probabilities is not None:
-            verdict.top = labeler.top_labels(probabilities, TOP_K)
+            verdict.top = labeler.top_labels(probabilities, REPORT_TOP_K)
             verdict.status = PAST_TENSE[options.mode]
             if journal is not None:
                 folder = UNCERTAIN_FOLDER if verdict.confidence < options.min_confidence else \

@@ -122,14 +122,19 @@ def backbone_spec(args: argparse.Namespace) -> ArchitectureSpec:
         get_architecture(args.architecture)
 
 
-def add_graph_arguments(parser: argparse.ArgumentParser, graph_required: bool = True) -> None:
-    """--graph, --labels and the input overrides a Poets graph needs; shared by every script that labels."""
+def add_graph_arguments(parser: argparse.ArgumentParser, graph_required: bool = True, labels_images: bool = True) -> None:
+    """--graph, --labels, the input overrides a Poets graph needs and the hostile-input flags.
+
+    A tool that runs a graph without labelling images (``labels_images``
+    False: visualize_filters) gets neither --labels nor the pixel budget.
+    """
     poets = Sidecar()  # what a graph without a sidecar is assumed to take: Poets' label_image defaults
     parser.add_argument("--graph", required=graph_required,
                         help="Model to use: a frozen graph (.pb, e.g. the --output_graph of retrain), a SavedModel "
                              "folder or a .tflite file, told apart by content.")
-    parser.add_argument("--labels", default=None,
-                        help="Labels file, one per line. Optional when the graph has its JSON sidecar.")
+    if labels_images:
+        parser.add_argument("--labels", default=None,
+                            help="Labels file, one per line. Optional when the graph has its JSON sidecar.")
     override = parser.add_argument_group("graph input (read from the sidecar when present; Poets' defaults otherwise)")
     override.add_argument("--input_layer", default=None, help=f"Input tensor name. (Poets default: {poets.input_layer})")
     override.add_argument("--output_layer", default=None,
@@ -142,7 +147,8 @@ def add_graph_arguments(parser: argparse.ArgumentParser, graph_required: bool = 
                           help=f"Subtracted from each pixel value. (Poets default: {poets.input_mean:g})")
     override.add_argument("--input_std", type=float, default=None,
                           help=f"Pixel values are divided by this after the mean. (Poets default: {poets.input_std:g})")
-    add_flags(parser, {"hostile inputs": HOSTILE_INPUT_HELP}, HOSTILE_INPUT_DEFAULTS)
+    hostile = HOSTILE_INPUT_HELP if labels_images else {"--trust_graph": HOSTILE_INPUT_HELP["--trust_graph"]}
+    add_flags(parser, {"hostile inputs": hostile}, HOSTILE_INPUT_DEFAULTS)
 
 
 def add_gradcam_layer_argument(parser: argparse.ArgumentParser) -> None:

@@ -17,7 +17,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from retrain.deploy import ExportRequest
+from retrain.deploy import ExportRequest, export_model
 from retrain.tflite import QUANTIZE_MODES, TFLITE_IO_TYPES
 from scripts._cli import add_flags, add_graph_arguments, default_of, load_labeler, run_cli
 
@@ -56,7 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from retrain.deploy import export_model
     request = ExportRequest(args.graph, args.to, args.output, args.output_labels, args.image_dir, args.quantize,
                             args.quantize_samples, args.tflite_io, args.export_check_samples, args.trust_graph,
                             args.max_image_megapixels)

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="A backbone of the registry (frozen-graph ones: MobileNet, Inception v4).")
     parser.add_argument("--model_dir", default=str(DEFAULT_MODEL_DIR),
                         help="Where --architecture's file is (downloaded there if missing). (default: models/)")
-    add_graph_arguments(parser, graph_required=False)
+    add_graph_arguments(parser, graph_required=False, labels_images=False)
     parser.add_argument("--layer", default=None,
                         help="Block name (wrong ones list the valid ones) or tensor name. (default: the last block)")
     parser.add_argument("--filters", default="0-15", help="Filters to show: 0-15, 3,7,9 or 0-3,8. (default 0-15)")

@@ -7,7 +7,7 @@ import pytest
 from retrain.backbones import load_backbone
 from retrain.decode import load_rgb
 from retrain.errors import UserError
-from retrain.export import export_frozen_graph, export_saved_model, write_labels, write_sidecar
+from retrain.export import export_frozen_graph, export_saved_model, write_labels, sidecar_for
 from retrain.head import Head
 from retrain.labeler import GraphLabeler
 from tests.conftest import TINY_FEATURES, TINY_SIZE, tiny_spec
@@ -23,7 +23,7 @@ def exported(tiny_model_dir, tmp_path):
     graph = tmp_path / "out" / "retrained_graph.pb"
     export_frozen_graph(backbone, head, graph)
     write_labels(LABELS, tmp_path / "out" / "retrained_labels.txt")
-    write_sidecar(graph, backbone, LABELS)
+    sidecar_for(backbone, LABELS).write(graph)
     return backbone, head, graph
 
 

@@ -8,7 +8,7 @@ from retrain.backbones import load_backbone, load_graph_def
 from retrain.bottlenecks import BottleneckCache, get_bottlenecks
 from retrain.cut import cut_backbone
 from retrain.errors import UserError
-from retrain.export import export_frozen_graph, write_sidecar
+from retrain.export import export_frozen_graph, sidecar_for
 from retrain.finetune import FineTuneConfig, fine_tune, pooled_features
 from retrain.head import Head
 from retrain.images import labels_of, split_images
@@ -86,7 +86,7 @@ def test_fine_tuning_trains_the_top_blocks_and_exports_an_ordinary_frozen_graph(
     changed = {name for name, value in exported.items() if name in original and value != original[name]}
     assert changed and all(name.startswith(("Tiny/Conv2d_2", "Tiny/Conv2d_3")) for name in changed)
     assert not any("moving_" in name for name in changed)
-    write_sidecar(graph, tuned, ["a", "b", "c"])
+    sidecar_for(tuned, ["a", "b", "c"]).write(graph)
     labeler = GraphLabeler(graph)  # label_image's loader: nothing in the graph says it was fine-tuned
     np.testing.assert_allclose(labeler.predict(images), head.predict_proba(tuned(images)), rtol=1e-4, atol=1e-5)
 

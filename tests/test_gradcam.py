@@ -9,7 +9,7 @@ from retrain.backbones import load_backbone
 from retrain.batches import in_memory_batches
 from retrain.decode import load_rgb
 from retrain.errors import UserError
-from retrain.export import export_frozen_graph, write_labels, write_sidecar
+from retrain.export import export_frozen_graph, write_labels, sidecar_for
 from retrain.gradcam import GradCam, explain_files, overlay
 from retrain.graph_contract import Sidecar
 from retrain.head import Head, TrainingConfig, train_head
@@ -49,7 +49,7 @@ def export(root: Path, backbone, head: Head) -> Path:
     graph = root / "graph.pb"
     export_frozen_graph(backbone, head, graph)
     write_labels(LABELS, root / "labels.txt")
-    write_sidecar(graph, backbone, LABELS)
+    sidecar_for(backbone, LABELS).write(graph)
     return graph
 
 

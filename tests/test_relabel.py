@@ -17,7 +17,7 @@ import pytest
 from retrain.backbones import load_backbone
 from retrain.decode import load_rgb
 from retrain.errors import UserError
-from retrain.export import export_frozen_graph, write_labels, write_sidecar
+from retrain.export import export_frozen_graph, write_labels, sidecar_for
 from retrain.head import Head
 from retrain.labeler import GraphLabeler
 from retrain.journal import JOURNAL_NAME, Journal, undo
@@ -57,7 +57,7 @@ def tiny_graph(tmp_path_factory) -> Path:
     graph = root / "out" / "graph.pb"
     export_frozen_graph(backbone, head, graph)
     write_labels(LABELS, graph.with_name("labels.txt"))
-    write_sidecar(graph, backbone, LABELS)
+    sidecar_for(backbone, LABELS).write(graph)
     return graph
 
 
