@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from tensorflow.core.protobuf.meta_graph_pb2 import MetaGraphDef
 
 TRUST_FLAG = "--trust_graph"
+LOOP_OPS = frozenset({"Exit", "NextIteration", "LoopCond"})  # TF1 loop ops, valid only after an Enter
 
 PURE_OPS = frozenset({
     # plumbing and control flow (called functions are checked too)
@@ -72,10 +73,21 @@ def refusal(op: str, node: str, source: str | os.PathLike) -> UserError:
 
 
 def check_graph_def(graph_def: GraphDef, source: str | os.PathLike) -> None:
-    """Refuse a GraphDef (frozen graph) holding any op outside ``PURE_OPS``, functions included."""
-    for op, node in _ops_of_graph(graph_def):
+    """Refuse a GraphDef (frozen graph) holding any op outside ``PURE_OPS``, functions included.
+
+    Also refuse TF1 loop ops in a graph with no ``Enter`` to start a loop:
+    TensorFlow crashes the process (a segmentation fault, found by fuzzing)
+    on such a malformed graph instead of raising an error.
+    """
+    ops = list(_ops_of_graph(graph_def))
+    for op, node in ops:
         if op not in PURE_OPS:
             raise refusal(op, node, source)
+    if not any(op == "Enter" for op, _ in ops):
+        for op, node in ops:
+            if op in LOOP_OPS:
+                raise UserError(f"{source} has the loop op {op} (node {node}) outside any loop: a damaged graph; "
+                                f"pass a frozen graph written by retrain or TensorFlow-for-Poets")
 
 
 def check_saved_model(directory: str | os.PathLike) -> None:

@@ -153,6 +153,10 @@ class TensorFlowModel(Model):
                 raise UserError(f"the {self.format} {self.path} rejects {images.shape[1]}x{images.shape[2]} input "
                                 f"({str(error).splitlines()[0][:160]}); check --input_height/width") from None
             raise BatchRefused() from None
+        except tf.errors.OpError as error:  # a damaged graph that imports but cannot run (found by fuzzing)
+            raise UserError(f"the {self.format} {self.path} cannot run ({type(error).__name__}: "
+                            f"{str(error).splitlines()[0][:160]}); pass a model written by retrain or "
+                            f"TensorFlow-for-Poets") from None
 
 
 class TFLiteModel(Model):

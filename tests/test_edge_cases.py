@@ -70,3 +70,16 @@ def test_export_to_saved_model_honours_trust_graph(tmp_path):
         saved_model_from_graph(graph, contract, tmp_path / "refused")
     saved_model_from_graph(graph, contract, tmp_path / "trusted", trust_graph=True)
     assert (tmp_path / "trusted" / "saved_model.pb").is_file()
+
+
+def test_a_loop_op_outside_any_loop_is_refused_before_tensorflow_crashes_on_it(tmp_path):
+    # Found by benchmarks.fuzz: an Identity turned into Exit made TensorFlow die with a segmentation fault.
+    from retrain.backbones import load_graph_def
+    from tests.conftest import tiny_graph_def
+    graph_def = tiny_graph_def()
+    relu = next(node for node in graph_def.node if node.op == "Relu")
+    relu.op = "Exit"
+    path = tmp_path / "damaged.pb"
+    path.write_bytes(graph_def.SerializeToString())
+    with pytest.raises(UserError, match="loop op Exit"):
+        load_graph_def(path)
