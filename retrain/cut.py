@@ -46,11 +46,6 @@ class CutBackbone:
     lower: Backbone  # uint8 images -> flattened activations at the cut; ``lower.spec.cache_id`` names their cache
     top: TrainableTop
 
-    @property
-    def bytes_per_view(self) -> int:
-        """Disk one cached view of one image takes (float16 rows)."""
-        return self.lower.feature_size * FLOAT16_BYTES
-
 
 def cut_tensor(spec: ArchitectureSpec, blocks: int) -> str:
     """The tensor (or Keras layer) below the top ``blocks`` blocks, or a UserError saying how many there are."""

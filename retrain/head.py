@@ -249,7 +249,7 @@ def train_head(batches: BatchSource, feature_size: int, num_classes: int, config
         return EvalPoint(step, float(accuracy), float(loss), validation_accuracy, count, validation_loss)
 
     stopping = EarlyStopping(config.early_stopping_patience) if config.early_stopping_patience else None
-    interval = max(config.eval_step_interval, 1)
+    interval = config.eval_step_interval  # at least 1: TrainingConfig checks it
     stops = sorted({*range(interval, config.steps, interval),
                     *(range(checkpoint_every, config.steps, checkpoint_every) if checkpoint_every > 0 else ()),
                     config.steps})

@@ -25,7 +25,7 @@ from retrain.augment import DISTORTION_FLAG_COPIES
 from retrain.distortions import Distortions
 from retrain.finetune import FineTuneConfig
 from retrain.head import TrainingConfig
-from retrain.pipeline import RetrainOptions
+from retrain.pipeline import RetrainOptions, run_retrain
 from scripts._cli import (BACKBONE_HELP, BOTTLENECK_HELP, HOSTILE_INPUT_HELP, add_flags, backbone_spec, default_of,
                           run_cli)
 
@@ -247,7 +247,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{spec.name:28} {spec.input_size}x{spec.input_size}  {spec.feature_size}-d  {blocks}  "
                   f"{spec.source}{alias}")
         return 0
-    from retrain.pipeline import run_retrain
     run_retrain(options_from_args(args))
     return 0
 
