@@ -31,7 +31,7 @@ from retrain.batches import bottleneck_batches  # noqa: E402
 from retrain.bottlenecks import Bottlenecks  # noqa: E402
 from retrain.cache_store import DEFAULT_MEMORY_BUDGET_GB, KEY_DTYPE, BottleneckCache  # noqa: E402
 from retrain.head import TrainingConfig, train_head  # noqa: E402
-from retrain.pipeline import SplitData, evaluate_test_set  # noqa: E402
+from retrain.splits import SplitData, evaluate_test_set  # noqa: E402
 
 CACHE_ID = "synthetic-1024d"
 FEATURE_SIZE = 1024

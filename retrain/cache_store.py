@@ -24,7 +24,6 @@ What fills the store is ``bottlenecks.py``; this module only keeps it.
 """
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import os
 import time
@@ -39,6 +38,7 @@ import numpy as np
 from .errors import Log
 from .feature_rows import FeatureRows, rows_per_read, within_budget
 from .files import atomic_write, digest_rest, remove_quietly
+from .freed_memory import return_freed_memory
 
 KEY_DTYPE = "S40"
 MERGE_WHEN_SHARDS_EXCEED = 8
@@ -100,7 +100,7 @@ class CacheLoad:
         usable = np.flatnonzero(positions >= 0)
         rows = self.rows(positions[usable])
         self.keys = self.shard = self.row = None
-        _return_freed_memory()
+        return_freed_memory()  # ~100 MB of index scratch per million vectors, not kept under the matrix
         features = within_budget(rows, memory_budget_gb)
         if not isinstance(features, FeatureRows):
             self.close()
@@ -252,19 +252,6 @@ class BottleneckCache:
 
     def _lock(self, mode: int) -> "BottleneckCache._Lock":
         return BottleneckCache._Lock(self.directory / ".lock", mode)
-
-
-def _return_freed_memory() -> None:
-    """Hand memory freed by the index and its scratch arrays back to the system (glibc only).
-
-    Building the index frees many arrays of a few MB, which glibc keeps for
-    reuse: about 100 MB per million vectors that would otherwise sit under
-    the feature matrix read next and raise the peak.
-    """
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to do
 
 
 def _identity(path: Path) -> tuple[int, int, int]:

@@ -52,15 +52,21 @@ def write_tflite_model(graph: str | os.PathLike, output: str | os.PathLike, cont
 
 
 def check_images(paths: Sequence[Path], truths: np.ndarray | None, count: int, contract: Sidecar,
-                 reference: Callable[[np.ndarray], np.ndarray], reference_name: str,
+                 reference: Callable[[np.ndarray, np.ndarray], np.ndarray], reference_name: str,
                  max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS) -> CheckImages:
-    """Up to ``count`` of ``paths`` decoded, with ``reference(uint8 pixels) -> probabilities`` on them."""
+    """Up to ``count`` of ``paths`` decoded, with the reference model's probabilities on them.
+
+    ``reference(positions in paths, uint8 pixels)`` answers from the pixels (a source graph) or from what
+    is already known about those images (the trained head on their cached bottlenecks).
+    """
     checked, pixels = decode_sample(paths, count, contract.input_height, contract.input_width,
                                     max_megapixels=max_megapixels)
+    row_of = {path: row for row, path in enumerate(paths)}
+    positions = np.array([row_of[path] for path in checked], dtype=np.int64)
     if truths is not None:
-        row_of = {path: row for row, path in enumerate(paths)}
-        truths = truths[[row_of[path] for path in checked]]
-    answers = [reference(pixels[i:i + LABEL_BATCH_SIZE]) for i in range(0, len(pixels), LABEL_BATCH_SIZE)]
+        truths = truths[positions]
+    answers = [reference(positions[i:i + LABEL_BATCH_SIZE], pixels[i:i + LABEL_BATCH_SIZE])
+               for i in range(0, len(pixels), LABEL_BATCH_SIZE)]
     return CheckImages(checked, pixels, np.concatenate(answers) if answers else np.zeros((0, len(contract.labels))),
                        truths, reference_name)
 
@@ -118,7 +124,8 @@ def export_model(source: GraphLabeler, request: ExportRequest) -> Iterator[str]:
     write_labels(source.labels, labels_path)
 
     if paths:
-        images = check_images(paths, truths, request.export_check_samples, contract, source.predict,
+        images = check_images(paths, truths, request.export_check_samples, contract,
+                              lambda _, pixels: source.predict(pixels),
                               "the source graph", request.max_image_megapixels)
         for check in check_exports([(output, name, request.quantize == NO_QUANTIZATION)], images, source.labels,
                                    model_size(request.graph), request.trust_graph):

@@ -12,9 +12,9 @@ from typing import Callable, Generic, TypeVar
 import numpy as np
 
 from .errors import UserError
+from .feature_rows import score_rows
 
 Model = TypeVar("Model")
-SCORE_ROWS = 8192  # rows scored at once: a big (or streamed) validation set needs little memory
 SMALLEST_PROBABILITY = 1e-30  # float32 softmax can round a hopeless class to 0; its loss is then -log of this
 
 
@@ -22,14 +22,9 @@ def loss_and_accuracy(predict_proba: Callable[[np.ndarray], np.ndarray], feature
                       rows: np.ndarray | None = None) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``predict_proba`` on ``features[rows]`` (default: all rows)."""
     rows = np.arange(len(labels)) if rows is None else rows
-    losses, hits = [], []
-    for start in range(0, len(rows), SCORE_ROWS):
-        chosen = rows[start:start + SCORE_ROWS]
-        probabilities = predict_proba(features[chosen])
-        truth = labels[chosen]
-        losses.append(-np.log(np.maximum(probabilities[np.arange(len(chosen)), truth], SMALLEST_PROBABILITY)))
-        hits.append(probabilities.argmax(axis=1) == truth)
-    return float(np.concatenate(losses).mean()), float(np.concatenate(hits).mean())
+    probabilities, truth = score_rows(predict_proba, features, rows), labels[rows]
+    losses = -np.log(np.maximum(probabilities[np.arange(len(rows)), truth], SMALLEST_PROBABILITY))
+    return float(losses.mean()), float(np.mean(probabilities.argmax(axis=1) == truth))
 
 
 class EarlyStopping(Generic[Model]):

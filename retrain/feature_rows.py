@@ -6,11 +6,14 @@ disk order so a pass over them reads each byte once.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import h5py
 import numpy as np
 
 READ_CHUNK_BYTES = 64 << 20  # one read from a shard: large and sequential, yet small next to any memory budget
 SPARSE_READ_FRACTION = 16  # wanted rows fill less than 1/16 of a slab: fetch just those rows instead
+SCORE_ROWS = 8192  # rows scored at once: scoring a big (or streamed) split needs little memory
 
 
 def rows_per_read(dataset: h5py.Dataset) -> int:
@@ -108,3 +111,10 @@ class FeatureRows:
 def within_budget(rows: FeatureRows, memory_budget_gb: float) -> np.ndarray | FeatureRows:
     """``rows`` read into memory if they fit ``memory_budget_gb``, else left on disk to be streamed."""
     return rows.read() if rows.nbytes <= memory_budget_gb * 2 ** 30 else rows
+
+
+def score_rows(predict_proba: Callable[[np.ndarray], np.ndarray], features: np.ndarray | FeatureRows,
+               rows: np.ndarray) -> np.ndarray:
+    """``predict_proba(features[rows])``, ``SCORE_ROWS`` at a time: the rows are never all in memory at once."""
+    chunks = [predict_proba(features[rows[start:start + SCORE_ROWS]]) for start in range(0, len(rows), SCORE_ROWS)]
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)

@@ -6,8 +6,10 @@
 """
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -18,30 +20,29 @@ from .batches import bottleneck_batches
 from .bottlenecks import DEFAULT_BATCH_SIZE, Bottlenecks, check_batch_size, get_bottlenecks
 from .cache_store import DEFAULT_MEMORY_BUDGET_GB, BottleneckCache
 from .class_balance import imbalance_warning
-from .feature_rows import FeatureRows
 from .distortions import Distortions
 from .errors import Log, UserError
 from .cut import FLOAT16_BYTES, cut_backbone, cut_tensor
+from .decode import evenly_spread
 from .deploy import check_export_options, check_exports, check_images, write_tflite_model
 from .export import export_frozen_graph, export_saved_model, sidecar_for, write_labels
 from .export_check import DEFAULT_EXPORT_CHECK_SAMPLES
 from .files import (DEFAULT_BOTTLENECK_DIR, DEFAULT_MODEL_DIR, check_plot_path, check_writable_file,
                     check_writable_folder)
 from .finetune import FineTuneConfig, fine_tune, pooled_features
+from .freed_memory import return_freed_memory
 from .gradcam import GradCam
 from .graph_contract import FINAL_TENSOR_NAME, Sidecar, sidecar_path
 from .head import EvalPoint, Head, TrainingConfig, train_head
 from .history_plot import plot_history
 from .html_report import ReportText, ScoredImage, check_report_folder, scored_images, write_html_report
-from .images import SPLITS, ImageRecord, labels_of, split_images, split_summary
-from .metrics import ClassificationReport, classification_report
+from .images import SPLITS, labels_of, split_images, split_summary
+from .metrics import ClassificationReport
 from .model_file import FROZEN_GRAPH, SAVED_MODEL, model_size
 from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS, validate_max_megapixels
+from .splits import SplitData, check_training_data, evaluate_test_set, split_data
 from .summaries import TrainingSummaries, progress_printer
 from .tflite import DEFAULT_QUANTIZE_SAMPLES, FLOAT_IO, NO_QUANTIZATION, check_calibration, tflite_name
-
-PREDICT_ROWS = 8192  # rows scored at once: scoring a big (or streamed) test set needs little memory
-
 
 @dataclass
 class RetrainOptions:
@@ -91,14 +92,6 @@ class RetrainOptions:
 
 
 @dataclass
-class SplitData:
-    """One split's usable images, their label indices and bottlenecks (in memory or streamed)."""
-    paths: list[Path]
-    labels: np.ndarray
-    features: np.ndarray | FeatureRows
-
-
-@dataclass
 class RetrainResult:
     labels: list[str]
     test_report: ClassificationReport | None
@@ -106,37 +99,6 @@ class RetrainResult:
     data: dict[str, SplitData]  # by split name
     head: Head
     history: list[EvalPoint]
-
-
-def split_data(records: list[ImageRecord], bottlenecks: Bottlenecks, labels: list[str]) -> dict[str, SplitData]:
-    """Each split's usable records with their features; ``records`` come grouped by split (``split_images``)."""
-    index_of = {label: i for i, label in enumerate(labels)}
-    data, start = {}, 0
-    for split in SPLITS:
-        stop = start + sum(record.split == split for record in records)
-        first, last = np.searchsorted(bottlenecks.usable, [start, stop])
-        usable = [records[i] for i in bottlenecks.usable[first:last]]
-        data[split] = SplitData([r.path for r in usable], np.array([index_of[r.label] for r in usable], np.int32),
-                                bottlenecks.rows_for(start, stop))
-        start = stop
-    return data
-
-
-def _check_training_data(train: SplitData, labels: list[str]) -> None:
-    counts = np.bincount(train.labels, minlength=len(labels))
-    empty = [label for label, count in zip(labels, counts) if count == 0]
-    if empty:
-        raise UserError(f"class(es) {', '.join(repr(e) for e in empty)} have no usable training images; add images "
-                        f"to those folders or lower --testing_percentage/--validation_percentage")
-
-
-def evaluate_test_set(head: Head, test: SplitData, labels: list[str], batch_size: int,
-                      rng: np.random.Generator) -> tuple[ClassificationReport, np.ndarray, np.ndarray]:
-    """Report on the test set (or a random ``batch_size`` sample of it); also returns rows and probabilities."""
-    rows = np.arange(len(test.labels)) if batch_size < 0 else rng.integers(0, len(test.labels), size=batch_size)
-    probabilities = np.concatenate([head.predict_proba(test.features[rows[i:i + PREDICT_ROWS]])
-                                    for i in range(0, len(rows), PREDICT_ROWS)] or [np.zeros((0, len(labels)))])
-    return classification_report(test.labels[rows], probabilities.argmax(axis=1), labels), rows, probabilities
 
 
 def _check_outputs_writable(options: RetrainOptions) -> None:
@@ -160,6 +122,28 @@ def _check_outputs_writable(options: RetrainOptions) -> None:
 
 def run_retrain(options: RetrainOptions, log: Log = print) -> RetrainResult:
     """Run the whole job and write the outputs; returns what it measured."""
+    trained = _train(options, log)
+    # The backbone went out of scope with _train; its tf.functions sit in reference cycles, and once it has
+    # run it holds a few hundred MB: freed before the written files are loaded again to be checked.
+    gc.collect()
+    return_freed_memory()
+    _convert_check_and_report(options, trained, log)
+    return trained.result
+
+
+@dataclass
+class _Trained:
+    """What training leaves for the steps that no longer need the backbone."""
+    result: RetrainResult
+    contract: Sidecar
+    written: list[str]  # what "Wrote ..." lists once every file is checked
+    artifacts: list[tuple[Path, str, bool]]  # (path, format name, float: must agree on every image)
+    check: tuple[list[Path], np.ndarray, np.ndarray]  # images to check exports on: paths, labels, trained answers
+    scored: list[ScoredImage] | None  # the test split, for the HTML report
+
+
+def _train(options: RetrainOptions, log: Log) -> _Trained:
+    """Every stage that needs the backbone: bottlenecks, training, test report, frozen graph (and SavedModel)."""
     augmentation = augmentation_for(options.augment_copies, options.distortions, options.training.seed)
     if options.fine_tune.blocks:
         cut_tensor(options.architecture, options.fine_tune.blocks)  # a wrong count fails before any work
@@ -187,7 +171,7 @@ def run_retrain(options: RetrainOptions, log: Log = print) -> RetrainResult:
     if bottlenecks.unreadable:
         log(f"Skipped {len(bottlenecks.unreadable)} unreadable image(s) of {len(records)}")
     data = split_data(records, bottlenecks, labels)
-    _check_training_data(data["train"], labels)
+    check_training_data(data["train"], labels)
     warning = imbalance_warning(data["train"].labels, labels, options.training.class_weight)
     if warning:
         log(warning)
@@ -248,13 +232,13 @@ def run_retrain(options: RetrainOptions, log: Log = print) -> RetrainResult:
         log("No test images (--testing_percentage is 0): skipping the test-set report")
     summaries.close()
 
-    _export(options, backbone, head, labels, data, log, blocks)
-    if options.html and test_report is None:
-        log("No test images: no HTML report")
-    elif options.html:
-        _write_test_report(options, labels, scored_images([test.paths[row] for row in rows], test.labels[rows],
-                                                          probabilities), history, log)
-    return RetrainResult(labels, test_report, bottlenecks, data, head, history)
+    contract = sidecar_for(backbone, labels, options.final_tensor_name, blocks)
+    written, artifacts = _write_graphs(options, backbone, head, contract)
+    pool = (lambda rows: pooled_features(cut.top, rows)) if cut else None
+    scored = (scored_images([test.paths[row] for row in rows], test.labels[rows], probabilities)
+              if options.html and test_report else None)
+    return _Trained(RetrainResult(labels, test_report, bottlenecks, data, head, history), contract, written,
+                    artifacts, _check_reference(data, head, pool, options.export_check_samples), scored)
 
 
 def _early_stopping_marks(history: list[EvalPoint], options: RetrainOptions) -> tuple[int | None, int | None]:
@@ -270,34 +254,58 @@ def _plot(history: list[EvalPoint], options: RetrainOptions, log: Log) -> None:
     log(f"Wrote training history plot {options.plot_history}")
 
 
-def _export(options: RetrainOptions, backbone: Backbone, head: Head, labels: list[str],
-            data: dict[str, SplitData], log: Log, fine_tuned_blocks: int) -> None:
-    """Write every requested file, check each against the trained head, then say what was written."""
-    contract = sidecar_for(backbone, labels, options.final_tensor_name, fine_tuned_blocks)
+def _write_graphs(options: RetrainOptions, backbone: Backbone, head: Head,
+                  contract: Sidecar) -> tuple[list[str], list[tuple[Path, str, bool]]]:
+    """The files made from the backbone itself: frozen graph, labels, sidecar (and SavedModel)."""
     export_frozen_graph(backbone, head, options.output_graph, options.final_tensor_name)
-    write_labels(labels, options.output_labels)
+    write_labels(contract.labels, options.output_labels)
     written = [f"{options.output_graph}, {options.output_labels} and {contract.write(options.output_graph)}"]
     artifacts = [(Path(options.output_graph), FROZEN_GRAPH, True)]
     if options.saved_model_dir:
         export_saved_model(backbone, head, options.saved_model_dir, options.final_tensor_name)
         written.append(f"SavedModel {options.saved_model_dir} and {contract.write(options.saved_model_dir)}")
         artifacts.append((Path(options.saved_model_dir), SAVED_MODEL, True))
+    return written, artifacts
+
+
+def _check_reference(data: dict[str, SplitData], head: Head, pool: Callable[[np.ndarray], np.ndarray] | None,
+                     count: int) -> tuple[list[Path], np.ndarray, np.ndarray]:
+    """Up to ``count`` images to check every export on: paths, label indices, the trained model's answers.
+
+    Validation images, the ones a user has not trained on; a run without any uses test, then train. The
+    answers are the head on the cached bottlenecks, the very values it was trained on (``pool`` runs cut
+    activations through the fine-tuned top blocks): no second backbone pass, and an export must
+    reproduce the cache's preprocessing to agree.
+    """
+    split = next((data[name] for name in ("validation", "test", "train") if len(data[name].paths)))
+    positions = evenly_spread(len(split.paths), count)
+    rows = split.features[positions]
+    answers = head.predict_proba(pool(rows) if pool else rows)
+    return [split.paths[i] for i in positions], split.labels[positions], answers
+
+
+def _convert_check_and_report(options: RetrainOptions, trained: _Trained, log: Log) -> None:
+    """TFLite conversion, the check of every written file, then "Wrote", then the HTML report."""
+    written, artifacts, contract = list(trained.written), list(trained.artifacts), trained.contract
     if options.output_tflite:
         write_tflite_model(options.output_graph, options.output_tflite, contract, options.quantize,
-                           options.tflite_io, data["train"].paths, options.quantize_samples,
+                           options.tflite_io, trained.result.data["train"].paths, options.quantize_samples,
                            options.max_image_megapixels)
         written.append(f"{options.output_tflite} and {sidecar_path(options.output_tflite)}")
         is_float = options.quantize == NO_QUANTIZATION
         artifacts.append((Path(options.output_tflite), tflite_name(options.quantize), is_float))
-    # Checked on validation images, the ones a user has not trained on; a run without any uses test, then train.
-    split = next((data[name] for name in ("validation", "test", "train") if len(data[name].paths)))
-    images = check_images(split.paths, split.labels, options.export_check_samples, contract,
-                          lambda pixels: head.predict_proba(backbone(pixels)), "the trained model",
-                          options.max_image_megapixels)
-    for check in check_exports(artifacts, images, labels, model_size(options.output_graph), options.trust_graph):
+    paths, truths, answers = trained.check
+    images = check_images(paths, truths, len(paths), contract, lambda positions, _: answers[positions],
+                          "the trained model", options.max_image_megapixels)
+    for check in check_exports(artifacts, images, contract.labels, model_size(options.output_graph),
+                               options.trust_graph):
         log(f"Checked {check.summary()}")
     for line in written:
         log(f"Wrote {line}")
+    if options.html and trained.scored is None:
+        log("No test images: no HTML report")
+    elif options.html:
+        _write_test_report(options, contract.labels, trained.scored, trained.result.history, log)
 
 
 def _write_test_report(options: RetrainOptions, labels: list[str], scored: list[ScoredImage],

@@ -224,6 +224,24 @@ def test_retrain_writes_and_checks_every_export_before_saying_wrote(image_dir, t
     assert tflite_interpreter(tmp_path / "g.tflite").get_input_details()[0]["dtype"] == np.uint8
 
 
+def test_retrain_refuses_an_export_that_does_not_reproduce_the_cached_bottlenecks(image_dir, tmp_path, tiny_model_dir,
+                                                                                 monkeypatch):
+    """The reference is the head on the cache: an export built with other preprocessing than the cache fails."""
+    import retrain.pipeline as pipeline
+    from retrain.backbones import Backbone
+    real_export = pipeline.export_frozen_graph
+
+    def export_reading_bgr(backbone, head, path, name):  # the classic mistake of Caffe-era models
+        swapped = Backbone(backbone.spec, lambda images: backbone.features_from_normalized(images[..., ::-1]),
+                           backbone.feature_size)
+        real_export(swapped, head, path, name)
+    monkeypatch.setattr(pipeline, "export_frozen_graph", export_reading_bgr)
+    messages = []
+    with pytest.raises(ExportMismatch, match="g.pb \\(frozen graph\\) disagrees with the trained model on"):
+        run_retrain(pipeline_options(image_dir, tmp_path, tiny_model_dir), log=messages.append)
+    assert not [m for m in messages if m.startswith("Wrote ")]
+
+
 def test_run_cli_reports_a_failed_export_check_in_one_line_with_exit_1(capsys):
     def main(argv):
         raise ExportMismatch("out/g.tflite (TFLite float) disagrees with the trained model on a.jpg")
