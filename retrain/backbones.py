@@ -127,11 +127,13 @@ def tensor_name(name: str) -> str:
 
 
 def flatten(fn: Callable) -> Callable:
+    """``fn``'s outputs as one vector per image, ``[N, D]``, with ``D`` static whenever ``fn`` says it."""
     import tensorflow as tf
 
     def features(images):
         outputs = fn(images)
-        return tf.reshape(outputs, [tf.shape(outputs)[0], -1])
+        size = outputs.shape[1:].num_elements()
+        return tf.reshape(outputs, [-1, size] if size is not None else [tf.shape(outputs)[0], -1])
     return features
 
 
@@ -211,21 +213,29 @@ def load_backbone(spec: ArchitectureSpec, model_dir: str | os.PathLike, trust_gr
     """Fetch (if needed) and load ``spec``; check its ops (unless ``trust_graph``) and its feature size."""
     import tensorflow as tf
     features = LOADERS[spec.source](spec, Path(model_dir), trust_graph)
-    probe = tf.zeros([1, spec.input_size, spec.input_size, 3])
+    compiled = _compiled(spec, features)
     try:
-        size = int(features(probe).shape[-1])
-    except (tf.errors.InvalidArgumentError, ValueError) as error:
+        # Read from the traced graph, not from running it: a warm run never runs the backbone, and a first
+        # run costs a third of a second and a few hundred MB. Only a graph that hides the size is probed.
+        size = compiled.get_concrete_function().output_shapes[-1]
+        if size is None:
+            size = compiled(tf.zeros([1, spec.input_size, spec.input_size, 3])).shape[-1]
+    except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:  # TypeError: another fixed size
         raise UserError(f"backbone {spec.name} does not accept {spec.input_size}x{spec.input_size} images "
                         f"({str(error).splitlines()[0][:160]})") from None
     if spec.feature_size and size != spec.feature_size:
         raise UserError(f"backbone {spec.name} gives {size}-d features, the registry says {spec.feature_size}; "
                         f"the file under --model_dir is not the expected model")
-    return compiled_backbone(spec, features, size)
+    return Backbone(spec, compiled, int(size), getattr(features, "keras_model", None))
+
+
+def _compiled(spec: ArchitectureSpec, features: Callable) -> Callable:
+    """``features`` as one tf.function for any batch size of ``spec``'s images (traced once)."""
+    import tensorflow as tf
+    signature = [tf.TensorSpec([None, spec.input_size, spec.input_size, 3], tf.float32)]
+    return tf.function(features, input_signature=signature, autograph=False)
 
 
 def compiled_backbone(spec: ArchitectureSpec, features: Callable, feature_size: int) -> Backbone:
     """A Backbone around the traceable ``features``, compiled once for any batch size."""
-    import tensorflow as tf
-    signature = [tf.TensorSpec([None, spec.input_size, spec.input_size, 3], tf.float32)]
-    compiled = tf.function(features, input_signature=signature, autograph=False)
-    return Backbone(spec, compiled, feature_size, getattr(features, "keras_model", None))
+    return Backbone(spec, _compiled(spec, features), feature_size, getattr(features, "keras_model", None))

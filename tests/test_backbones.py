@@ -67,6 +67,11 @@ def test_wrong_feature_size_in_a_row_is_caught(tiny_model_dir):
         load_backbone(tiny_spec(feature_size=16), tiny_model_dir)
 
 
+def test_a_row_whose_input_size_the_graph_does_not_take_is_one_line(tiny_model_dir):
+    with pytest.raises(UserError, match=f"backbone tiny does not accept {TINY_SIZE + 8}x{TINY_SIZE + 8} images"):
+        load_backbone(tiny_spec(input_size=TINY_SIZE + 8), tiny_model_dir)
+
+
 def save_tiny_hub_module(directory):
     """A TF-Hub-style feature-vector SavedModel: [N, 16, 16, 3] in [0, 1] -> [N, 6]; returns its kernel."""
     import tensorflow as tf
