@@ -61,7 +61,8 @@ class GraphLabeler:
         else:
             raise UserError("no --labels given and no sidecar JSON beside the graph; pass the labels file")
         self.model.check_input_size(self.config.input_height, self.config.input_width)
-        self.model.check_labels(self.labels, self.config.input_height, self.config.input_width)
+        self.model.check_labels(self.labels, self.config.input_height, self.config.input_width,
+                                (self.config.input_mean, self.config.input_std))
 
     @property
     def batched(self) -> bool:

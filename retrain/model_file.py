@@ -110,9 +110,9 @@ class Model:
             raise UserError(f"the {self.format} {self.path} does not take {height}x{width} images (it takes "
                             f"{self.input_size[0]}x{self.input_size[1]}); check --input_height and --input_width")
 
-    def check_labels(self, labels: list[str], height: int, width: int) -> None:
-        """The model's output size must match the labels (probed on one blank image)."""
-        outputs = self.predict(np.zeros((1, height, width, 3), np.float32)).shape[-1]
+    def check_labels(self, labels: list[str], height: int, width: int, normalization: Normalization) -> None:
+        """The model's output size must match the labels (probed on one blank image, the way labelling runs it)."""
+        outputs = self.predict(np.zeros((1, height, width, 3), np.uint8), normalization).shape[-1]
         if outputs != len(labels):
             raise UserError(f"the {self.format} {self.path} has {outputs} outputs but the labels file has "
                             f"{len(labels)} labels; pass the labels file written together with this model")
@@ -132,9 +132,10 @@ class TensorFlowModel(Model):
         import tensorflow as tf
         if normalization not in self._from_pixels:
             mean, std = normalization
+            # One trace for every batch size: each retrace re-optimises the whole graph (a quarter second).
             self._from_pixels[normalization] = tf.function(
                 lambda pixels: self._classify(normalize_pixels(tf.cast(pixels, tf.float32), mean, std)),
-                autograph=False, reduce_retracing=True)
+                input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)], autograph=False)
         return self._from_pixels[normalization]
 
     def _call(self, images: np.ndarray, normalization: Normalization) -> np.ndarray:
