@@ -46,10 +46,6 @@ class Backbone:
     def input_size(self) -> int:
         return self.spec.input_size
 
-    def normalize(self, images: np.ndarray) -> np.ndarray:
-        """uint8 ``[N, H, W, 3]`` -> float32 as the graph's ``input`` expects."""
-        return normalize_pixels(images.astype(np.float32), self.spec.input_mean, self.spec.input_std)
-
     @functools.cached_property
     def _features_from_uint8(self) -> Callable:
         """uint8 images -> features, normalised inside the graph (see ``normalize_pixels``)."""

@@ -28,7 +28,7 @@ import fcntl
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -63,7 +63,6 @@ class CacheLoad:
     datasets: list[h5py.Dataset]  # each shard's open ``features``
     paths: list[Path]
     feature_size: int
-    damaged: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self._index_keys())
@@ -135,14 +134,14 @@ class BottleneckCache:
             return self._index(wanted, log)
 
     def _index(self, wanted: np.ndarray | None, log: Log) -> CacheLoad:
-        keys, shards, datasets, paths, damaged = [], [], [], [], []
+        keys, shards, datasets, paths = [], [], [], []
         for path in self.shard_paths():
             try:
                 shard, shard_keys = self._open_shard(path)
             except FileNotFoundError:
                 continue  # merged away by another process between listing and reading
             except (OSError, ValueError, KeyError) as error:
-                self._drop(path, error, log, damaged)
+                self._drop(path, error, log)
                 continue
             if wanted is not None and not np.isin(shard_keys, wanted).any():
                 shard.close()
@@ -155,7 +154,7 @@ class BottleneckCache:
         unique, first = np.unique(all_keys, return_index=True)
         rows = np.concatenate([np.arange(len(k), dtype=np.int32) for k in keys]) if keys else np.zeros(0, np.int32)
         shard_of = np.concatenate(shards) if shards else np.zeros(0, np.int32)
-        return CacheLoad(unique, shard_of[first], rows[first], datasets, paths, self.feature_size, damaged)
+        return CacheLoad(unique, shard_of[first], rows[first], datasets, paths, self.feature_size)
 
     def _open_shard(self, path: Path) -> tuple[h5py.File, np.ndarray]:
         identity = _identity(path)  # taken before checking: a file changed meanwhile is checked again next time
@@ -175,9 +174,8 @@ class BottleneckCache:
         return shard, keys
 
     @staticmethod
-    def _drop(path: Path, error: Exception, log: Log, damaged: list[str]) -> None:
+    def _drop(path: Path, error: Exception, log: Log) -> None:
         log(f"warning: bottleneck cache file {path.name} is damaged ({error}); its vectors will be recomputed")
-        damaged.append(path.name)
         remove_quietly(path)
 
     def write_shard(self, keys: Sequence[str], features: np.ndarray) -> Path:
