@@ -15,14 +15,13 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .backbones import load_graph_def, prune_graph
 from .decode import LABEL_BATCH_SIZE, decode_sample
 from .errors import UserError
 from .evaluation import labelled_images
-from .export import write_labels, write_saved_model
+from .export import saved_model_from_graph, write_labels
 from .export_check import DEFAULT_EXPORT_CHECK_SAMPLES, CheckImages, ExportCheck, check_export
 from .files import check_writable_file
-from .graph_contract import INPUT_NAME, Sidecar, sidecar_path
+from .graph_contract import Sidecar, sidecar_path
 from .labeler import GraphLabeler
 from .model_file import FROZEN_GRAPH, SAVED_MODEL, detect_format, model_size
 from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
@@ -131,14 +130,3 @@ def export_model(source: GraphLabeler, request: ExportRequest) -> Iterator[str]:
                                    model_size(request.graph), request.trust_graph):
             yield f"Checked {check.summary()}"
     yield f"Wrote {output}, {labels_path} and {sidecar_path(output)}"
-
-
-def saved_model_from_graph(graph: str | os.PathLike, contract: Sidecar, directory: Path,
-                           trust_graph: bool = False) -> None:
-    """A SavedModel whose ``serving_default`` signature runs ``graph``: ``input`` -> ``output_layer``."""
-    import tensorflow as tf
-    classify = prune_graph(load_graph_def(Path(graph), trust_graph), contract.input_layer, contract.output_layer)
-    spec = tf.TensorSpec([None, contract.input_height, contract.input_width, 3], tf.float32, name=INPUT_NAME)
-    output_name = contract.output_layer.split(":")[0]
-    write_saved_model(tf.function(lambda images: {output_name: tf.identity(classify(images))},
-                                  input_signature=[spec], autograph=False), directory)

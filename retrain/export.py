@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from .backbones import Backbone
+from .backbones import Backbone, load_graph_def, prune_graph
 from .errors import UserError
 from .files import atomic_write
 from .graph_contract import FINAL_TENSOR_NAME, INPUT_NAME, SERVING_SIGNATURE, Sidecar
@@ -81,13 +81,20 @@ def sidecar_for(backbone: Backbone, labels: list[str], final_tensor_name: str = 
                    fine_tuned_blocks=fine_tuned_blocks)
 
 
-def export_saved_model(backbone: Backbone, head: Head, directory: str | os.PathLike,
-                       final_tensor_name: str = FINAL_TENSOR_NAME) -> None:
-    """A TF2 SavedModel with one ``serving_default`` signature: ``input`` -> ``final_tensor_name``."""
+def saved_model_from_graph(graph: str | os.PathLike, contract: Sidecar, directory: str | os.PathLike,
+                           trust_graph: bool = False) -> None:
+    """A TF2 SavedModel whose ``serving_default`` signature runs the frozen ``graph``: ``input`` -> ``output_layer``.
+
+    Made from the written graph rather than the live backbone, so every backbone converts the same way
+    (a Keras or TF-Hub backbone's variables would otherwise have to be tracked by the saved object) and
+    the SavedModel holds exactly the frozen graph's weights.
+    """
     import tensorflow as tf
-    function = inference_function(backbone, head, final_tensor_name)
-    write_saved_model(tf.function(lambda images: {final_tensor_name: function(images)}, autograph=False,
-                                  input_signature=function.structured_input_signature[0]), directory)
+    classify = prune_graph(load_graph_def(Path(graph), trust_graph), contract.input_layer, contract.output_layer)
+    spec = tf.TensorSpec([None, contract.input_height, contract.input_width, 3], tf.float32, name=INPUT_NAME)
+    output_name = contract.output_layer.split(":")[0]
+    write_saved_model(tf.function(lambda images: {output_name: tf.identity(classify(images))},
+                                  input_signature=[spec], autograph=False), directory)
 
 
 def write_saved_model(serve: Callable, directory: str | os.PathLike) -> None:

@@ -25,7 +25,7 @@ from .errors import Log, UserError
 from .cut import FLOAT16_BYTES, cut_backbone, cut_tensor
 from .decode import evenly_spread
 from .deploy import check_export_options, check_exports, check_images, write_tflite_model
-from .export import export_frozen_graph, export_saved_model, sidecar_for, write_labels
+from .export import export_frozen_graph, saved_model_from_graph, sidecar_for, write_labels
 from .export_check import DEFAULT_EXPORT_CHECK_SAMPLES
 from .files import (DEFAULT_BOTTLENECK_DIR, DEFAULT_MODEL_DIR, check_plot_path, check_writable_file,
                     check_writable_folder)
@@ -136,14 +136,13 @@ class _Trained:
     """What training leaves for the steps that no longer need the backbone."""
     result: RetrainResult
     contract: Sidecar
-    written: list[str]  # what "Wrote ..." lists once every file is checked
-    artifacts: list[tuple[Path, str, bool]]  # (path, format name, float: must agree on every image)
+    written: str  # the frozen graph, labels and sidecar, for "Wrote ..." once every file is checked
     check: tuple[list[Path], np.ndarray, np.ndarray]  # images to check exports on: paths, labels, trained answers
     scored: list[ScoredImage] | None  # the test split, for the HTML report
 
 
 def _train(options: RetrainOptions, log: Log) -> _Trained:
-    """Every stage that needs the backbone: bottlenecks, training, test report, frozen graph (and SavedModel)."""
+    """Every stage that needs the backbone: bottlenecks, training, test report, frozen graph."""
     augmentation = augmentation_for(options.augment_copies, options.distortions, options.training.seed)
     if options.fine_tune.blocks:
         cut_tensor(options.architecture, options.fine_tune.blocks)  # a wrong count fails before any work
@@ -233,12 +232,12 @@ def _train(options: RetrainOptions, log: Log) -> _Trained:
     summaries.close()
 
     contract = sidecar_for(backbone, labels, options.final_tensor_name, blocks)
-    written, artifacts = _write_graphs(options, backbone, head, contract)
+    written = _write_graph(options, backbone, head, contract)
     pool = (lambda rows: pooled_features(cut.top, rows)) if cut else None
     scored = (scored_images([test.paths[row] for row in rows], test.labels[rows], probabilities)
               if options.html and test_report else None)
     return _Trained(RetrainResult(labels, test_report, bottlenecks, data, head, history), contract, written,
-                    artifacts, _check_reference(data, head, pool, options.export_check_samples), scored)
+                    _check_reference(data, head, pool, options.export_check_samples), scored)
 
 
 def _early_stopping_marks(history: list[EvalPoint], options: RetrainOptions) -> tuple[int | None, int | None]:
@@ -254,18 +253,11 @@ def _plot(history: list[EvalPoint], options: RetrainOptions, log: Log) -> None:
     log(f"Wrote training history plot {options.plot_history}")
 
 
-def _write_graphs(options: RetrainOptions, backbone: Backbone, head: Head,
-                  contract: Sidecar) -> tuple[list[str], list[tuple[Path, str, bool]]]:
-    """The files made from the backbone itself: frozen graph, labels, sidecar (and SavedModel)."""
+def _write_graph(options: RetrainOptions, backbone: Backbone, head: Head, contract: Sidecar) -> str:
+    """The one file made from the backbone itself, the frozen graph, with labels and sidecar; says what it wrote."""
     export_frozen_graph(backbone, head, options.output_graph, options.final_tensor_name)
     write_labels(contract.labels, options.output_labels)
-    written = [f"{options.output_graph}, {options.output_labels} and {contract.write(options.output_graph)}"]
-    artifacts = [(Path(options.output_graph), FROZEN_GRAPH, True)]
-    if options.saved_model_dir:
-        export_saved_model(backbone, head, options.saved_model_dir, options.final_tensor_name)
-        written.append(f"SavedModel {options.saved_model_dir} and {contract.write(options.saved_model_dir)}")
-        artifacts.append((Path(options.saved_model_dir), SAVED_MODEL, True))
-    return written, artifacts
+    return f"{options.output_graph}, {options.output_labels} and {contract.write(options.output_graph)}"
 
 
 def _check_reference(data: dict[str, SplitData], head: Head, pool: Callable[[np.ndarray], np.ndarray] | None,
@@ -285,8 +277,13 @@ def _check_reference(data: dict[str, SplitData], head: Head, pool: Callable[[np.
 
 
 def _convert_check_and_report(options: RetrainOptions, trained: _Trained, log: Log) -> None:
-    """TFLite conversion, the check of every written file, then "Wrote", then the HTML report."""
-    written, artifacts, contract = list(trained.written), list(trained.artifacts), trained.contract
+    """SavedModel and TFLite from the frozen graph, the check of every written file, "Wrote", the HTML report."""
+    contract = trained.contract
+    written, artifacts = [trained.written], [(Path(options.output_graph), FROZEN_GRAPH, True)]
+    if options.saved_model_dir:
+        saved_model_from_graph(options.output_graph, contract, options.saved_model_dir, options.trust_graph)
+        written.append(f"SavedModel {options.saved_model_dir} and {contract.write(options.saved_model_dir)}")
+        artifacts.append((Path(options.saved_model_dir), SAVED_MODEL, True))
     if options.output_tflite:
         write_tflite_model(options.output_graph, options.output_tflite, contract, options.quantize,
                            options.tflite_io, trained.result.data["train"].paths, options.quantize_samples,

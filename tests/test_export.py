@@ -7,7 +7,7 @@ import pytest
 from retrain.backbones import load_backbone, normalize_pixels
 from retrain.decode import load_rgb
 from retrain.errors import UserError
-from retrain.export import export_frozen_graph, export_saved_model, write_labels, sidecar_for
+from retrain.export import export_frozen_graph, saved_model_from_graph, write_labels, sidecar_for
 from retrain.head import Head
 from retrain.labeler import GraphLabeler
 from tests.conftest import TINY_FEATURES, TINY_SIZE, tiny_spec
@@ -91,8 +91,8 @@ def normalized(backbone, images: np.ndarray) -> np.ndarray:
 
 def test_saved_model_gives_the_same_answers(exported, tmp_path):
     import tensorflow as tf
-    backbone, head, _ = exported
-    export_saved_model(backbone, head, tmp_path / "saved")
+    backbone, head, graph = exported
+    saved_model_from_graph(graph, sidecar_for(backbone, LABELS), tmp_path / "saved")
     loaded = tf.saved_model.load(str(tmp_path / "saved"))
     images = np.random.default_rng(1).integers(0, 256, (3, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8)
     outputs = loaded.signatures["serving_default"](input=tf.constant(normalized(backbone, images)))

@@ -7,7 +7,7 @@ import pytest
 from retrain.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, get_architecture
 from retrain.backbones import Backbone, load_backbone, load_graph_def
 from retrain.errors import UserError
-from retrain.export import export_frozen_graph, export_saved_model
+from retrain.export import export_frozen_graph, saved_model_from_graph, sidecar_for
 from retrain.graph_check import check_graph_def, check_saved_model, check_tflite_ops
 from retrain.head import DenseLayer, Head
 from tests.conftest import PROJECT, tiny_graph_def, tiny_spec
@@ -29,15 +29,14 @@ def keras_row_without_weights(name: str) -> Backbone:
     return Backbone(spec, lambda images: model(preprocess(images), training=False), spec.feature_size)
 
 
-def check_exports(backbone: Backbone, tmp_path, saved_model: bool = True) -> None:
+def check_exports(backbone: Backbone, tmp_path) -> None:
     """Export with a --hidden_units head (its ops include the linear head's) and check graph and SavedModel."""
     head = Head([DenseLayer(np.zeros((backbone.feature_size, 4), np.float32), np.zeros(4, np.float32)),
                  DenseLayer(np.zeros((4, 3), np.float32), np.zeros(3, np.float32))])
     export_frozen_graph(backbone, head, tmp_path / "graph.pb")
     check_graph_def(load_graph_def(tmp_path / "graph.pb"), "graph.pb")
-    if saved_model:
-        export_saved_model(backbone, head, tmp_path / "saved_model")
-        check_saved_model(tmp_path / "saved_model")
+    saved_model_from_graph(tmp_path / "graph.pb", sidecar_for(backbone, ["a", "b", "c"]), tmp_path / "saved_model")
+    check_saved_model(tmp_path / "saved_model")
 
 
 def test_frozen_graph_backbones_and_their_exports_pass(tiny_model_dir, tmp_path):
@@ -58,15 +57,14 @@ def test_every_keras_row_of_the_registry_is_covered():
 @pytest.mark.integration
 @pytest.mark.parametrize("name", sorted(KERAS_SMALLEST_INPUT))
 def test_every_keras_row_exports_graphs_that_pass(name, tmp_path):
-    # Only the frozen graph: export_saved_model cannot save Keras backbones yet (untracked variables).
-    check_exports(keras_row_without_weights(name), tmp_path, saved_model=False)
+    check_exports(keras_row_without_weights(name), tmp_path)
 
 
 def test_tfhub_modules_and_their_exports_pass(tmp_path):
     from tests.test_export import hub_backbone
     backbone = hub_backbone(tmp_path)
     check_saved_model(tmp_path / "hub")
-    check_exports(backbone, tmp_path, saved_model=False)  # see test_every_keras_row_exports_graphs_that_pass
+    check_exports(backbone, tmp_path)
 
 
 def test_a_graph_that_writes_a_file_is_refused_naming_op_and_node(tmp_path):
