@@ -1,8 +1,10 @@
 """The retrain job: the stages in order, from an image folder to exported files.
 
-    split_images -> load_backbone -> get_bottlenecks -> train_head
-                 -> classification_report -> export_frozen_graph / labels / sidecar (/ SavedModel / TFLite)
-                 -> check every written model against the trained head
+    split_images -> load_backbone -> get_bottlenecks -> train_head -> classification_report
+                 -> export_frozen_graph / labels / sidecar
+    (the backbone is released here: the rest loads only the written graph)
+                 -> SavedModel / TFLite from the frozen graph
+                 -> check every written model against the trained head -> "Wrote" -> HTML report
 """
 from __future__ import annotations
 
