@@ -53,6 +53,13 @@ def streamed_batches(features: FeatureRows, labels: np.ndarray, draws: int, rows
     is how often training will call the source (``TrainingConfig.draws``).
     """
     chunks = features.chunks(rows_per_chunk)
+    if len(chunks) > draws:
+        # Too few draws to visit every chunk once: each draw is a random sample of the whole set instead
+        # (sparse reads, slower), or the chunks never drawn would never be trained on.
+        def sampled(rng: np.random.Generator) -> BatchDraw:
+            rows = np.sort(rng.choice(len(features), size=rows_per_chunk, replace=False))
+            return BatchDraw(features.read(rows), labels[rows])
+        return sampled
     draws_per_chunk = max(1, draws // len(chunks))
     queue: list[np.ndarray] = []
     current: list[BatchDraw] = []

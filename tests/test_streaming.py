@@ -76,6 +76,18 @@ def test_streaming_in_small_chunks_learns_as_well_as_in_memory(cache):
         assert np.mean(head.predict_proba(matrix).argmax(axis=1) == labels) >= 0.95
 
 
+def test_with_fewer_draws_than_chunks_every_part_of_the_set_is_drawn(cache):
+    loaded = cache.load()
+    rows = loaded.rows(loaded.find(keys(300)))
+    source = streamed_batches(rows, (np.arange(300) % 3).astype(np.int32), draws=3, rows_per_chunk=30)  # 10 chunks
+    rng = np.random.default_rng(0)
+    drawn = np.concatenate([source(rng).features for _ in range(3)])
+    matrix = rows.read()
+    positions = [int(np.flatnonzero((matrix == row).all(axis=1))[0]) for row in drawn]
+    assert len(drawn) == 90 and len(set(positions)) > 80  # three draws of 30 rows
+    assert len({position // 30 for position in positions}) == 10  # rows of all 10 chunks, not of 3
+
+
 def test_float16_features_train_the_same_head_as_their_float32_values():
     rng = np.random.default_rng(0)
     features = rng.normal(size=(50, FEATURES)).astype(np.float16)
