@@ -10,9 +10,11 @@ cache size on disk.
 
 Part 2, in this process: the time of one fine-tuning epoch through the top N
 blocks from cached cut rows vs the same epoch through the whole backbone from
-decoded images (the frozen part's forward pass plus the same training step).
+decoded images (the frozen part's forward pass plus the same training step);
+medians of ``EPOCH_ROUNDS`` epochs of each kind, in alternation.
 
     python -m benchmarks.accuracy [--image_dir DIR] [--seeds 3] [--blocks 1 2 4 6] [--augment_copies 4]
+    python -m benchmarks.accuracy --epochs_only [--blocks 1 2 4 6]
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from benchmarks.common import FLOWERS, PROJECT, WORK_DIR, folder_size_mb, machin
 
 MARGIN_TARGET = 3.0  # points of mean test accuracy over the linear head
 EPOCH_TARGET = 5.0
-BATCH = 32
+EPOCH_ROUNDS = 5  # alternated epochs of each kind; medians compared
 # The strongest head options of issue 13 part A (branch issue-13a), used when the CLI has them.
 HEAD_OPTIONS = ["--hidden_units", "256", "--dropout", "0.3"]
 
@@ -87,15 +89,19 @@ def measure(name: str, flags: list[str], image_dir: Path, work: Path, seeds: int
     return result
 
 
-def epoch_ratio(image_dir: Path, blocks: int, images: int = 96) -> tuple[float, float]:
-    """Seconds of one epoch over ``images`` decoded photos: from the cut cache, and through the whole backbone."""
+def epoch_ratio(image_dir: Path, blocks: int, images: int = 96, rounds: int = EPOCH_ROUNDS) -> tuple[float, float]:
+    """Median seconds of one epoch over ``images`` decoded photos: from the cut cache, and through the whole backbone.
+
+    The two are timed in alternation, ``rounds`` times each, so a change in the shared machine's load hits both.
+    """
     from retrain.architectures import get_architecture
     from retrain.backbones import load_backbone
     from retrain.cut import cut_backbone
     from retrain.decode import load_rgb
-    from retrain.finetune import trainer
+    from retrain.finetune import FineTuneConfig, trainer
     from retrain.head import Head
     from retrain.files import DEFAULT_MODEL_DIR
+    batch = FineTuneConfig().batch_size
     spec = get_architecture("mobilenet_1.0_224")
     backbone = load_backbone(spec, DEFAULT_MODEL_DIR)
     cut = cut_backbone(backbone, blocks, DEFAULT_MODEL_DIR)
@@ -103,19 +109,22 @@ def epoch_ratio(image_dir: Path, blocks: int, images: int = 96) -> tuple[float, 
     decoded = np.stack([load_rgb(p, spec.input_size, spec.input_size) for p in paths])
     labels = np.arange(len(paths), dtype=np.int32) % 5
     head = Head.linear(np.zeros((backbone.feature_size, 5), np.float32), np.zeros(5, np.float32))
-    rows = np.concatenate([cut.lower(decoded[i:i + BATCH]) for i in range(0, len(decoded), BATCH)])
+    rows = np.concatenate([cut.lower(decoded[i:i + batch]) for i in range(0, len(decoded), batch)])
     rows = rows.astype(np.float16)  # as cached
     training = trainer(cut.top, head, rows.shape[1], rows.dtype, 1e-4)
-    training.step(rows[:BATCH], labels[:BATCH])  # compile
-    started = time.perf_counter()
-    for i in range(0, len(rows), BATCH):
-        training.step(rows[i:i + BATCH], labels[i:i + BATCH])
-    from_cache = time.perf_counter() - started
-    started = time.perf_counter()
-    for i in range(0, len(decoded), BATCH):  # the frozen part's forward pass, which the cache saves every epoch
-        cut.lower(decoded[i:i + BATCH])
-    lower = time.perf_counter() - started
-    return from_cache, from_cache + lower
+    training.step(rows[:batch], labels[:batch])  # compile
+    from_cache, lower = [], []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for i in range(0, len(rows), batch):
+            training.step(rows[i:i + batch], labels[i:i + batch])
+        from_cache.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        for i in range(0, len(decoded), batch):  # the frozen part's forward pass, which the cache saves every epoch
+            cut.lower(decoded[i:i + batch])
+        lower.append(time.perf_counter() - started)
+    cached = statistics.median(from_cache)
+    return cached, cached + statistics.median(lower)
 
 
 def main(argv=None) -> int:
@@ -127,6 +136,7 @@ def main(argv=None) -> int:
     parser.add_argument("--blocks", type=int, nargs="*", default=[1, 2, 4, 6])
     parser.add_argument("--augment_copies", type=int, default=4)
     parser.add_argument("--skip_epochs", action="store_true", help="Skip part 2 (epoch times).")
+    parser.add_argument("--epochs_only", action="store_true", help="Only part 2 (epoch times).")
     parser.add_argument("--fine_tune_only", action="store_true", help="Skip the linear and head configurations.")
     parser.add_argument("--no_views", action="store_true", help="Skip the --augment_copies configurations.")
     args = parser.parse_args(argv)
@@ -141,14 +151,15 @@ def main(argv=None) -> int:
             print(f"epoch through the top {blocks} block(s): from the cut cache {cached:.2f} s, through the whole "
                   f"backbone {whole:.2f} s = {whole / cached:.1f}x", flush=True)
     configs = []
-    if not args.fine_tune_only:
+    if not args.fine_tune_only and not args.epochs_only:
         configs.append(("linear (Poets defaults)", []))
         if cli_has(HEAD_OPTIONS[0]):
             configs.append(("best head " + " ".join(HEAD_OPTIONS), HEAD_OPTIONS))
         else:
             print(f"best head options: {HEAD_OPTIONS[0]} is not in this build (issue 13 part A not merged); "
                   f"HEAD_OPTIONS in benchmarks/accuracy.py is the hook")
-    configs += [(f"fine-tune {n} block(s)", ["--fine_tune_blocks", str(n)]) for n in args.blocks]
+    configs += [(f"fine-tune {n} block(s)", ["--fine_tune_blocks", str(n)]) for n in args.blocks
+                if not args.epochs_only]
     augmented = ["--augment_copies", str(args.augment_copies)]
     configs = [config for name, flags in configs
                for config in ((name, flags), (f"{name} + {args.augment_copies} views", flags + augmented))

@@ -19,9 +19,9 @@ from .cut import TrainableTop
 from .errors import Log, UserError
 from .feature_rows import FeatureRows
 from .head import DenseLayer, Head, dense_logits
+from .optimizers import ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON
+
 PREDICT_BATCH = 64  # cut rows per forward pass when computing pooled features
-ADAM_BETAS = (0.9, 0.999)
-ADAM_EPSILON = 1e-7
 
 
 @dataclass
@@ -88,7 +88,6 @@ def trainer(top: TrainableTop, head: Head, row_size: int, dtype, learning_rate: 
     trainable = [*top.variables, *(variable for layer in layers for variable in layer)]
     moments = [(tf.Variable(tf.zeros_like(v)), tf.Variable(tf.zeros_like(v))) for v in trainable]
     step_count = tf.Variable(0.0)
-    beta1, beta2 = ADAM_BETAS
 
     def train_step(batch, batch_labels):
         logits = dense_logits(top.features(batch), layers)
@@ -96,12 +95,13 @@ def trainer(top: TrainableTop, head: Head, row_size: int, dtype, learning_rate: 
         # Symbolic gradients, not a GradientTape: the tape does not see ops that import_graph_def created.
         gradients = tf.gradients(loss, trainable)
         count = step_count.assign_add(1.0)
-        rate = learning_rate * tf.sqrt(1 - beta2 ** count) / (1 - beta1 ** count)
-        updates = []
-        for variable, gradient, (mean, square) in zip(trainable, gradients, moments):
-            mean_now = mean.assign(beta1 * mean + (1 - beta1) * gradient)
-            square_now = square.assign(beta2 * square + (1 - beta2) * tf.square(gradient))
-            updates.append(variable.assign_sub(rate * mean_now / (tf.sqrt(square_now) + ADAM_EPSILON)))
+        # One fused kernel per variable (Adam's moments and update in one pass over the weights), not ten
+        # element-wise ops that each read and write all of them: the top blocks hold millions of weights.
+        updates = [tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=mean.handle, v=square.handle, beta1_power=ADAM_BETA_1 ** count,
+            beta2_power=ADAM_BETA_2 ** count, lr=learning_rate, beta1=ADAM_BETA_1, beta2=ADAM_BETA_2,
+            epsilon=ADAM_EPSILON, grad=gradient)
+            for variable, gradient, (mean, square) in zip(trainable, gradients, moments)]
         with tf.control_dependencies(updates):
             correct = tf.equal(tf.argmax(logits, 1, output_type=tf.int32), batch_labels)
             return tf.identity(loss), tf.reduce_mean(tf.cast(correct, tf.float32))
