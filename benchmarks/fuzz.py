@@ -135,8 +135,9 @@ def model_worker(seed: int) -> None:
     from tests.conftest import TINY_SIZE, make_image
     from tests.hostile_files import graph_writing_file
     work = Path(tempfile.mkdtemp(prefix="fuzz-model-"))
+    os.chdir(work)  # the side-effect graph names a relative file: the same bytes in every run, never the project's
     graphs = _seed_graphs(work)
-    graphs.append(graph_writing_file(work / "written.txt", TINY_SIZE, 3))
+    graphs.append(graph_writing_file(Path("written.txt"), TINY_SIZE, 3))
     image = make_image(work / "photo.jpg", (200, 40, 40), seed=0)
     labels = b"blue\ngreen\nred\n"
     flags = dict(input_height=TINY_SIZE, input_width=TINY_SIZE, input_mean=127.5, input_std=127.5)
@@ -145,7 +146,7 @@ def model_worker(seed: int) -> None:
         rng = np.random.default_rng([seed, case])
         graph_def = graphs[rng.integers(len(graphs))]
         mutate_labels = rng.random() < 0.2
-        graph_bytes = graph_def.SerializeToString() if mutate_labels else _mutate_graph(graph_def, rng)
+        graph_bytes = _serialized(graph_def) if mutate_labels else _mutate_graph(graph_def, rng)
         (work / "graph.pb").write_bytes(graph_bytes)
         (work / "labels.txt").write_bytes(mutate(labels, rng) if mutate_labels else labels)
         try:
@@ -177,7 +178,7 @@ def _seed_graphs(work: Path) -> list:
 def _mutate_graph(graph_def, rng: np.random.Generator) -> bytes:
     """Half the time a byte-level mutation; otherwise a change to one node: op, attribute, input or tensor."""
     if rng.random() < 0.5:
-        return mutate(graph_def.SerializeToString(), rng)
+        return mutate(_serialized(graph_def), rng)
     from retrain.graph_check import PURE_OPS
     graph_def = type(graph_def).FromString(graph_def.SerializeToString())
     nodes = graph_def.node
@@ -203,7 +204,13 @@ def _mutate_graph(graph_def, rng: np.random.Generator) -> bytes:
                 value.tensor.tensor_content = mutate(value.tensor.tensor_content, rng)
     else:
         del nodes[int(rng.integers(len(nodes)))]
-    return graph_def.SerializeToString()
+    return _serialized(graph_def)
+
+
+def _serialized(graph_def) -> bytes:
+    """Bytes that are the same in every process: protobuf orders map fields (node attributes) arbitrarily
+    otherwise, so a byte-level mutation would hit other bytes from run to run."""
+    return graph_def.SerializeToString(deterministic=True)
 
 
 def _serve(run_case) -> None:
