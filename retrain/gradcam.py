@@ -133,7 +133,14 @@ def write_explanation(gradcam: GradCam, image_path: Path, label_index: int, outp
 def explain_files(gradcam: GradCam, paths: Sequence[Path], classes: Sequence[int],
                   max_side: int | None = None) -> list[Image.Image]:
     """Each photo (at most ``max_side`` pixels) with the map of ``classes[i]`` blended over it, one batch."""
-    config, budget = gradcam.config, gradcam.max_image_megapixels
-    inputs = np.stack([load_rgb(path, config.input_height, config.input_width, budget) for path in paths])
-    cams = gradcam.maps(inputs, classes)
-    return [overlay(load_display(path, max_side, budget), cam) for path, cam in zip(paths, cams)]
+    displays = [load_display(path, max_side, gradcam.max_image_megapixels) for path in paths]
+    return explain_shown(gradcam, paths, classes, displays)
+
+
+def explain_shown(gradcam: GradCam, paths: Sequence[Path], classes: Sequence[int],
+                  displays: Sequence[Image.Image]) -> list[Image.Image]:
+    """``displays[i]``, photo ``paths[i]`` as already shown, with the map of ``classes[i]`` blended over it."""
+    config = gradcam.config
+    inputs = np.stack([load_rgb(path, config.input_height, config.input_width, gradcam.max_image_megapixels)
+                       for path in paths])
+    return [overlay(display, cam) for display, cam in zip(displays, gradcam.maps(inputs, classes))]

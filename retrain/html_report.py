@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .errors import UserError
 from .files import atomic_write, check_writable_folder
-from .gradcam import GradCam, explain_files, load_display
+from .gradcam import GradCam, explain_shown, load_display
 from .head import EvalPoint
 from .history_plot import plot_history
 from .labeler import REPORT_TOP_K
@@ -159,11 +159,12 @@ def _write_gallery_images(directory: Path, mistakes: list[ScoredImage], gradcam:
     progress = tqdm(total=len(mistakes), desc="Report images", unit="img", disable=not mistakes)
     for start in range(0, len(mistakes), GRADCAM_BATCH):
         batch = mistakes[start:start + GRADCAM_BATCH]
-        overlays = (explain_files(gradcam, [m.path for m in batch], [m.prediction for m in batch], THUMBNAIL_SIDE)
+        thumbnails = [load_display(mistake.path, THUMBNAIL_SIDE, budget) for mistake in batch]
+        overlays = (explain_shown(gradcam, [m.path for m in batch], [m.prediction for m in batch], thumbnails)
                     if gradcam else [None] * len(batch))
-        for number, (mistake, overlay) in enumerate(zip(batch, overlays), start):
+        for number, (thumbnail, overlay) in enumerate(zip(thumbnails, overlays), start):
             photo = f"{IMAGE_FOLDER}/{number:05d}.jpg"
-            _save_jpeg(load_display(mistake.path, THUMBNAIL_SIDE, budget), directory / photo)
+            _save_jpeg(thumbnail, directory / photo)
             heatmap = f"{IMAGE_FOLDER}/{number:05d}_gradcam.jpg" if overlay is not None else ""
             if heatmap:
                 _save_jpeg(overlay, directory / heatmap)
