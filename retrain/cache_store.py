@@ -278,3 +278,14 @@ def _check_file_digest(path: Path) -> None:
         if header[len(SHARD_MAGIC):len(SHARD_MAGIC) + 64] != _file_digest(handle).encode("ascii"):
             raise ValueError("file checksum mismatch")
 
+
+def rounding_error(stored: np.ndarray) -> np.ndarray:
+    """The most each stored vector value can differ from the float32 value the backbone gave.
+
+    float16 keeps 11 significant bits: a normal value is within 2^-11 of its size (a hair more of the
+    rounded size), a subnormal one within 2^-25. float32 vectors (``write_shard`` keeps any value float16
+    cannot hold) are exact.
+    """
+    if stored.dtype != np.float16:
+        return np.zeros(stored.shape, np.float32)
+    return np.abs(stored.astype(np.float32)) * (2.0 ** -11 * (1 + 2.0 ** -10)) + 2.0 ** -25

@@ -52,11 +52,13 @@ def write_tflite_model(graph: str | os.PathLike, output: str | os.PathLike, cont
 
 def check_images(paths: Sequence[Path], truths: np.ndarray | None, count: int, contract: Sidecar,
                  reference: Callable[[np.ndarray, np.ndarray], np.ndarray], reference_name: str,
-                 max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS) -> CheckImages:
+                 max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS,
+                 logit_error: Callable[[np.ndarray], np.ndarray] | None = None) -> CheckImages:
     """Up to ``count`` of ``paths`` decoded, with the reference model's probabilities on them.
 
     ``reference(positions in paths, uint8 pixels)`` answers from the pixels (a source graph) or from what
-    is already known about those images (the trained head on their cached bottlenecks).
+    is already known about those images (the trained head on their cached bottlenecks), in which case
+    ``logit_error(positions)`` says how far those answers' logits may be off (see ``CheckImages``).
     """
     checked, pixels = decode_sample(paths, count, contract.input_height, contract.input_width,
                                     max_megapixels=max_megapixels)
@@ -64,10 +66,12 @@ def check_images(paths: Sequence[Path], truths: np.ndarray | None, count: int, c
     positions = np.array([row_of[path] for path in checked], dtype=np.int64)
     if truths is not None:
         truths = truths[positions]
-    answers = [reference(positions[i:i + LABEL_BATCH_SIZE], pixels[i:i + LABEL_BATCH_SIZE])
+    batches = [(positions[i:i + LABEL_BATCH_SIZE], pixels[i:i + LABEL_BATCH_SIZE])
                for i in range(0, len(pixels), LABEL_BATCH_SIZE)]
-    return CheckImages(checked, pixels, np.concatenate(answers) if answers else np.zeros((0, len(contract.labels))),
-                       truths, reference_name)
+    empty = np.zeros((0, len(contract.labels)))
+    answers = np.concatenate([reference(*batch) for batch in batches] or [empty])
+    errors = None if logit_error is None else np.concatenate([logit_error(batch[0]) for batch in batches] or [empty])
+    return CheckImages(checked, pixels, answers, truths, reference_name, errors)
 
 
 def check_exports(artifacts: Sequence[tuple[Path, str, bool]], images: CheckImages, labels: Sequence[str],

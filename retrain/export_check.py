@@ -34,6 +34,9 @@ class CheckImages:
     reference: np.ndarray  # probabilities [N, C] from the in-memory model or the source graph
     truths: np.ndarray | None = None  # label indices, when the images are labelled
     reference_name: str = "the trained model"
+    # [N, C]: the most each reference logit may be off (answers from float16 cached features); a class whose
+    # logit could reach the top one's is a tie, as the model itself could have answered either.
+    logit_error: np.ndarray | None = None
 
     def reference_accuracy(self) -> float | None:
         return None if self.truths is None else float(np.mean(self.reference.argmax(axis=1) == self.truths))
@@ -78,6 +81,18 @@ def predict_export(path: str | os.PathLike, pixels: np.ndarray, trust_graph: boo
                           or [np.zeros((0, len(labeler.labels)), np.float32)])
 
 
+def agreeing(images: CheckImages, probabilities: np.ndarray) -> np.ndarray:
+    """Per image, whether ``probabilities`` pick the reference's top-1 class, or one tied with it."""
+    predicted, expected = probabilities.argmax(axis=1), images.reference.argmax(axis=1)
+    rows = np.arange(len(predicted))
+    tie = images.reference[rows, expected] - images.reference[rows, predicted] <= TIE
+    if images.logit_error is not None:
+        with np.errstate(divide="ignore"):  # a probability that underflowed to 0 is an infinite gap, not a tie
+            gap = np.log(images.reference[rows, expected]) - np.log(images.reference[rows, predicted])
+        tie |= gap <= images.logit_error[rows, expected] + images.logit_error[rows, predicted]
+    return (predicted == expected) | tie
+
+
 def check_export(path: str | os.PathLike, name: str, images: CheckImages, labels: Sequence[str], exact: bool,
                  reference_size: int | None = None, trust_graph: bool = False) -> ExportCheck:
     """Run the written ``path`` on ``images``; raise ``ExportMismatch`` if a float export disagrees.
@@ -91,8 +106,7 @@ def check_export(path: str | os.PathLike, name: str, images: CheckImages, labels
                              f"{images.reference_name} {images.reference.shape[-1]}; do not use this file")
     predicted, expected = probabilities.argmax(axis=1), images.reference.argmax(axis=1)
     rows = np.arange(len(predicted))
-    tie = images.reference[rows, expected] - images.reference[rows, predicted] <= TIE
-    agrees = (predicted == expected) | tie
+    agrees = agreeing(images, probabilities)
     if exact and not agrees.all():
         first = int(np.flatnonzero(~agrees)[0])
         raise ExportMismatch(

@@ -64,6 +64,16 @@ class Head:
                      for prefix in ["final" if number == count - 1 else f"hidden_{number}"]]
         return dense_logits(features, constants, name)
 
+    def logit_error(self, feature_error: np.ndarray) -> np.ndarray:
+        """The most each logit can move when each feature may be off by ``feature_error`` (``[N, D]``).
+
+        A dense layer moves output j by at most sum_i |W_ij| e_i; ReLU moves nothing further.
+        """
+        error = feature_error.astype(np.float64)
+        for layer in self.layers:
+            error = error @ np.abs(layer.weights.astype(np.float64))
+        return error
+
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         outputs = features.astype(np.float32)
         for number, layer in enumerate(self.layers):

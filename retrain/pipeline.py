@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -20,15 +19,14 @@ from .augment import augmentation_for, get_views, with_views
 from .backbones import TRUST_GRAPH_WARNING, Backbone, load_backbone
 from .batches import bottleneck_batches
 from .bottlenecks import DEFAULT_BATCH_SIZE, Bottlenecks, check_batch_size, get_bottlenecks
-from .cache_store import DEFAULT_MEMORY_BUDGET_GB, BottleneckCache
+from .cache_store import DEFAULT_MEMORY_BUDGET_GB, BottleneckCache, rounding_error
 from .class_balance import imbalance_warning
 from .distortions import Distortions
 from .errors import Log, UserError
 from .cut import FLOAT16_BYTES, cut_backbone, cut_tensor
-from .decode import evenly_spread
 from .deploy import check_export_options, check_exports, check_images, write_tflite_model
 from .export import export_frozen_graph, saved_model_from_graph, sidecar_for, write_labels
-from .export_check import DEFAULT_EXPORT_CHECK_SAMPLES
+from .export_check import DEFAULT_EXPORT_CHECK_SAMPLES, CheckImages
 from .files import (DEFAULT_BOTTLENECK_DIR, DEFAULT_MODEL_DIR, check_plot_path, check_writable_file,
                     check_writable_folder)
 from .finetune import FineTuneConfig, fine_tune, pooled_features
@@ -139,7 +137,7 @@ class _Trained:
     result: RetrainResult
     contract: Sidecar
     written: str  # the frozen graph, labels and sidecar, for "Wrote ..." once every file is checked
-    check: tuple[list[Path], np.ndarray, np.ndarray]  # images to check exports on: paths, labels, trained answers
+    check: CheckImages  # the images every export is checked on, with the trained model's answers
     scored: list[ScoredImage] | None  # the test split, for the HTML report
 
 
@@ -235,11 +233,10 @@ def _train(options: RetrainOptions, log: Log) -> _Trained:
 
     contract = sidecar_for(backbone, labels, options.final_tensor_name, blocks)
     written = _write_graph(options, backbone, head, contract)
-    pool = (lambda rows: pooled_features(cut.top, rows)) if cut else None
     scored = (scored_images([test.paths[row] for row in rows], test.labels[rows], probabilities)
               if options.html and test_report else None)
     return _Trained(RetrainResult(labels, test_report, bottlenecks, data, head, history), contract, written,
-                    _check_reference(data, head, pool, options.export_check_samples), scored)
+                    _check_images(options, data, head, contract, backbone if cut else None), scored)
 
 
 def _early_stopping_marks(history: list[EvalPoint], options: RetrainOptions) -> tuple[int | None, int | None]:
@@ -262,20 +259,29 @@ def _write_graph(options: RetrainOptions, backbone: Backbone, head: Head, contra
     return f"{options.output_graph}, {options.output_labels} and {contract.write(options.output_graph)}"
 
 
-def _check_reference(data: dict[str, SplitData], head: Head, pool: Callable[[np.ndarray], np.ndarray] | None,
-                     count: int) -> tuple[list[Path], np.ndarray, np.ndarray]:
-    """Up to ``count`` images to check every export on: paths, label indices, the trained model's answers.
+def _check_images(options: RetrainOptions, data: dict[str, SplitData], head: Head, contract: Sidecar,
+                  tuned: Backbone | None) -> CheckImages:
+    """The images every export will be checked on, with the trained model's answers (while the backbone is loaded).
 
     Validation images, the ones a user has not trained on; a run without any uses test, then train. The
-    answers are the head on the cached bottlenecks, the very values it was trained on (``pool`` runs cut
-    activations through the fine-tuned top blocks): no second backbone pass, and an export must
-    reproduce the cache's preprocessing to agree.
+    answers are the head on the cached bottlenecks, the very values it was trained on: no second backbone
+    pass, and an export must reproduce the cache's preprocessing to agree (float16 rounding in the cache
+    counts as a tie, see ``CheckImages``). A fine-tuned run caches activations below its top blocks, so
+    there the ``tuned`` backbone answers from the pixels.
     """
     split = next((data[name] for name in ("validation", "test", "train") if len(data[name].paths)))
-    positions = evenly_spread(len(split.paths), count)
-    rows = split.features[positions]
-    answers = head.predict_proba(pool(rows) if pool else rows)
-    return [split.paths[i] for i in positions], split.labels[positions], answers
+    if tuned is None:
+        def reference(positions: np.ndarray, _: np.ndarray) -> np.ndarray:
+            return head.predict_proba(split.features[positions])
+
+        def logit_error(positions: np.ndarray) -> np.ndarray:
+            return head.logit_error(rounding_error(split.features[positions]))
+    else:
+        def reference(_: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+            return head.predict_proba(tuned(pixels))
+        logit_error = None
+    return check_images(split.paths, split.labels, options.export_check_samples, contract, reference,
+                        "the trained model", options.max_image_megapixels, logit_error)
 
 
 def _convert_check_and_report(options: RetrainOptions, trained: _Trained, log: Log) -> None:
@@ -293,10 +299,7 @@ def _convert_check_and_report(options: RetrainOptions, trained: _Trained, log: L
         written.append(f"{options.output_tflite} and {sidecar_path(options.output_tflite)}")
         is_float = options.quantize == NO_QUANTIZATION
         artifacts.append((Path(options.output_tflite), tflite_name(options.quantize), is_float))
-    paths, truths, answers = trained.check
-    images = check_images(paths, truths, len(paths), contract, lambda positions, _: answers[positions],
-                          "the trained model", options.max_image_megapixels)
-    for check in check_exports(artifacts, images, contract.labels, model_size(options.output_graph),
+    for check in check_exports(artifacts, trained.check, contract.labels, model_size(options.output_graph),
                                options.trust_graph):
         log(f"Checked {check.summary()}")
     for line in written:

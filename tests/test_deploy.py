@@ -1,6 +1,7 @@
 """TFLite (float, float16, dynamic, int8) and SavedModel exports: contract, checks, loading by content."""
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from retrain.decode import load_rgb
 from retrain.deploy import ExportRequest, export_model
 from retrain.errors import ExportMismatch, UserError
-from retrain.export_check import CheckImages, check_export, predict_export
+from retrain.export_check import CheckImages, agreeing, check_export, predict_export
 from retrain.labeler import GraphLabeler
 from retrain.model_file import FROZEN_GRAPH, SAVED_MODEL, TFLITE, detect_format, load_model, tflite_interpreter
 from retrain.images import split_images
@@ -129,6 +130,32 @@ def test_a_float_export_that_disagrees_is_an_error_naming_file_and_image(exports
         sidecar.write_text(good)
     check = check_export(written["none"], "TFLite float", CheckImages(paths, pixels, reference), LABELS, exact=True)
     assert check.agreement == 1.0 and check.max_difference < 1e-5
+
+
+def test_cached_float16_answers_bound_the_logits_and_count_near_ties_as_ties():
+    """The check's reference may come from float16 features: the bound must hold, and only a tie may pass."""
+    from retrain.cache_store import rounding_error
+    from retrain.head import DenseLayer, Head
+    rng = np.random.default_rng(0)
+    head = Head([DenseLayer(rng.normal(0, 0.3, (64, 16)).astype(np.float32), rng.normal(0, 1, 16).astype(np.float32)),
+                 DenseLayer(rng.normal(0, 0.3, (16, 3)).astype(np.float32), np.zeros(3, np.float32))])
+    exact = np.abs(rng.normal(0, 2, (500, 64))).astype(np.float32) * (rng.random((500, 64)) > 0.3)
+    cached = exact.astype(np.float16)
+    moved = np.abs(np.log(head.predict_proba(cached)) - np.log(head.predict_proba(exact)))
+    bound = head.logit_error(rounding_error(cached))
+    # log-probabilities move by the logits' change plus the normaliser's, each within the bound
+    assert (moved <= bound + bound.max(axis=1, keepdims=True) + 1e-6).all() and bound.max() < 0.1
+
+    def agrees(reference_top: float, error: float | None) -> bool:
+        """Whether an export saying class 1 agrees with a reference giving class 0 ``reference_top``."""
+        reference = np.array([[reference_top, 1 - reference_top - 1e-3, 1e-3]])
+        images = CheckImages([Path("a.jpg")], np.zeros((1, 4, 4, 3), np.uint8), reference,
+                             logit_error=None if error is None else np.full((1, 3), error))
+        return bool(agreeing(images, np.array([[0.2, 0.7, 0.1]]))[0])
+
+    assert agrees(0.4997, error=1e-3)  # logits 0.0008 apart, each possibly 0.001 off: a tie
+    assert not agrees(0.4997, error=None)  # the same answers from an exact reference: a real disagreement
+    assert not agrees(0.6, error=1e-3)  # logits 0.4 apart: no rounding explains it
 
 
 def test_poets_graph_converts_and_scores_as_the_source(poets_graph, images, tmp_path, capsys):  # noqa: F811
