@@ -110,17 +110,11 @@ def decoded_batches(paths: Sequence, height: int, width: int, batch_size: int, w
             yield good, batch, bad
 
 
-def evenly_spread(length: int, count: int) -> np.ndarray:
-    """Up to ``count`` positions spread evenly over ``range(length)``: a sample of every part of a sorted list."""
-    if length <= count:
-        return np.arange(length)
-    return np.unique(np.linspace(0, length - 1, count).round().astype(int))
-
-
 def decode_sample(paths: Sequence[Path], count: int, height: int, width: int, batch_size: int = LABEL_BATCH_SIZE,
                   max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS) -> tuple[list[Path], np.ndarray]:
     """Up to ``count`` of ``paths``, spread evenly over the list, decoded; unreadable ones are left out."""
-    paths = [paths[i] for i in evenly_spread(len(paths), count)]
+    if len(paths) > count:
+        paths = [paths[i] for i in np.unique(np.linspace(0, len(paths) - 1, count).round().astype(int))]
     kept, batches = [], [np.zeros((0, height, width, 3), np.uint8)]
     for good, batch, _ in decoded_batches(list(paths), height, width, batch_size, max_megapixels=max_megapixels):
         kept.extend(paths[i] for i in good)

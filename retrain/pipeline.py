@@ -44,6 +44,7 @@ from .splits import SplitData, check_training_data, evaluate_test_set, split_dat
 from .summaries import TrainingSummaries, progress_printer
 from .tflite import DEFAULT_QUANTIZE_SAMPLES, FLOAT_IO, NO_QUANTIZATION, check_calibration, tflite_name
 
+
 @dataclass
 class RetrainOptions:
     """Everything one retrain run needs; the CLI's flags and their defaults come from these fields."""
