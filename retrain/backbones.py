@@ -211,18 +211,29 @@ def load_backbone(spec: ArchitectureSpec, model_dir: str | os.PathLike, trust_gr
     features = LOADERS[spec.source](spec, Path(model_dir), trust_graph)
     compiled = _compiled(spec, features)
     try:
-        # Read from the traced graph, not from running it: a warm run never runs the backbone, and a first
-        # run costs a third of a second and a few hundred MB. Only a graph that hides the size is probed.
-        size = compiled.get_concrete_function().output_shapes[-1]
-        if size is None:
-            size = compiled(tf.zeros([1, spec.input_size, spec.input_size, 3])).shape[-1]
+        size, = output_shape(compiled, spec.input_size)
     except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:  # TypeError: another fixed size
         raise UserError(f"backbone {spec.name} does not accept {spec.input_size}x{spec.input_size} images "
                         f"({str(error).splitlines()[0][:160]})") from None
     if spec.feature_size and size != spec.feature_size:
         raise UserError(f"backbone {spec.name} gives {size}-d features, the registry says {spec.feature_size}; "
                         f"the file under --model_dir is not the expected model")
-    return Backbone(spec, compiled, int(size), getattr(features, "keras_model", None))
+    return Backbone(spec, compiled, size, getattr(features, "keras_model", None))
+
+
+def output_shape(function: Callable, input_size: int) -> tuple[int, ...]:
+    """The shape ``function`` gives each ``input_size`` image, read from its traced graph, not from running it.
+
+    A warm run never runs the backbone, and a first run costs a third of a
+    second and a few hundred MB. Only a graph that hides the shape is run, on
+    one blank image.
+    """
+    import tensorflow as tf
+    images = tf.TensorSpec([None, input_size, input_size, 3], tf.float32)
+    shape = tf.function(function, autograph=False).get_concrete_function(images).output_shapes[1:]
+    if not shape.is_fully_defined():
+        shape = function(tf.zeros([1, input_size, input_size, 3])).shape[1:]
+    return tuple(int(d) for d in shape)
 
 
 def _compiled(spec: ArchitectureSpec, features: Callable) -> Callable:

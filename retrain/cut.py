@@ -21,7 +21,8 @@ from typing import Callable
 import numpy as np
 
 from .architectures import ArchitectureSpec
-from .backbones import Backbone, compiled_backbone, flatten, keras_preprocess, load_graph_def, prune_graph
+from .backbones import (Backbone, compiled_backbone, flatten, keras_preprocess, load_graph_def, output_shape,
+                        prune_graph)
 from .downloads import ensure_model_file
 from .errors import UserError
 
@@ -75,8 +76,7 @@ def cut_backbone(backbone: Backbone, blocks: int, model_dir: str | Path, trust_g
 
 def _lower_backbone(spec: ArchitectureSpec, cut: str, activations: Callable) -> tuple[Backbone, tuple[int, ...]]:
     """The frozen part as a Backbone of flattened activations; its cache id names the cut."""
-    import tensorflow as tf
-    shape = tuple(int(d) for d in activations(tf.zeros([1, spec.input_size, spec.input_size, 3])).shape[1:])
+    shape = output_shape(activations, spec.input_size)
     size = int(np.prod(shape))
     cut_spec = dataclasses.replace(spec, feature_tensor=cut, feature_size=size)  # the cache id names the cut point
     return compiled_backbone(cut_spec, flatten(activations), size), shape
