@@ -119,11 +119,16 @@ def main(argv=None) -> int:
                           f"{accuracy(predict, 'validation'):.1f}%, test {test:.1f}% ({test - linear_test:+.1f} "
                           f"points; {time.monotonic() - started:.0f} s)", flush=True)
                     results.append((test, blocks, learning_rate, epoch))
-    best, blocks, learning_rate, epoch = max(results)
-    print(f"RESULT fine-tuning with fresh distortions every step: best test {best:.1f}% ({blocks} block(s), learning "
-          f"rate {learning_rate:g}, epoch {epoch}: a choice that looked at test) vs linear head {linear_test:.1f}% "
-          f"= {best - linear_test:+.1f} points (issue 13's target: +{MARGIN_TARGET:g})")
+    print(result_line(results, linear_test))
     return 0
+
+
+def result_line(results: list[tuple[float, int, float, int]], linear_test: float) -> str:
+    """The best reading of all (test accuracy, blocks, learning rate, epoch), against the linear head."""
+    best, blocks, learning_rate, epoch = max(results)
+    return (f"RESULT fine-tuning with fresh distortions every step: best test {best:.1f}% ({blocks} block(s), "
+            f"learning rate {learning_rate:g}, epoch {epoch}: a choice that looked at test) vs linear head "
+            f"{linear_test:.1f}% = {best - linear_test:+.1f} points (issue 13's target: +{MARGIN_TARGET:g})")
 
 
 if __name__ == "__main__":
