@@ -177,7 +177,7 @@ def main(argv=None) -> int:
             for blocks in (n for n in args.blocks if n <= len(get_architecture(architecture).fine_tune_cuts)):
                 cached, whole, weights = epoch_ratio(args.image_dir, architecture, blocks)
                 ratios[architecture, blocks] = whole / cached
-                print(f"{architecture} ({weights}), epoch through the top {blocks} block(s): from the cut cache "
+                print(f"{architecture}, {weights}: epoch through the top {blocks} block(s): from the cut cache "
                       f"{cached:.2f} s, through the whole backbone {whole:.2f} s = {whole / cached:.1f}x", flush=True)
     configs = []
     if not args.fine_tune_only and not args.epochs_only:
