@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -38,6 +39,15 @@ class TrainableTop:
     variables: list  # the tf.Variables fine-tuning updates
     features: Callable  # [N, H*W*C] (any float dtype) -> [N, D] float32; builds ops inside a tf.function
     tuned_backbone: Callable[[], Backbone]  # the whole backbone with the current values of ``variables``
+
+    @functools.cached_property
+    def compiled_features(self) -> Callable:
+        """``features`` compiled once: each trace imports the top blocks' graph, which takes a moment.
+
+        The variables are read when it runs, so it follows fine-tuning.
+        """
+        import tensorflow as tf
+        return tf.function(self.features, autograph=False, reduce_retracing=True)
 
 
 @dataclass

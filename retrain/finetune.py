@@ -16,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .cut import TrainableTop
+from .early_stopping import EarlyStopping, loss_and_accuracy
 from .errors import Log, UserError
 from .feature_rows import FeatureRows
 from .head import DenseLayer, Head, dense_logits
@@ -46,7 +47,7 @@ class FineTuneConfig:
 def pooled_features(top: TrainableTop, rows: np.ndarray | FeatureRows, desc: str = "") -> np.ndarray:
     """The top blocks' pooled output for every cut row (float32), in batches."""
     import tensorflow as tf
-    forward = tf.function(top.features, autograph=False, reduce_retracing=True)
+    forward = top.compiled_features
     chunks = []
     for start in tqdm(range(0, len(rows), PREDICT_BATCH), desc=desc or "Running the top blocks", unit="batch",
                       disable=not desc):
@@ -115,15 +116,46 @@ def trainer(top: TrainableTop, head: Head, row_size: int, dtype, learning_rate: 
 
 
 def fine_tune(top: TrainableTop, head: Head, rows: np.ndarray | FeatureRows, labels: np.ndarray,
-              config: FineTuneConfig, seed: int | None, log: Log = print, rows_per_chunk: int = 4096) -> Head:
-    """Train ``top``'s variables (in place) and a copy of ``head`` on cut rows; returns the tuned head."""
+              config: FineTuneConfig, seed: int | None, log: Log = print, rows_per_chunk: int = 4096,
+              validation: tuple[np.ndarray | FeatureRows, np.ndarray] | None = None,
+              patience: int | None = None) -> Head:
+    """Train ``top``'s variables (in place) and a copy of ``head`` on cut rows; returns the tuned head.
+
+    With ``validation`` (cut rows and their labels), each progress line (a tenth of the steps) also scores
+    the whole validation set. With ``patience`` as well, stage two stops once that many of those scores in a
+    row bring no lower validation loss, and the top blocks and head of the best one are restored, as the
+    head's ``--early_stopping_patience`` does: the last step is not the best one when the blocks overfit.
+    """
     training = trainer(top, head, rows.shape[1], rows.dtype, config.learning_rate)
     rng = np.random.default_rng(seed)
     report_every = max(1, config.steps // 10)
+    scored = validation is not None and len(validation[1]) > 0
+    stopping = EarlyStopping(patience) if patience and scored else None
+
+    def snapshot() -> tuple[list[np.ndarray], Head]:
+        return [variable.numpy() for variable in top.variables], training.head()
+
     started = time.monotonic()
     for number, (batch, batch_labels) in enumerate(_batches(rows, labels, config, rng, rows_per_chunk), 1):
         loss, accuracy = training.step(batch, batch_labels)
-        if number % report_every == 0 or number == config.steps:
-            log(f"Fine-tune step {number}/{config.steps}: batch accuracy = {float(accuracy) * 100:.1f}%, "
-                f"cross entropy = {float(loss):.4f} ({time.monotonic() - started:.0f} s)")
-    return training.head()
+        if number % report_every and number != config.steps:
+            continue
+        line = (f"Fine-tune step {number}/{config.steps}: batch accuracy = {float(accuracy) * 100:.1f}%, "
+                f"cross entropy = {float(loss):.4f}")
+        if scored:
+            validation_loss, validation_accuracy = loss_and_accuracy(
+                training.head().predict_proba, pooled_features(top, validation[0]), validation[1])
+            line += (f", validation accuracy = {validation_accuracy * 100:.1f}% (N={len(validation[1])}), "
+                     f"validation cross entropy = {validation_loss:.4f}")
+        log(f"{line} ({time.monotonic() - started:.0f} s)")
+        if stopping and stopping.should_stop(number, validation_loss, snapshot):
+            break
+    if stopping is None:
+        return training.head()
+    weights, best_head = stopping.best
+    for variable, value in zip(top.variables, weights):
+        variable.assign(value)
+    restored = f"the weights of step {stopping.best_step} (lowest validation loss {stopping.best_loss:.4f})"
+    log(f"Fine-tuning stopped early at step {number}: no lower validation loss in {stopping.patience} "
+        f"evaluations; restored {restored}" if number < config.steps else f"Fine-tuning: restored {restored}")
+    return best_head

@@ -159,8 +159,8 @@ def _train(options: RetrainOptions, log: Log) -> _Trained:
     extractor = cut.lower if cut else backbone  # what the cache holds: activations at the cut, or pooled vectors
     cache_rows = len(records) + sum(r.split == "train" for r in records) * augmentation.copies
     cache_bytes = cache_rows * extractor.feature_size * FLOAT16_BYTES
-    log(f"Cache: {cache_rows} rows of {extractor.feature_size} float16 values ({cache_bytes / 2 ** 20:.0f} MB on disk at "
-        f"most) in {options.bottleneck_dir}" + (f", {augmentation.copies} distorted views per training image"
+    log(f"Cache: {cache_rows} rows of {extractor.feature_size} float16 values ({cache_bytes / 2 ** 20:.0f} MB on disk "
+        f"at most) in {options.bottleneck_dir}" + (f", {augmentation.copies} distorted views per training image"
                                                if augmentation.copies else ""))
     # Training rows and their views are streamed together or held together (see augment.with_views).
     budget = options.memory_budget_gb if cache_bytes <= options.memory_budget_gb * 2 ** 30 else 0.0
@@ -212,7 +212,9 @@ def _train(options: RetrainOptions, log: Log) -> _Trained:
         _plot(history, options, log)
     if cut:
         log(f"Fine-tuning the top {blocks} block(s) and the head: {options.fine_tune.steps} steps")
-        head = fine_tune(cut.top, head, train_rows, train_labels, options.fine_tune, options.training.seed, log)
+        head = fine_tune(cut.top, head, train_rows, train_labels, options.fine_tune, options.training.seed, log,
+                         validation=(validation.features, validation.labels),
+                         patience=options.training.early_stopping_patience)
         backbone = cut.top.tuned_backbone()
         test = SplitData(test.paths, test.labels, pooled_features(cut.top, test.features, "Pooling test activations"))
 

@@ -1,12 +1,15 @@
 """Fine-tuning the top blocks from cached cut activations, on a tiny generated block backbone."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from retrain.backbones import load_backbone, load_graph_def
 from retrain.bottlenecks import BottleneckCache, get_bottlenecks
 from retrain.cut import cut_backbone
+from retrain.early_stopping import loss_and_accuracy
 from retrain.errors import UserError
 from retrain.export import export_frozen_graph, sidecar_for
 from retrain.finetune import FineTuneConfig, fine_tune, pooled_features
@@ -125,3 +128,35 @@ def test_fine_tuning_streams_rows_beyond_the_memory_budget(block_backbone, image
 def test_bad_fine_tune_options_are_user_errors(field, value):
     with pytest.raises(UserError, match="--fine_tune_"):
         FineTuneConfig(**{"blocks": 2, field: value})
+
+
+def _validation_losses(lines: list[str]) -> list[float]:
+    return [float(re.search(r"validation cross entropy = ([\d.]+)", line).group(1)) for line in lines
+            if line.startswith("Fine-tune step")]
+
+
+def test_fine_tuning_scores_the_whole_validation_set_and_early_stopping_restores_the_best_step(block_backbone):
+    """A learning rate high enough to overshoot: the last step is not the best, and the best is what comes back."""
+    backbone, model_dir = block_backbone
+    cut = cut_backbone(backbone, 2, model_dir)
+    rows = cut.lower(_images(30, seed=7)).astype(np.float16)
+    labels = (np.arange(30) % 3).astype(np.int32)
+    train, validation = (rows[:20], labels[:20]), (rows[20:], labels[20:])
+    head = Head.linear(np.zeros((8, 3), np.float32), np.zeros(3, np.float32))
+    config = FineTuneConfig(2, 0.3, 40, 8)
+    lines: list[str] = []
+    fine_tune(cut.top, head, *train, config, 0, log=lines.append, validation=validation)
+    losses = _validation_losses(lines)
+    assert len(losses) == 10 and "(N=10)" in lines[0]
+    assert min(losses) < losses[-1]  # without patience the last step is kept, and here it is not the best
+
+    cut = cut_backbone(backbone, 2, model_dir)  # fresh variables, the same seed: the same steps
+    lines = []
+    tuned = fine_tune(cut.top, head, *train, config, 0, log=lines.append, validation=validation, patience=2)
+    kept = _validation_losses(lines)
+    assert kept == losses[:len(kept)]
+    best = int(np.argmin(kept))
+    assert best < len(kept) - 1 and len(kept) - 1 - best <= 2
+    assert re.search(rf"restored the weights of step {(best + 1) * 4} ", lines[-1])
+    reloaded, _ = loss_and_accuracy(tuned.predict_proba, pooled_features(cut.top, validation[0]), validation[1])
+    assert reloaded == pytest.approx(kept[best], abs=1e-4)  # blocks and head both rolled back
