@@ -34,8 +34,8 @@ from benchmarks.common import FLOWERS, PROJECT, WORK_DIR, folder_size_mb, machin
 MARGIN_TARGET = 3.0  # points of mean test accuracy over the linear head
 EPOCH_TARGET = 5.0
 EPOCH_ROUNDS = 5  # alternated epochs of each kind; medians compared
-# The bundled default, and Poets' original default (Keras weights, random here: timing only).
-EPOCH_ARCHITECTURES = ["mobilenet_1.0_224", "inception_v3"]
+# The bundled default, Poets' original default and ResNet50 (Keras weights, random here: timing only).
+EPOCH_ARCHITECTURES = ["mobilenet_1.0_224", "inception_v3", "resnet50"]
 # The strongest head options of issue 13 part A (branch issue-13a), used when the CLI has them.
 HEAD_OPTIONS = ["--hidden_units", "256", "--dropout", "0.3"]
 

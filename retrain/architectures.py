@@ -117,7 +117,11 @@ def _inception_v4_blocks() -> dict[str, str]:
 # models built with weights=None, since the weights cannot be downloaded here.
 INCEPTION_V3_CUTS = tuple(f"mixed{i}" for i in range(9, -1, -1))  # the mixed modules
 VGG16_CUTS = ("block4_pool", "block3_pool", "block2_pool", "block1_pool")  # the 5 conv blocks
-RESNET50_CUTS = ("conv4_block6_out", "conv3_block4_out", "conv2_block3_out", "pool1_pool")  # the 4 stages
+# ResNet50's 16 residual units, which Keras itself names blocks (conv5_block3 is the last): a stage of them is a
+# fifth of the network and of its weights, too coarse a step for a few hundred photos.
+RESNET50_STAGES = (("conv2", 3), ("conv3", 4), ("conv4", 6), ("conv5", 3))  # (stage, residual units)
+RESNET50_CUTS = tuple(reversed(["pool1_pool", *(f"{stage}_block{unit}_out" for stage, units in RESNET50_STAGES
+                                                for unit in range(1, units + 1))][:-1]))
 
 
 def _poets_mobilenet(width: str, size: int, quantized: bool) -> ArchitectureSpec:

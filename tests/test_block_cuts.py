@@ -57,3 +57,14 @@ def test_a_keras_row_fine_tunes_its_own_layers_with_batch_norm_in_inference_mode
               log=lambda _: None)
     assert any(not np.array_equal(v.numpy(), w) for v, w in zip(cut.top.variables, initial))
     assert not np.allclose(cut.top.tuned_backbone()(images), before, rtol=1e-3, atol=0)
+
+
+def test_a_resnet50_block_is_a_residual_unit_as_keras_names_them():
+    import keras
+    model = keras.applications.ResNet50(include_top=False, weights=None, pooling="avg")
+    names = [layer.name for layer in model.layers]
+    cuts = get_architecture("resnet50").fine_tune_cuts
+    assert len(cuts) == 16
+    top_block = names[names.index(cuts[0]) + 1:]
+    assert {name.split("_")[0] + "_" + name.split("_")[1] for name in top_block[:-1]} == {"conv5_block3"}
+    assert top_block[-1] == "avg_pool"
