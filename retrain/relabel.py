@@ -19,8 +19,10 @@ import contextlib
 import csv
 import os
 from dataclasses import dataclass, field
+from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from .errors import Log, UserError
@@ -65,10 +67,20 @@ class Verdict:
         return bool(self.current_label and self.top and self.current_label != self.predicted)
 
     def row(self) -> list[str]:
-        return [str(self.source), self.status, self.predicted, f"{self.confidence:.4f}" if self.top else "",
-                "; ".join(f"{label} {p:.4f}" for label, p in self.top), self.current_label or "",
+        return [str(self.source), self.status, self.predicted, report_probability(self.confidence) if self.top else "",
+                "; ".join(f"{label} {report_probability(p)}" for label, p in self.top), self.current_label or "",
                 "yes" if self.disagrees else ("no" if self.current_label and self.top else ""),
                 str(self.destination or ""), self.error]
+
+
+def report_probability(probability: float) -> str:
+    """Four decimals, rounded down: a confidence just under --min_confidence (0.49996) must not read as
+    reaching it (0.5000) beside an image that was put in _uncertain for falling short.
+
+    Cut from the float32's shortest decimal form, so that 0.29 reads 0.2900, not 0.2899 (its binary value).
+    """
+    shortest = np.format_float_positional(np.float32(probability))
+    return str(Decimal(shortest).quantize(Decimal("0.0001"), rounding=ROUND_DOWN))
 
 
 @dataclass

@@ -22,7 +22,7 @@ from retrain.head import Head
 from retrain.labeler import GraphLabeler
 from retrain.journal import JOURNAL_NAME, Journal, undo
 from retrain.placement import place_file
-from retrain.relabel import REPORT_NAME, UNCERTAIN_FOLDER, RelabelOptions, relabel
+from retrain.relabel import REPORT_NAME, UNCERTAIN_FOLDER, RelabelOptions, relabel, report_probability
 from tests.conftest import CLASS_COLOURS, FLOWERS, PROJECT, TINY_SIZE, make_dataset, make_image, tiny_graph_def, \
     tiny_spec
 from tests.test_cli import run_script
@@ -329,6 +329,15 @@ def test_sigkill_mid_move_then_resume_then_undo(tiny_graph, tmp_path):
     assert undone.returncode == 0, undone.stderr[-2000:]
     assert tree_bytes(source) == original
     assert not image_hashes(out)
+
+
+def test_a_confidence_just_under_the_threshold_never_reads_as_reaching_it():
+    """Found by the flowers test: 0.49996 was printed 0.5000 beside a photo put in _uncertain for being under 0.5."""
+    for probability in np.float32([0.49996, 0.49999997, 0.5, 0.29, 0.75, 1.0]):
+        shown = float(report_probability(probability))
+        assert shown <= probability < shown + 1e-4
+        assert (shown >= 0.5) == (probability >= 0.5)
+    assert report_probability(np.float32(0.29)) == "0.2900"  # its binary value is 0.28999999...
 
 
 # --- the acceptance on the real flowers ---
