@@ -53,8 +53,11 @@ def test_a_keras_row_fine_tunes_its_own_layers_with_batch_norm_in_inference_mode
     before = backbone(images)
     initial = [np.array(v.numpy()) for v in cut.top.variables]
     head = Head.linear(np.zeros((256, 2), np.float32), np.zeros(2, np.float32))
-    fine_tune(cut.top, head, cut.lower(images), np.array([0, 1, 0], np.int32), FineTuneConfig(2, 1e-2, 3, 3), 0,
-              log=lambda _: None)
+    labels = np.array([0, 1, 0], np.int32)
+    lines: list[str] = []  # early stopping snapshots and restores Keras variables as well as graph ones
+    fine_tune(cut.top, head, cut.lower(images), labels, FineTuneConfig(2, 1e-2, 3, 3), 0, log=lines.append,
+              validation=(cut.lower(images), labels), patience=1)
+    assert "restored the weights of step" in lines[-1]
     assert any(not np.array_equal(v.numpy(), w) for v, w in zip(cut.top.variables, initial))
     assert not np.allclose(cut.top.tuned_backbone()(images), before, rtol=1e-3, atol=0)
 
