@@ -121,10 +121,12 @@ def fine_tune(top: TrainableTop, head: Head, rows: np.ndarray | FeatureRows, lab
               patience: int | None = None) -> Head:
     """Train ``top``'s variables (in place) and a copy of ``head`` on cut rows; returns the tuned head.
 
-    With ``validation`` (cut rows and their labels), each progress line (a tenth of the steps) also scores
-    the whole validation set. With ``patience`` as well, stage two stops once that many of those scores in a
-    row bring no lower validation loss, and the top blocks and head of the best one are restored, as the
-    head's ``--early_stopping_patience`` does: the last step is not the best one when the blocks overfit.
+    With ``validation`` (cut rows and their labels) the whole validation set is scored before the first step
+    and at each progress line (a tenth of the steps), and the run ends by saying how fine-tuning changed its
+    accuracy: how a user tells whether it pays on their images. With ``patience`` as well, stage two stops
+    once that many scores in a row bring no lower validation loss, and the top blocks and head of the best
+    one are restored, as the head's ``--early_stopping_patience`` does; the untouched blocks are a candidate
+    too, so fine-tuning that only hurts is undone.
     """
     training = trainer(top, head, rows.shape[1], rows.dtype, config.learning_rate)
     rng = np.random.default_rng(seed)
@@ -135,6 +137,17 @@ def fine_tune(top: TrainableTop, head: Head, rows: np.ndarray | FeatureRows, lab
     def snapshot() -> tuple[list[np.ndarray], Head]:
         return [variable.numpy() for variable in top.variables], training.head()
 
+    def validation_score(current: Head) -> tuple[float, float, str]:
+        """Loss, accuracy, and both as words."""
+        loss, accuracy = loss_and_accuracy(current.predict_proba, pooled_features(top, validation[0]), validation[1])
+        return loss, accuracy, (f"validation accuracy = {accuracy * 100:.1f}% (N={len(validation[1])}), "
+                                f"validation cross entropy = {loss:.4f}")
+
+    if scored:
+        validation_loss, before, words = validation_score(head)
+        log(f"Before fine-tuning: {words}")
+        if stopping:
+            stopping.should_stop(0, validation_loss, snapshot)
     started = time.monotonic()
     for number, (batch, batch_labels) in enumerate(_batches(rows, labels, config, rng, rows_per_chunk), 1):
         loss, accuracy = training.step(batch, batch_labels)
@@ -143,19 +156,25 @@ def fine_tune(top: TrainableTop, head: Head, rows: np.ndarray | FeatureRows, lab
         line = (f"Fine-tune step {number}/{config.steps}: batch accuracy = {float(accuracy) * 100:.1f}%, "
                 f"cross entropy = {float(loss):.4f}")
         if scored:
-            validation_loss, validation_accuracy = loss_and_accuracy(
-                training.head().predict_proba, pooled_features(top, validation[0]), validation[1])
-            line += (f", validation accuracy = {validation_accuracy * 100:.1f}% (N={len(validation[1])}), "
-                     f"validation cross entropy = {validation_loss:.4f}")
+            validation_loss, after, words = validation_score(training.head())
+            line += f", {words}"
         log(f"{line} ({time.monotonic() - started:.0f} s)")
         if stopping and stopping.should_stop(number, validation_loss, snapshot):
             break
     if stopping is None:
-        return training.head()
-    weights, best_head = stopping.best
-    for variable, value in zip(top.variables, weights):
-        variable.assign(value)
-    restored = f"the weights of step {stopping.best_step} (lowest validation loss {stopping.best_loss:.4f})"
-    log(f"Fine-tuning stopped early at step {number}: no lower validation loss in {stopping.patience} "
-        f"evaluations; restored {restored}" if number < config.steps else f"Fine-tuning: restored {restored}")
-    return best_head
+        head = training.head()
+    else:
+        weights, head = stopping.best
+        for variable, value in zip(top.variables, weights):
+            variable.assign(value)
+        restored = (f"the weights of step {stopping.best_step}" if stopping.best_step else
+                    "the weights from before fine-tuning") + f" (lowest validation loss {stopping.best_loss:.4f})"
+        log(f"Fine-tuning stopped early at step {number}: no lower validation loss in {stopping.patience} "
+            f"evaluations; restored {restored}" if number < config.steps else f"Fine-tuning: restored {restored}")
+        after = validation_score(head)[1]
+    if scored:
+        advice = ("" if after > before or stopping else "; it did not help here: compare a run with "
+                  "--fine_tune_blocks 0, or add --early_stopping_patience to keep the best step")
+        log(f"Validation accuracy: {before * 100:.1f}% with the new layer alone, {after * 100:.1f}% after "
+            f"fine-tuning (N={len(validation[1])}){advice}")
+    return head

@@ -7,9 +7,11 @@ import pytest
 from retrain.backbones import load_backbone
 from retrain.architectures import INCEPTION_V3_CUTS, RESNET50_CUTS, VGG16_CUTS, get_architecture
 from retrain.cut import cut_backbone
+from retrain.early_stopping import loss_and_accuracy
 from retrain.finetune import FineTuneConfig, fine_tune, pooled_features
 from retrain.head import Head
 from tests.conftest import SHARED
+from tests.test_finetune import _validation_losses
 
 
 @pytest.mark.parametrize("constructor, cuts", [("VGG16", VGG16_CUTS), ("ResNet50", RESNET50_CUTS),
@@ -53,13 +55,17 @@ def test_a_keras_row_fine_tunes_its_own_layers_with_batch_norm_in_inference_mode
     before = backbone(images)
     initial = [np.array(v.numpy()) for v in cut.top.variables]
     head = Head.linear(np.zeros((256, 2), np.float32), np.zeros(2, np.float32))
-    labels = np.array([0, 1, 0], np.int32)
-    lines: list[str] = []  # early stopping snapshots and restores Keras variables as well as graph ones
-    fine_tune(cut.top, head, cut.lower(images), labels, FineTuneConfig(2, 1e-2, 3, 3), 0, log=lines.append,
-              validation=(cut.lower(images), labels), patience=1)
-    assert "restored the weights of step" in lines[-1]
+    fine_tune(cut.top, head, cut.lower(images), np.array([0, 1, 0], np.int32), FineTuneConfig(2, 1e-2, 3, 3), 0,
+              log=lambda _: None)
     assert any(not np.array_equal(v.numpy(), w) for v, w in zip(cut.top.variables, initial))
     assert not np.allclose(cut.top.tuned_backbone()(images), before, rtol=1e-3, atol=0)
+    # Early stopping snapshots and restores a Keras row's variables as it does a frozen graph's constants.
+    rows, labels, lines = cut.lower(images), np.array([0, 1, 0], np.int32), []
+    tuned = fine_tune(cut.top, head, rows, labels, FineTuneConfig(2, 1.0, 6, 3), 0, log=lines.append,
+                      validation=(rows, labels), patience=1)
+    reloaded, _ = loss_and_accuracy(tuned.predict_proba, pooled_features(cut.top, rows), labels)
+    assert "restored the weights" in lines[-2]
+    assert reloaded == pytest.approx(min(_validation_losses(lines)), abs=1e-4)
 
 
 def test_a_resnet50_block_is_a_residual_unit_as_keras_names_them():

@@ -131,32 +131,60 @@ def test_bad_fine_tune_options_are_user_errors(field, value):
 
 
 def _validation_losses(lines: list[str]) -> list[float]:
+    """The validation losses logged before fine-tuning and at each progress line."""
     return [float(re.search(r"validation cross entropy = ([\d.]+)", line).group(1)) for line in lines
-            if line.startswith("Fine-tune step")]
+            if line.startswith(("Before fine-tuning", "Fine-tune step"))]
+
+
+def _coloured(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images that can be learnt: each class a noisy colour of its own."""
+    labels = (np.arange(count) % 3).astype(np.int32)
+    colours = np.array([(200, 40, 40), (40, 190, 60), (50, 60, 210)])[labels][:, None, None, :]
+    noise = np.random.default_rng(seed).normal(0, 60, (count, TINY_SIZE, TINY_SIZE, 3))
+    return np.clip(colours + noise, 0, 255).astype(np.uint8), labels
 
 
 def test_fine_tuning_scores_the_whole_validation_set_and_early_stopping_restores_the_best_step(block_backbone):
-    """A learning rate high enough to overshoot: the last step is not the best, and the best is what comes back."""
+    """The validation loss falls, then rises as the blocks fit 6 wrong labels: the best step is what comes back."""
     backbone, model_dir = block_backbone
-    cut = cut_backbone(backbone, 2, model_dir)
-    rows = cut.lower(_images(30, seed=7)).astype(np.float16)
-    labels = (np.arange(30) % 3).astype(np.int32)
-    train, validation = (rows[:20], labels[:20]), (rows[20:], labels[20:])
+    (train_images, train_labels), (validation_images, validation_labels) = _coloured(30, 7), _coloured(12, 8)
+    train_labels[:6] = (train_labels[:6] + 1) % 3
     head = Head.linear(np.zeros((8, 3), np.float32), np.zeros(3, np.float32))
-    config = FineTuneConfig(2, 0.3, 40, 8)
-    lines: list[str] = []
-    fine_tune(cut.top, head, *train, config, 0, log=lines.append, validation=validation)
-    losses = _validation_losses(lines)
-    assert len(losses) == 10 and "(N=10)" in lines[0]
+    config = FineTuneConfig(2, 0.03, 40, 8)
+    runs = []
+    for patience in (None, 2):
+        cut = cut_backbone(backbone, 2, model_dir)  # fresh variables, the same seed: the same steps
+        validation = (cut.lower(validation_images).astype(np.float16), validation_labels)
+        lines: list[str] = []
+        tuned = fine_tune(cut.top, head, cut.lower(train_images).astype(np.float16), train_labels, config, 0,
+                          log=lines.append, validation=validation, patience=patience)
+        runs.append((cut, validation, tuned, lines, _validation_losses(lines)))
+    *_, lines, losses = runs[0]
+    assert len(losses) == 11 and all("(N=12)" in line for line in lines[:11])
+    assert lines[-1].startswith("Validation accuracy: ") and "% after fine-tuning (N=12)" in lines[-1]
     assert min(losses) < losses[-1]  # without patience the last step is kept, and here it is not the best
 
-    cut = cut_backbone(backbone, 2, model_dir)  # fresh variables, the same seed: the same steps
-    lines = []
-    tuned = fine_tune(cut.top, head, *train, config, 0, log=lines.append, validation=validation, patience=2)
-    kept = _validation_losses(lines)
-    assert kept == losses[:len(kept)]
+    cut, validation, tuned, lines, kept = runs[1]
     best = int(np.argmin(kept))
-    assert best < len(kept) - 1 and len(kept) - 1 - best <= 2
-    assert re.search(rf"restored the weights of step {(best + 1) * 4} ", lines[-1])
+    assert kept == losses[:len(kept)] and len(kept) == best + 3 < len(losses)  # 2 scores without improvement
+    assert best > 0 and f"restored the weights of step {best * 4} " in lines[-2]
     reloaded, _ = loss_and_accuracy(tuned.predict_proba, pooled_features(cut.top, validation[0]), validation[1])
-    assert reloaded == pytest.approx(kept[best], abs=1e-4)  # blocks and head both rolled back
+    assert reloaded == pytest.approx(losses[best], abs=1e-4)  # blocks and head both rolled back
+
+
+def test_fine_tuning_that_only_hurts_is_undone_by_early_stopping(block_backbone):
+    """Random labels and an overshooting learning rate: no step beats the untouched blocks, which come back."""
+    backbone, model_dir = block_backbone
+    cut = cut_backbone(backbone, 2, model_dir)
+    untouched = [variable.numpy() for variable in cut.top.variables]
+    rows = cut.lower(_images(30, seed=7)).astype(np.float16)
+    labels = (np.arange(30) % 3).astype(np.int32)
+    head = Head.linear(np.zeros((8, 3), np.float32), np.zeros(3, np.float32))
+    lines: list[str] = []
+    tuned = fine_tune(cut.top, head, rows[:20], labels[:20], FineTuneConfig(2, 0.3, 40, 8), 0, log=lines.append,
+                      validation=(rows[20:], labels[20:]), patience=2)
+    losses = _validation_losses(lines)
+    assert len(losses) == 3 and losses[0] < min(losses[1:])
+    assert "restored the weights from before fine-tuning" in lines[-2]
+    assert all(np.array_equal(v.numpy(), w) for v, w in zip(cut.top.variables, untouched))
+    assert np.array_equal(tuned.layers[0].weights, head.layers[0].weights)
