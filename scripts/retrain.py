@@ -145,7 +145,8 @@ HELP = {
                                      "many evaluations (one per --eval_step_interval steps) and keep the best "
                                      "weights; use it to stop a generous --how_many_training_steps in time. "
                                      "With --fine_tune_blocks it also judges fine-tuning, once per progress line "
-                                     "(a tenth of --fine_tune_steps), and restores its best blocks and head. "
+                                     "(a tenth of --fine_tune_steps), and restores its best blocks and head, "
+                                     "the untouched ones included. "
                                      "(default: off)",
     },
     "fine-tuning (train the backbone's top blocks too, from activations cached below them)": {
