@@ -97,22 +97,12 @@ def timing_backbone(name: str):
     depends on the shapes of the products, not on the values of the weights.
     """
     from retrain.architectures import get_architecture
-    from retrain.backbones import compiled_backbone, load_backbone
+    from retrain.backbones import compiled_backbone, keras_features, load_backbone
     from retrain.files import DEFAULT_MODEL_DIR
     spec = get_architecture(name)
     if spec.source != "keras" or (Path(DEFAULT_MODEL_DIR) / spec.model_file).exists():
         return load_backbone(spec, DEFAULT_MODEL_DIR), "pretrained weights"
-    import keras
-    from retrain.backbones import keras_preprocess
-    model = getattr(keras.applications, spec.keras_model)(
-        include_top=False, weights=None, pooling="avg", input_shape=(spec.input_size, spec.input_size, 3),
-        **dict(spec.keras_kwargs))
-    preprocess = keras_preprocess(spec)
-
-    def features(images):
-        return model(preprocess(images), training=False)
-    features.keras_model = model
-    return compiled_backbone(spec, features, spec.feature_size), "random weights (timing only)"
+    return compiled_backbone(spec, keras_features(spec, None), spec.feature_size), "random weights (timing only)"
 
 
 def epoch_ratio(image_dir: Path, architecture: str, blocks: int, images: int = 96,

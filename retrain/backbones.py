@@ -146,11 +146,19 @@ def keras_preprocess(spec: ArchitectureSpec) -> Callable:
 
 def _load_keras(spec: ArchitectureSpec, model_dir: Path, trust_graph: bool) -> Callable:
     """Nothing to check whatever ``trust_graph`` says: our code builds the graph, the file holds only weights."""
+    return keras_features(spec, str(ensure_model_file(spec.url, model_dir, spec.model_file, file_hash=spec.file_hash)))
+
+
+def keras_features(spec: ArchitectureSpec, weights: str | None) -> Callable:
+    """A Keras row's model, built as the registry says, as a features function (``keras_model`` attached).
+
+    ``weights`` None gives random weights: the same network, for what does not depend on their values
+    (tests, and timings where no weights can be downloaded).
+    """
     import keras
-    weights = ensure_model_file(spec.url, model_dir, spec.model_file, file_hash=spec.file_hash)
-    constructor = getattr(keras.applications, spec.keras_model)
-    model = constructor(include_top=False, weights=str(weights), pooling="avg",
-                        input_shape=(spec.input_size, spec.input_size, 3), **dict(spec.keras_kwargs))
+    model = getattr(keras.applications, spec.keras_model)(
+        include_top=False, weights=weights, pooling="avg", input_shape=(spec.input_size, spec.input_size, 3),
+        **dict(spec.keras_kwargs))
     preprocess = keras_preprocess(spec)
 
     def features(images):

@@ -19,14 +19,9 @@ KERAS_SMALLEST_INPUT = {"inception_v3": 75, "vgg16": 32, "resnet50": 32}
 
 def keras_row_without_weights(name: str) -> Backbone:
     """A registry row built as the registry says, with random weights (the real ones need a download)."""
-    import keras
-    from retrain.backbones import _keras_module
-    size = KERAS_SMALLEST_INPUT[name]
-    spec = dataclasses.replace(get_architecture(name), input_size=size)
-    model = getattr(keras.applications, spec.keras_model)(include_top=False, weights=None, pooling="avg",
-                                                          input_shape=(size, size, 3), **dict(spec.keras_kwargs))
-    preprocess = getattr(keras.applications, _keras_module(spec.keras_model)).preprocess_input
-    return Backbone(spec, lambda images: model(preprocess(images), training=False), spec.feature_size)
+    from retrain.backbones import keras_features
+    spec = dataclasses.replace(get_architecture(name), input_size=KERAS_SMALLEST_INPUT[name])
+    return Backbone(spec, keras_features(spec, None), spec.feature_size)
 
 
 def check_exports(backbone: Backbone, tmp_path) -> None:
