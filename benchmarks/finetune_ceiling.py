@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     from retrain.decode import DEFAULT_MAX_IMAGE_MEGAPIXELS, load_rgb
     from retrain.distortions import Distortions, distort_image
     from retrain.files import DEFAULT_MODEL_DIR
-    from retrain.finetune import FineTuneConfig, trainer
+    from retrain.finetune import FineTuneConfig, pooled_features, trainer
     from retrain.head import TrainingConfig, train_head
     from retrain.images import labels_of, split_images
 
@@ -96,12 +96,11 @@ def main(argv=None) -> int:
         for learning_rate in args.learning_rates:
             cut = cut_backbone(backbone, blocks, DEFAULT_MODEL_DIR)
             training = trainer(cut.top, linear, int(np.prod(cut.top.cut_shape)), tf.float32, learning_rate)
-            forward = tf.function(cut.top.features, autograph=False,
-                                  input_signature=[tf.TensorSpec([None, int(np.prod(cut.top.cut_shape))], tf.float32)])
 
             def predict(name: str) -> np.ndarray:
                 x = pixels[name]
-                features = np.concatenate([forward(cut.lower(x[i:i + batch])).numpy() for i in range(0, len(x), batch)])
+                features = np.concatenate([pooled_features(cut.top, cut.lower(x[i:i + batch]))
+                                           for i in range(0, len(x), batch)])
                 return training.head().predict_proba(features)
 
             rng = np.random.default_rng(args.seed)

@@ -29,7 +29,6 @@ from .errors import UserError
 
 # Batch-norm statistics in TF-slim graphs: fixed while fine-tuning (inference mode), as the Keras guide advises.
 FIXED_STATISTICS = ("moving_mean", "moving_variance")
-FLOAT16_BYTES = 2
 
 
 @dataclass

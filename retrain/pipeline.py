@@ -19,11 +19,11 @@ from .augment import augmentation_for, get_views, with_views
 from .backbones import TRUST_GRAPH_WARNING, Backbone, load_backbone
 from .batches import bottleneck_batches
 from .bottlenecks import DEFAULT_BATCH_SIZE, Bottlenecks, check_batch_size, get_bottlenecks
-from .cache_store import DEFAULT_MEMORY_BUDGET_GB, BottleneckCache, rounding_error
+from .cache_store import DEFAULT_MEMORY_BUDGET_GB, FLOAT16_BYTES, BottleneckCache, rounding_error
 from .class_balance import imbalance_warning
 from .distortions import Distortions
 from .errors import Log, UserError
-from .cut import FLOAT16_BYTES, cut_backbone, cut_tensor
+from .cut import cut_backbone, cut_tensor
 from .deploy import check_export_options, check_exports, check_images, write_tflite_model
 from .export import export_frozen_graph, saved_model_from_graph, sidecar_for, write_labels
 from .export_check import DEFAULT_EXPORT_CHECK_SAMPLES, CheckImages
