@@ -96,8 +96,8 @@ def timing_backbone(name: str):
     (no Keras weights can be downloaded here), the same network with random weights: what an epoch costs
     depends on the shapes of the products, not on the values of the weights.
     """
-    from retrain.architectures import get_architecture
-    from retrain.backbones import compiled_backbone, keras_features, load_backbone
+    from retrain.models.architectures import get_architecture
+    from retrain.models.backbones import compiled_backbone, keras_features, load_backbone
     from retrain.files import DEFAULT_MODEL_DIR
     spec = get_architecture(name)
     if spec.source != "keras" or (Path(DEFAULT_MODEL_DIR) / spec.model_file).exists():
@@ -111,10 +111,10 @@ def epoch_ratio(image_dir: Path, architecture: str, blocks: int, images: int = 9
 
     The two are timed in alternation, ``rounds`` times each, so a change in the shared machine's load hits both.
     """
-    from retrain.cut import cut_backbone
-    from retrain.decode import load_rgb
-    from retrain.finetune import FineTuneConfig, trainer
-    from retrain.head import Head
+    from retrain.models.cut import cut_backbone
+    from retrain.data.decode import load_rgb
+    from retrain.training.finetune import FineTuneConfig, trainer
+    from retrain.training.head import Head
     from retrain.files import DEFAULT_MODEL_DIR
     batch = FineTuneConfig().batch_size
     backbone, weights = timing_backbone(architecture)
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
           f"project {PROJECT}", flush=True)
     ratios = {}
     if not args.skip_epochs:
-        from retrain.architectures import get_architecture
+        from retrain.models.architectures import get_architecture
         for architecture in args.epoch_architectures:
             for blocks in (n for n in args.blocks if n <= len(get_architecture(architecture).fine_tune_cuts)):
                 cached, whole, weights = epoch_ratio(args.image_dir, architecture, blocks)

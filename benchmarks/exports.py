@@ -46,8 +46,8 @@ class Row:
 
 def measure(name: str, path: Path, splits: dict, reference: dict | None) -> tuple[Row, dict]:
     """Load ``path`` as label_image does and time it; returns the row and its top-1 answers per split."""
-    from retrain.labeler import resolve_graph_config
-    from retrain.model_file import load_model, model_size
+    from retrain.label.labeler import resolve_graph_config
+    from retrain.models.model_file import load_model, model_size
     config = resolve_graph_config(path)
     normalization = (config.input_mean, config.input_std)
     started = time.perf_counter()
@@ -80,11 +80,11 @@ def main() -> None:
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(THREADS)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from retrain.decode import decode_sample
-    from retrain.deploy import write_tflite_model
+    from retrain.data.decode import decode_sample
+    from retrain.export.deploy import write_tflite_model
     from retrain.graph_contract import Sidecar
-    from retrain.images import labels_of, split_images
-    from retrain.tflite import FLOAT_IO, QUANTIZE_MODES, tflite_name
+    from retrain.data.images import labels_of, split_images
+    from retrain.export.tflite import FLOAT_IO, QUANTIZE_MODES, tflite_name
 
     print(machine())
     out = WORK_DIR / "exports"

@@ -111,7 +111,7 @@ def seed_images() -> list[tuple[str, bytes]]:
 
 def image_worker(seed: int) -> None:
     """Decode mutated images for case numbers read from stdin, one outcome line each."""
-    from retrain.decode import UnreadableImage, load_rgb
+    from retrain.data.decode import UnreadableImage, load_rgb
     seeds = seed_images()
     work = Path(tempfile.mkdtemp(prefix="fuzz-image-"))
 
@@ -131,7 +131,7 @@ def image_worker(seed: int) -> None:
 def model_worker(seed: int) -> None:
     """Load mutated graphs and labels files with ``GraphLabeler`` and label one image with each."""
     from retrain.errors import UserError
-    from retrain.labeler import GraphLabeler
+    from retrain.label.labeler import GraphLabeler
     from tests.conftest import TINY_SIZE, make_image
     from tests.hostile_files import graph_writing_file
     work = Path(tempfile.mkdtemp(prefix="fuzz-model-"))
@@ -160,9 +160,9 @@ def model_worker(seed: int) -> None:
 
 def _seed_graphs(work: Path) -> list:
     """Our exported tiny graph and a Poets-style retrained graph (batch 1 baked in), as GraphDefs."""
-    from retrain.backbones import load_backbone, load_graph_def
-    from retrain.export import export_frozen_graph
-    from retrain.head import Head
+    from retrain.models.backbones import load_backbone, load_graph_def
+    from retrain.export.frozen_graph import export_frozen_graph
+    from retrain.training.head import Head
     from tests.conftest import TINY_FEATURES, tiny_graph_def, tiny_spec
     from tests.test_poets_graph import write_poets_graph
     model_dir = work / "models"
@@ -179,7 +179,7 @@ def _mutate_graph(graph_def, rng: np.random.Generator) -> bytes:
     """Half the time a byte-level mutation; otherwise a change to one node: op, attribute, input or tensor."""
     if rng.random() < 0.5:
         return mutate(_serialized(graph_def), rng)
-    from retrain.graph_check import PURE_OPS
+    from retrain.models.graph_check import PURE_OPS
     graph_def = type(graph_def).FromString(graph_def.SerializeToString())
     nodes = graph_def.node
     node = nodes[int(rng.integers(len(nodes)))]

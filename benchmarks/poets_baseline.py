@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retrain.architectures import get_architecture
-from retrain.images import labels_of, split_images
+from retrain.models.architectures import get_architecture
+from retrain.data.images import labels_of, split_images
 from retrain.files import DEFAULT_MODEL_DIR
 
 

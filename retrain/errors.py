@@ -3,7 +3,7 @@ fix, and the ``Log`` callback every stage prints its progress lines through.
 
 The command-line wrapper that turns a ``UserError`` into one line and exit
 code 2 (never a traceback), and an ``ExportMismatch`` into one line and exit
-code 1, is ``scripts/_cli.py``'s ``run_cli``.
+code 1, is ``retrain/cli/common.py``'s ``run_cli``.
 """
 from __future__ import annotations
 

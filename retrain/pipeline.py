@@ -14,35 +14,35 @@ from pathlib import Path
 
 import numpy as np
 
-from .architectures import ArchitectureSpec
-from .augment import augmentation_for, get_views, with_views
-from .backbones import TRUST_GRAPH_WARNING, Backbone, load_backbone
-from .batches import bottleneck_batches
-from .bottlenecks import DEFAULT_BATCH_SIZE, Bottlenecks, check_batch_size, get_bottlenecks
-from .cache_store import DEFAULT_MEMORY_BUDGET_GB, FLOAT16_BYTES, BottleneckCache, rounding_error
-from .class_balance import imbalance_warning
-from .distortions import Distortions
+from .models.architectures import ArchitectureSpec
+from .cache.views import augmentation_for, get_views, with_views
+from .models.backbones import TRUST_GRAPH_WARNING, Backbone, load_backbone
+from .training.batches import bottleneck_batches
+from .cache.bottlenecks import DEFAULT_BATCH_SIZE, Bottlenecks, check_batch_size, get_bottlenecks
+from .cache.store import DEFAULT_MEMORY_BUDGET_GB, FLOAT16_BYTES, BottleneckCache, rounding_error
+from .training.class_balance import imbalance_warning
+from .data.distortions import Distortions
 from .errors import Log, UserError
-from .cut import cut_backbone, cut_tensor
-from .deploy import check_export_options, check_exports, check_images, write_tflite_model
-from .export import export_frozen_graph, saved_model_from_graph, sidecar_for, write_labels
-from .export_check import DEFAULT_EXPORT_CHECK_SAMPLES, CheckImages
+from .models.cut import cut_backbone, cut_tensor
+from .export.deploy import check_export_options, check_exports, check_images, write_tflite_model
+from .export.frozen_graph import export_frozen_graph, saved_model_from_graph, sidecar_for, write_labels
+from .export.check import DEFAULT_EXPORT_CHECK_SAMPLES, CheckImages
 from .files import (DEFAULT_BOTTLENECK_DIR, DEFAULT_MODEL_DIR, check_plot_path, check_writable_file,
                     check_writable_folder)
-from .finetune import FineTuneConfig, fine_tune, pooled_features
+from .training.finetune import FineTuneConfig, fine_tune, pooled_features
 from .freed_memory import return_freed_memory
-from .gradcam import GradCam
+from .explain.gradcam import GradCam
 from .graph_contract import FINAL_TENSOR_NAME, Sidecar, sidecar_path
-from .head import EvalPoint, Head, TrainingConfig, train_head
-from .history_plot import plot_history
-from .html_report import ReportText, ScoredImage, check_report_folder, scored_images, write_html_report
-from .images import SPLITS, labels_of, split_images, split_summary
+from .training.head import EvalPoint, Head, TrainingConfig, train_head
+from .explain.history_plot import plot_history
+from .explain.html_report import ReportText, ScoredImage, check_report_folder, scored_images, write_html_report
+from .data.images import SPLITS, labels_of, split_images, split_summary
 from .metrics import ClassificationReport
-from .model_file import FROZEN_GRAPH, SAVED_MODEL, model_size
-from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS, validate_max_megapixels
-from .splits import SplitData, check_training_data, evaluate_test_set, split_data
-from .summaries import TrainingSummaries, progress_printer
-from .tflite import DEFAULT_QUANTIZE_SAMPLES, FLOAT_IO, NO_QUANTIZATION, check_calibration, tflite_name
+from .models.model_file import FROZEN_GRAPH, SAVED_MODEL, model_size
+from .data.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS, validate_max_megapixels
+from .training.splits import SplitData, check_training_data, evaluate_test_set, split_data
+from .training.summaries import TrainingSummaries, progress_printer
+from .export.tflite import DEFAULT_QUANTIZE_SAMPLES, FLOAT_IO, NO_QUANTIZATION, check_calibration, tflite_name
 
 
 @dataclass

@@ -24,7 +24,7 @@ from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from retrain.architectures import ArchitectureSpec  # noqa: E402
+from retrain.models.architectures import ArchitectureSpec  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parent.parent
 SHARED = PROJECT.parent / "shared"
@@ -93,7 +93,7 @@ def tiny_spec(url: str = "http://127.0.0.1:9/tiny_v1_frozen.tgz", name: str = "t
 
 def tiny_retrain_options(image_dir: Path, model_dir: Path, work: Path, steps: int = 20):
     """RetrainOptions for the tiny backbone, seeded, with the graph and labels under ``work/out``."""
-    from retrain.head import TrainingConfig
+    from retrain.training.head import TrainingConfig
     from retrain.pipeline import RetrainOptions
     return RetrainOptions(image_dir=str(image_dir), architecture=tiny_spec(), model_dir=str(model_dir),
                           output_graph=str(work / "out" / "g.pb"), output_labels=str(work / "out" / "labels.txt"),

@@ -3,8 +3,8 @@ import dataclasses
 
 import numpy as np
 
-from retrain.architectures import ARCHITECTURES, get_architecture, tfhub_spec
-from retrain.backbones import load_backbone
+from retrain.models.architectures import ARCHITECTURES, get_architecture, tfhub_spec
+from retrain.models.backbones import load_backbone
 from tests.test_backbones import save_tiny_hub_module
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import retrain.bottlenecks as bottlenecks
-from retrain.augment import (DEFAULT_AUGMENT_DISTORTIONS, DISTORTION_FLAG_COPIES, Augmentation, augmentation_for,
+import retrain.cache.bottlenecks as bottlenecks
+from retrain.cache.views import (DEFAULT_AUGMENT_DISTORTIONS, DISTORTION_FLAG_COPIES, Augmentation, augmentation_for,
                              get_views)
-from retrain.cache_store import BottleneckCache
+from retrain.cache.store import BottleneckCache
 from retrain.files import content_key
-from retrain.distortions import Distortions
+from retrain.data.distortions import Distortions
 from retrain.errors import UserError
 from tests.conftest import TINY_SIZE
 
@@ -22,7 +22,7 @@ def _views(paths, backbone, cache, augmentation, **kwargs):
 
 @pytest.fixture
 def setup(image_dir, tiny_model_dir, tmp_path):
-    from retrain.backbones import load_backbone
+    from retrain.models.backbones import load_backbone
     from tests.conftest import tiny_spec
     backbone = load_backbone(tiny_spec(), tiny_model_dir)
     paths = sorted(image_dir.rglob("*.jpg"))[:6]

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from retrain.architectures import ARCHITECTURES, get_architecture, tfhub_spec
-from retrain.backbones import load_backbone
+from retrain.models.architectures import ARCHITECTURES, get_architecture, tfhub_spec
+from retrain.models.backbones import load_backbone
 from retrain.errors import UserError
 from tests.conftest import TINY_FEATURES, TINY_SIZE, tiny_graph_def, tiny_spec, tiny_tarball
 
@@ -105,7 +105,7 @@ def test_tfhub_module_loads_from_a_local_saved_model(tmp_path):
 def test_tfhub_url_is_downloaded_into_model_dir_once_then_used_offline(http_server, tmp_path, monkeypatch):
     import tarfile
     monkeypatch.delenv("TFHUB_CACHE_DIR", raising=False)
-    monkeypatch.setattr("retrain.backbones._USER_TFHUB_CACHE_DIR", None)
+    monkeypatch.setattr("retrain.models.backbones._USER_TFHUB_CACHE_DIR", None)
     folder, base_url, requests = http_server
     kernel = save_tiny_hub_module(tmp_path / "hub_module")
     with tarfile.open(folder / "module.tar.gz", "w:gz") as tar:
@@ -120,7 +120,7 @@ def test_tfhub_url_is_downloaded_into_model_dir_once_then_used_offline(http_serv
 
 
 def test_tfhub_url_unreachable_offline_is_a_user_error(tmp_path, monkeypatch):
-    monkeypatch.setattr("retrain.backbones._USER_TFHUB_CACHE_DIR", None)
+    monkeypatch.setattr("retrain.models.backbones._USER_TFHUB_CACHE_DIR", None)
     with pytest.raises(UserError, match="cannot load TF-Hub module .* to work offline"):
         load_backbone(tfhub_spec("http://127.0.0.1:9/module.tar.gz", input_size=16), tmp_path / "models")
 
@@ -132,7 +132,7 @@ def test_tfhub_bad_handle_is_a_user_error(tmp_path):
 
 def test_keras_application_loads_from_a_local_weights_file(tmp_path):
     import keras
-    from retrain.architectures import ArchitectureSpec
+    from retrain.models.architectures import ArchitectureSpec
     model_dir = tmp_path / "models"
     weights = model_dir / "keras" / "tiny_mobilenet_v2.weights.h5"
     weights.parent.mkdir(parents=True)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrain.decode import UnreadableImage, load_rgb
+from retrain.data.decode import UnreadableImage, load_rgb
 from retrain.pipeline import run_retrain
 from tests.conftest import PROJECT, make_dataset, make_image, tiny_retrain_options
 
@@ -145,7 +145,7 @@ def test_huge_jpeg_is_decoded_in_little_memory(huge_jpeg):
     script = (
         "import resource, sys\n"
         "import numpy as np\n"
-        "from retrain.decode import load_rgb\n"
+        "from retrain.data.decode import load_rgb\n"
         "used = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()\n"
         "resource.setrlimit(resource.RLIMIT_AS, (used + 150 * 2**20, resource.RLIM_INFINITY))\n"
         "pixels = load_rgb(sys.argv[1], 224, 224)\n"

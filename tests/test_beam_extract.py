@@ -17,15 +17,15 @@ import h5py
 import numpy as np
 import pytest
 
-from retrain import beam_extract
-from retrain.beam_extract import ExtractJob
-from retrain.beam_launch import run_extract
-from retrain.architectures import DEFAULT_ARCHITECTURE, get_architecture, tfhub_spec
-from retrain.backbones import load_backbone
-from retrain.bottlenecks import get_bottlenecks
-from retrain.cache_store import BottleneckCache
-from retrain.head import TrainingConfig
-from retrain.decode import load_rgb
+from retrain.scale import beam_extract
+from retrain.scale.beam_extract import ExtractJob
+from retrain.scale.beam_launch import run_extract
+from retrain.models.architectures import DEFAULT_ARCHITECTURE, get_architecture, tfhub_spec
+from retrain.models.backbones import load_backbone
+from retrain.cache.bottlenecks import get_bottlenecks
+from retrain.cache.store import BottleneckCache
+from retrain.training.head import TrainingConfig
+from retrain.data.decode import load_rgb
 from retrain.files import DEFAULT_MODEL_DIR, hash_files
 from retrain.pipeline import RetrainOptions, run_retrain
 from tests.conftest import FLOWERS, PROJECT, make_dataset, make_image, tiny_spec
@@ -39,13 +39,13 @@ HUB_SIZE = 16
 # lands between shard writes.
 SLOW_SITECUSTOMIZE = """
 import time
-import retrain.bottlenecks, retrain.decode
-retrain.bottlenecks.FLUSH_EVERY_IMAGES = 2
-_load_rgb = retrain.decode.load_rgb
+import retrain.cache.bottlenecks, retrain.data.decode
+retrain.cache.bottlenecks.FLUSH_EVERY_IMAGES = 2
+_load_rgb = retrain.data.decode.load_rgb
 def _slow_load_rgb(*args, **kwargs):
     time.sleep(0.25)
     return _load_rgb(*args, **kwargs)
-retrain.decode.load_rgb = _slow_load_rgb
+retrain.data.decode.load_rgb = _slow_load_rgb
 """
 
 
@@ -176,7 +176,7 @@ def test_killed_run_resumes_computing_only_what_is_missing(tmp_path):
         np.testing.assert_array_equal(vectors[key], vector)
 
 
-HIDE_BEAM = "import sys; sys.modules['apache_beam'] = None; from scripts.extract_bottlenecks import cli; cli()"
+HIDE_BEAM = "import sys; sys.modules['apache_beam'] = None; from retrain.cli.extract_bottlenecks import cli; cli()"
 
 
 @pytest.mark.parametrize("case, message", [
@@ -206,7 +206,7 @@ def test_bad_input_is_one_line_and_exit_code_2(case, message, tmp_path):
 
 
 def test_retrain_never_imports_apache_beam():
-    code = ("import sys, retrain.pipeline, retrain.labeler, retrain.relabel, retrain.evaluation, scripts.retrain, "
+    code = ("import sys, retrain.pipeline, retrain.label.labeler, retrain.label.relabel, retrain.label.evaluation, scripts.retrain, "
             "scripts.label_image, scripts.relabel, scripts.evaluate; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'apache_beam'))")
     result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=120)

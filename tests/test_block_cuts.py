@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrain.backbones import load_backbone
-from retrain.architectures import INCEPTION_V3_CUTS, RESNET50_CUTS, VGG16_CUTS, get_architecture
-from retrain.cut import cut_backbone
-from retrain.early_stopping import loss_and_accuracy
-from retrain.finetune import FineTuneConfig, fine_tune, pooled_features
-from retrain.head import Head
+from retrain.models.backbones import load_backbone
+from retrain.models.architectures import INCEPTION_V3_CUTS, RESNET50_CUTS, VGG16_CUTS, get_architecture
+from retrain.models.cut import cut_backbone
+from retrain.training.early_stopping import loss_and_accuracy
+from retrain.training.finetune import FineTuneConfig, fine_tune, pooled_features
+from retrain.training.head import Head
 from tests.conftest import SHARED
 from tests.test_finetune import _validation_losses
 
@@ -26,7 +26,7 @@ def test_keras_block_boundaries_are_layers_of_the_model(constructor, cuts):
 
 
 def test_mobilenet_v1_block_boundaries_are_tensors_of_the_real_graph():
-    from retrain.backbones import load_graph_def
+    from retrain.models.backbones import load_graph_def
     graph = SHARED / "models" / "mobilenet_v1_1.0_224" / "frozen_graph.pb"
     if not graph.is_file():
         pytest.skip("../shared models not present")

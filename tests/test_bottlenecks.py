@@ -6,9 +6,9 @@ import threading
 import numpy as np
 import pytest
 
-from retrain.backbones import load_backbone
-from retrain.bottlenecks import get_bottlenecks
-from retrain.cache_store import BottleneckCache
+from retrain.models.backbones import load_backbone
+from retrain.cache.bottlenecks import get_bottlenecks
+from retrain.cache.store import BottleneckCache
 from tests.conftest import make_image, tiny_spec
 
 
@@ -39,7 +39,7 @@ def test_second_run_reuses_every_vector_and_gives_the_same_features(image_dir, b
 
 
 def test_cached_vectors_match_a_fresh_backbone_call(image_dir, backbone, tmp_path):
-    from retrain.decode import load_rgb
+    from retrain.data.decode import load_rgb
     paths = image_paths(image_dir)[:5]
     result = run(paths, backbone, tmp_path / "bn")
     direct = backbone(np.stack([load_rgb(p, backbone.input_size, backbone.input_size) for p in paths]))
@@ -87,8 +87,8 @@ def test_unreadable_images_are_skipped_with_a_warning(image_dir, backbone, tmp_p
 
 
 def test_many_shards_are_merged_into_one(image_dir, backbone, tmp_path, monkeypatch):
-    import retrain.bottlenecks as bottlenecks
-    import retrain.cache_store as cache_store
+    import retrain.cache.bottlenecks as bottlenecks
+    import retrain.cache.store as cache_store
     monkeypatch.setattr(bottlenecks, "FLUSH_EVERY_IMAGES", 2)
     monkeypatch.setattr(cache_store, "MERGE_WHEN_SHARDS_EXCEED", 3)
     paths = image_paths(image_dir)
@@ -100,8 +100,8 @@ def test_many_shards_are_merged_into_one(image_dir, backbone, tmp_path, monkeypa
 
 def test_a_cold_run_reads_each_shard_once_to_verify_it(image_dir, backbone, tmp_path, monkeypatch):
     # Shards are immutable: what this run wrote or merged needs no second checksum pass; a new run checks all.
-    import retrain.bottlenecks as bottlenecks
-    import retrain.cache_store as cache_store
+    import retrain.cache.bottlenecks as bottlenecks
+    import retrain.cache.store as cache_store
     monkeypatch.setattr(bottlenecks, "FLUSH_EVERY_IMAGES", 2)
     monkeypatch.setattr(cache_store, "MERGE_WHEN_SHARDS_EXCEED", 3)
     checked = []
@@ -116,7 +116,7 @@ def test_a_cold_run_reads_each_shard_once_to_verify_it(image_dir, backbone, tmp_
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are Linux's")
 def test_decoding_threads_yield_the_cpu_and_the_caller_keeps_its_priority(image_dir, monkeypatch):
-    import retrain.decode as decoding
+    import retrain.data.decode as decoding
     seen = []
     decode = decoding.load_rgb
 

@@ -6,18 +6,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrain.decode import load_rgb
-from retrain.deploy import ExportRequest, export_model
+from retrain.data.decode import load_rgb
+from retrain.export.deploy import ExportRequest, export_model
 from retrain.errors import ExportMismatch, UserError
-from retrain.export_check import CheckImages, agreeing, check_export, predict_export
-from retrain.labeler import GraphLabeler
-from retrain.model_file import FROZEN_GRAPH, SAVED_MODEL, TFLITE, detect_format, load_model, tflite_interpreter
-from retrain.images import split_images
+from retrain.export.check import CheckImages, agreeing, check_export, predict_export
+from retrain.label.labeler import GraphLabeler
+from retrain.models.model_file import FROZEN_GRAPH, SAVED_MODEL, TFLITE, detect_format, load_model, tflite_interpreter
+from retrain.data.images import split_images
 from retrain.pipeline import run_retrain
-from scripts import evaluate as evaluate_script
-from scripts import export as export_script
-from scripts import label_image as label_image_script
-from scripts._cli import run_cli
+from retrain.cli import evaluate as evaluate_script
+from retrain.cli import export as export_script
+from retrain.cli import label_image as label_image_script
+from retrain.cli.common import run_cli
 from tests.conftest import FLOWERS, TINY_SIZE, make_dataset
 from tests.test_pipeline import options as pipeline_options
 from tests.test_poets_graph import POETS_FLAGS, poets_graph, poets_predictions  # noqa: F401 (fixture)
@@ -134,8 +134,8 @@ def test_a_float_export_that_disagrees_is_an_error_naming_file_and_image(exports
 
 def test_cached_float16_answers_bound_the_logits_and_count_near_ties_as_ties():
     """The check's reference may come from float16 features: the bound must hold, and only a tie may pass."""
-    from retrain.cache_store import rounding_error
-    from retrain.head import DenseLayer, Head
+    from retrain.cache.store import rounding_error
+    from retrain.training.head import DenseLayer, Head
     rng = np.random.default_rng(0)
     head = Head([DenseLayer(rng.normal(0, 0.3, (64, 16)).astype(np.float32), rng.normal(0, 1, 16).astype(np.float32)),
                  DenseLayer(rng.normal(0, 0.3, (16, 3)).astype(np.float32), np.zeros(3, np.float32))])
@@ -186,8 +186,8 @@ def test_impossible_requests_are_refused_before_any_work(tiny_graph, tmp_path): 
 
 @pytest.mark.integration
 def test_real_mobilenet_to_int8_agrees_with_the_float_graph(flowers_retrained, tmp_path):
-    from retrain.decode import decode_sample
-    from retrain.deploy import write_tflite_model
+    from retrain.data.decode import decode_sample
+    from retrain.export.deploy import write_tflite_model
     graph = flowers_retrained.out / "graph.pb"
     records = split_images(FLOWERS)
     labeler = GraphLabeler(graph)
@@ -255,7 +255,7 @@ def test_retrain_refuses_an_export_that_does_not_reproduce_the_cached_bottleneck
                                                                                  monkeypatch):
     """The reference is the head on the cache: an export built with other preprocessing than the cache fails."""
     import retrain.pipeline as pipeline
-    from retrain.backbones import Backbone
+    from retrain.models.backbones import Backbone
     real_export = pipeline.export_frozen_graph
 
     def export_reading_bgr(backbone, head, path, name):  # the classic mistake of Caffe-era models

@@ -7,7 +7,7 @@ from tests.test_cli import run_script
 
 
 def test_a_fractional_percentage_is_accepted():
-    from scripts.retrain import build_parser, options_from_args
+    from retrain.cli.retrain import build_parser, options_from_args
     args = build_parser().parse_args(["--image_dir", "x", "--testing_percentage", "7.5",
                                       "--validation_percentage", "12.5"])
     options = options_from_args(args)
@@ -33,7 +33,7 @@ def test_undo_of_a_file_that_is_not_a_journal_is_one_line(tmp_path):
 def test_a_damaged_graph_is_one_line_for_every_way_of_importing_it(tmp_path):
     import tensorflow as tf
 
-    from retrain.imported_graph import ImportedGraph
+    from retrain.explain.imported_graph import ImportedGraph
     graph_def = tf.compat.v1.GraphDef()
     node = graph_def.node.add(name="final_result", op="Identity")
     node.input.append("missing")
@@ -45,7 +45,7 @@ def test_a_damaged_graph_is_one_line_for_every_way_of_importing_it(tmp_path):
 
 
 def test_a_jpeg_over_the_pixel_budget_is_shown_at_a_size_reduced_decoding_reaches(tmp_path):
-    from retrain.gradcam import load_display
+    from retrain.explain.gradcam import load_display
     photo = tmp_path / "big.jpg"
     Image.new("RGB", (2000, 1500), (200, 40, 40)).save(photo)  # 3 megapixels, against a budget of 1
     shown = load_display(photo, None, max_megapixels=1.0)
@@ -53,14 +53,14 @@ def test_a_jpeg_over_the_pixel_budget_is_shown_at_a_size_reduced_decoding_reache
 
 
 def test_early_stopping_on_a_diverged_run_is_one_line():
-    from retrain.early_stopping import EarlyStopping
+    from retrain.training.early_stopping import EarlyStopping
     stopping = EarlyStopping(patience=3)
     with pytest.raises(UserError, match="training diverged"):
         stopping.should_stop(10, float("nan"), lambda: None)
 
 
 def test_export_to_saved_model_honours_trust_graph(tmp_path):
-    from retrain.deploy import saved_model_from_graph
+    from retrain.export.deploy import saved_model_from_graph
     from retrain.graph_contract import Sidecar
     from tests.hostile_files import graph_writing_file
     graph = tmp_path / "hostile.pb"
@@ -74,7 +74,7 @@ def test_export_to_saved_model_honours_trust_graph(tmp_path):
 
 def test_a_loop_op_outside_any_loop_is_refused_before_tensorflow_crashes_on_it(tmp_path):
     # Found by benchmarks.fuzz: an Identity turned into Exit made TensorFlow die with a segmentation fault.
-    from retrain.backbones import load_graph_def
+    from retrain.models.backbones import load_graph_def
     from tests.conftest import tiny_graph_def
     graph_def = tiny_graph_def()
     relu = next(node for node in graph_def.node if node.op == "Relu")

@@ -4,12 +4,12 @@ import json
 import numpy as np
 import pytest
 
-from retrain.backbones import load_backbone, normalize_pixels
-from retrain.decode import load_rgb
+from retrain.models.backbones import load_backbone, normalize_pixels
+from retrain.data.decode import load_rgb
 from retrain.errors import UserError
-from retrain.export import export_frozen_graph, saved_model_from_graph, write_labels, sidecar_for
-from retrain.head import Head
-from retrain.labeler import GraphLabeler
+from retrain.export.frozen_graph import export_frozen_graph, saved_model_from_graph, write_labels, sidecar_for
+from retrain.training.head import Head
+from retrain.label.labeler import GraphLabeler
 from tests.conftest import TINY_FEATURES, TINY_SIZE, tiny_spec
 
 LABELS = ["blue", "green", "red"]
@@ -102,7 +102,7 @@ def test_saved_model_gives_the_same_answers(exported, tmp_path):
 
 def keras_backbone(tmp_path):
     import keras
-    from retrain.architectures import ArchitectureSpec
+    from retrain.models.architectures import ArchitectureSpec
     model_dir = tmp_path / "models"
     weights = model_dir / "keras" / "tiny.weights.h5"
     weights.parent.mkdir(parents=True)
@@ -115,7 +115,7 @@ def keras_backbone(tmp_path):
 
 
 def hub_backbone(tmp_path):
-    from retrain.architectures import tfhub_spec
+    from retrain.models.architectures import tfhub_spec
     from tests.test_backbones import save_tiny_hub_module
     save_tiny_hub_module(tmp_path / "hub")
     return load_backbone(tfhub_spec(str(tmp_path / "hub"), input_size=16), tmp_path / "models")

@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import retrain.bottlenecks as bottlenecks
-import retrain.cache_store as cache_store
-from retrain.backbones import load_backbone
-from retrain.bottlenecks import get_bottlenecks
-from retrain.cache_store import SHARD_HEADER_BYTES, SHARD_MAGIC, BottleneckCache
-from retrain.decode import load_rgb
+import retrain.cache.bottlenecks as bottlenecks
+import retrain.cache.store as cache_store
+from retrain.models.backbones import load_backbone
+from retrain.cache.bottlenecks import get_bottlenecks
+from retrain.cache.store import SHARD_HEADER_BYTES, SHARD_MAGIC, BottleneckCache
+from retrain.data.decode import load_rgb
 from retrain.files import atomic_write
-from scripts._cli import run_cli
+from retrain.cli.common import run_cli
 from tests.conftest import PROJECT, make_dataset, make_image, tiny_spec
 from tests.test_backbones import save_tiny_hub_module
 
@@ -40,10 +40,10 @@ ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(PROJECT)}
 # place; "together:<folder>" starts decoding only once a partner process has reached the same point.
 DRIVER = r'''
 import contextlib, os, pathlib, sys, threading, time
-import retrain.bottlenecks as bottlenecks
-import retrain.decode as decoding
-import retrain.export as export
-from scripts.retrain import cli
+import retrain.cache.bottlenecks as bottlenecks
+import retrain.data.decode as decoding
+import retrain.export.frozen_graph as export
+from retrain.cli.retrain import cli
 
 mode = sys.argv.pop(1)
 barrier = pathlib.Path(mode.partition(":")[2]) if mode.startswith("together:") else None
@@ -455,7 +455,7 @@ def run_in_process(main, argv, capsys) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize("case", RETRAIN_CASES)
 def test_bad_retrain_input_is_one_line_and_exit_code_2(case, reference, tmp_path, capsys):
-    from scripts.retrain import main
+    from retrain.cli.retrain import main
     arguments, message = RETRAIN_CASES[case]
     argv = reference.args(tmp_path, tmp_path / "bn") + arguments(reference, tmp_path)
     code, out, err = run_in_process(main, argv, capsys)
@@ -482,7 +482,7 @@ def _two_labels(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("case", LABEL_IMAGE_CASES)
 def test_bad_label_image_input_is_one_line_and_exit_code_2(case, reference, tmp_path, capsys):
-    from scripts.label_image import main
+    from retrain.cli.label_image import main
     arguments, message = LABEL_IMAGE_CASES[case]
     graph = reference.root / "reference" / "out" / "g.pb"
     argv = ["--graph", str(graph), "--labels", str(graph.with_name("labels.txt")),
@@ -502,7 +502,7 @@ import errno, tempfile
 def full_disk(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 tempfile.NamedTemporaryFile = full_disk
-from retrain.head import TrainingConfig
+from retrain.training.head import TrainingConfig
 from retrain.pipeline import RetrainOptions, run_retrain
 from tests.conftest import tiny_spec
 run_retrain(RetrainOptions(image_dir={str(image_dir)!r}, architecture=tiny_spec(), model_dir={str(tiny_model_dir)!r},

@@ -6,15 +6,15 @@ import re
 import numpy as np
 import pytest
 
-from retrain.backbones import load_backbone, load_graph_def
-from retrain.bottlenecks import BottleneckCache, get_bottlenecks
-from retrain.cut import cut_backbone
-from retrain.early_stopping import loss_and_accuracy
+from retrain.models.backbones import load_backbone, load_graph_def
+from retrain.cache.bottlenecks import BottleneckCache, get_bottlenecks
+from retrain.models.cut import cut_backbone
+from retrain.training.early_stopping import loss_and_accuracy
 from retrain.errors import UserError
-from retrain.export import export_frozen_graph, sidecar_for
-from retrain.finetune import FineTuneConfig, fine_tune, pooled_features
-from retrain.head import Head
-from retrain.images import labels_of, split_images
+from retrain.export.frozen_graph import export_frozen_graph, sidecar_for
+from retrain.training.finetune import FineTuneConfig, fine_tune, pooled_features
+from retrain.training.head import Head
+from retrain.data.images import labels_of, split_images
 from tests.conftest import TINY_SIZE
 from tests.tiny_blocks import TINY_BLOCKS, tiny_blocks_model_dir, tiny_blocks_spec
 
@@ -74,7 +74,7 @@ def _trained(backbone, model_dir, blocks: int, seed: int, rows=None, labels=None
 
 
 def test_fine_tuning_trains_the_top_blocks_and_exports_an_ordinary_frozen_graph(block_backbone, tmp_path):
-    from retrain.labeler import GraphLabeler
+    from retrain.label.labeler import GraphLabeler
     backbone, model_dir = block_backbone
     cut, head = _trained(backbone, model_dir, 2, seed=0)
     tuned = cut.top.tuned_backbone()

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-import retrain.bottlenecks as bottlenecks
-from retrain.finetune import FineTuneConfig
-from retrain.head import TrainingConfig
-from retrain.labeler import GraphLabeler
+import retrain.cache.bottlenecks as bottlenecks
+from retrain.training.finetune import FineTuneConfig
+from retrain.training.head import TrainingConfig
+from retrain.label.labeler import GraphLabeler
 from retrain.pipeline import RetrainOptions, run_retrain
 from tests.test_cli import run_script
 from tests.tiny_blocks import tiny_blocks_model_dir, tiny_blocks_spec

@@ -4,12 +4,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from retrain.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, get_architecture
-from retrain.backbones import Backbone, load_backbone, load_graph_def
+from retrain.models.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, get_architecture
+from retrain.models.backbones import Backbone, load_backbone, load_graph_def
 from retrain.errors import UserError
-from retrain.export import export_frozen_graph, saved_model_from_graph, sidecar_for
-from retrain.graph_check import check_graph_def, check_saved_model, check_tflite_ops
-from retrain.head import DenseLayer, Head
+from retrain.export.frozen_graph import export_frozen_graph, saved_model_from_graph, sidecar_for
+from retrain.models.graph_check import check_graph_def, check_saved_model, check_tflite_ops
+from retrain.training.head import DenseLayer, Head
 from tests.conftest import PROJECT, tiny_graph_def, tiny_spec
 from tests.hostile_files import graph_writing_file, saved_model_writing_file
 
@@ -19,7 +19,7 @@ KERAS_SMALLEST_INPUT = {"inception_v3": 75, "vgg16": 32, "resnet50": 32}
 
 def keras_row_without_weights(name: str) -> Backbone:
     """A registry row built as the registry says, with random weights (the real ones need a download)."""
-    from retrain.backbones import keras_features
+    from retrain.models.backbones import keras_features
     spec = dataclasses.replace(get_architecture(name), input_size=KERAS_SMALLEST_INPUT[name])
     return Backbone(spec, keras_features(spec, None), spec.feature_size)
 
@@ -89,7 +89,7 @@ def test_a_saved_model_that_writes_a_file_when_served_is_refused(tmp_path):
 
 
 def test_retrain_refuses_such_a_tfhub_module_before_loading_it(tmp_path):
-    from retrain.architectures import tfhub_spec
+    from retrain.models.architectures import tfhub_spec
     saved_model_writing_file(tmp_path / "evil", tmp_path / "x")
     with pytest.raises(UserError, match=r"evil contains op WriteFile"):
         load_backbone(tfhub_spec(str(tmp_path / "evil"), input_size=16), tmp_path / "models")

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from retrain.head import dense_logits
-from retrain.head_step import StepOptions, head_step
-from retrain.optimizers import Optimizer, learning_rate_at
+from retrain.training.head import dense_logits
+from retrain.training.head_step import StepOptions, head_step
+from retrain.training.optimizers import Optimizer, learning_rate_at
 
 tf = pytest.importorskip("tensorflow")
 

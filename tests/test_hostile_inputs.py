@@ -7,9 +7,9 @@ import pytest
 
 from retrain.errors import UserError
 from retrain.pipeline import run_retrain
-from scripts import evaluate as evaluate_script
-from scripts import label_image as label_image_script
-from scripts import relabel as relabel_script
+from retrain.cli import evaluate as evaluate_script
+from retrain.cli import label_image as label_image_script
+from retrain.cli import relabel as relabel_script
 from tests.conftest import PROJECT, TINY_SIZE, make_dataset, tiny_retrain_options
 from tests.hostile_files import gif_bomb, graph_writing_file, png_bomb, tiff_bomb
 
@@ -41,7 +41,7 @@ def test_the_budget_holds_per_decoding_thread(tmp_path):
     script = (
         "import resource, sys\n"
         "from pathlib import Path\n"
-        "from retrain.decode import decoded_batches\n"
+        "from retrain.data.decode import decoded_batches\n"
         "paths = [Path(p) for p in sys.argv[1:]]\n"
         "used = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()\n"
         "resource.setrlimit(resource.RLIMIT_AS, (used + 200 * 2**20, resource.RLIM_INFINITY))\n"

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from retrain.errors import UserError
-from retrain.images import hash_percentage, label_for_folder, split_images
+from retrain.data.images import hash_percentage, label_for_folder, split_images
 from tests.conftest import make_dataset, make_image
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from retrain.images import split_images
+from retrain.data.images import split_images
 from tests.conftest import FLOWERS, SHARED_FLOWERS
 from tests.test_cli import run_script
 

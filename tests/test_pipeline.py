@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from retrain.augment import DISTORTION_FLAG_COPIES
-from retrain.distortions import Distortions
-from retrain.head import TrainingConfig
-from retrain.labeler import GraphLabeler
+from retrain.cache.views import DISTORTION_FLAG_COPIES
+from retrain.data.distortions import Distortions
+from retrain.training.head import TrainingConfig
+from retrain.label.labeler import GraphLabeler
 from retrain.pipeline import RetrainOptions, run_retrain
 from tests.conftest import tiny_spec
 

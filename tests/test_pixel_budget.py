@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from retrain.errors import UserError
-from retrain.pixel_budget import OverPixelBudget, open_within_budget, validate_max_megapixels
+from retrain.data.pixel_budget import OverPixelBudget, open_within_budget, validate_max_megapixels
 from tests.hostile_files import gif_bomb, png_bomb, tiff_bomb
 
 DRAFT = (448, 448)
@@ -59,5 +59,5 @@ def test_the_limit_must_be_positive(value):
 
 
 def test_pillows_own_guard_stays_on_as_a_backstop():
-    import retrain.decode  # noqa: F401  (importing the decoder must not switch the guard off)
+    import retrain.data.decode  # noqa: F401  (importing the decoder must not switch the guard off)
     assert Image.MAX_IMAGE_PIXELS is not None

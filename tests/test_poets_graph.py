@@ -2,13 +2,13 @@
 import numpy as np
 import pytest
 
-from retrain.decode import load_rgb
-from retrain.evaluation import evaluate_folder
-from retrain.labeler import GraphLabeler
-from retrain.relabel import REPORT_NAME
-from scripts import evaluate as evaluate_script
-from scripts import label_image as label_image_script
-from scripts import relabel as relabel_script
+from retrain.data.decode import load_rgb
+from retrain.label.evaluation import evaluate_folder
+from retrain.label.labeler import GraphLabeler
+from retrain.label.relabel import REPORT_NAME
+from retrain.cli import evaluate as evaluate_script
+from retrain.cli import label_image as label_image_script
+from retrain.cli import relabel as relabel_script
 from tests.conftest import TINY_FEATURES, TINY_SIZE, make_dataset, tiny_graph_def
 from tests.test_evaluate import independent_scores, mislabelled_dataset
 from tests.test_export import poets_style_run

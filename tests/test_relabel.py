@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrain.backbones import load_backbone
-from retrain.decode import load_rgb
+from retrain.models.backbones import load_backbone
+from retrain.data.decode import load_rgb
 from retrain.errors import UserError
-from retrain.export import export_frozen_graph, write_labels, sidecar_for
-from retrain.head import Head
-from retrain.labeler import GraphLabeler
-from retrain.journal import JOURNAL_NAME, Journal, undo
-from retrain.placement import place_file
-from retrain.relabel import REPORT_NAME, UNCERTAIN_FOLDER, RelabelOptions, relabel, report_probability
+from retrain.export.frozen_graph import export_frozen_graph, write_labels, sidecar_for
+from retrain.training.head import Head
+from retrain.label.labeler import GraphLabeler
+from retrain.label.journal import JOURNAL_NAME, Journal, undo
+from retrain.label.placement import place_file
+from retrain.label.relabel import REPORT_NAME, UNCERTAIN_FOLDER, RelabelOptions, relabel, report_probability
 from tests.conftest import CLASS_COLOURS, FLOWERS, PROJECT, TINY_SIZE, make_dataset, make_image, tiny_graph_def, \
     tiny_spec
 from tests.test_cli import run_script

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from retrain.batches import in_memory_batches, streamed_batches
-from retrain.cache_store import BottleneckCache
-from retrain.feature_rows import within_budget
-from retrain.head import Head, TrainingConfig, train_head
+from retrain.training.batches import in_memory_batches, streamed_batches
+from retrain.cache.store import BottleneckCache
+from retrain.cache.rows import within_budget
+from retrain.training.head import Head, TrainingConfig, train_head
 from tests.test_pipeline import options
 
 FEATURES = 8
@@ -28,7 +28,7 @@ def keys(count):
 
 
 def test_reading_any_selection_from_disk_matches_the_in_memory_matrix(cache, monkeypatch):
-    import retrain.feature_rows as feature_rows
+    import retrain.cache.rows as feature_rows
     loaded = cache.load()
     rows = loaded.rows(loaded.find(keys(300)))
     matrix = rows.read()

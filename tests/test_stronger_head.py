@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from retrain.head import TrainingConfig
-from retrain.labeler import GraphLabeler
+from retrain.training.head import TrainingConfig
+from retrain.label.labeler import GraphLabeler
 from retrain.pipeline import run_retrain
 from tests.conftest import make_image
 from tests.test_cli import run_script

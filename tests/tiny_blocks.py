@@ -3,7 +3,7 @@
 A first convolution ``Conv2d_0`` and three depthwise-separable blocks, each
 with TF-slim's unfolded batch-norm (gamma, beta, moving mean and variance as
 constants), then an average pool: the same shapes of graph that
-``retrain.cut`` splits in the real MobileNet, built in a second.
+``retrain.models.cut`` splits in the real MobileNet, built in a second.
 """
 from __future__ import annotations
 

@@ -1,0 +1,78 @@
+"""Label images with a graph made by retrain (or by TensorFlow-for-Poets).
+
+Prints the top labels with their scores, best first, one `label score` line
+each. For graphs made by retrain, the JSON sidecar beside the graph supplies
+the input size and normalisation; for Poets graphs pass them as flags (the
+defaults are Poets' label_image defaults). --gradcam writes the photo with a
+Grad-CAM heatmap of the top label (or --gradcam_label) blended over it: red
+where the evidence for that label was.
+
+    python -m scripts.label_image --graph out/retrained_graph.pb --image photo.jpg --gradcam heat.png
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from retrain.errors import UserError
+from retrain.files import check_image_file
+from retrain.cli.common import add_graph_arguments, add_gradcam_layer_argument, load_gradcam, load_labeler, run_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m scripts.label_image", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_graph_arguments(parser)
+    parser.add_argument("--image", required=True, nargs="+", help="Image file(s) to label.")
+    parser.add_argument("--top_k", type=int, default=5, help="How many labels to print per image. (default 5)")
+    explain = parser.add_argument_group("Grad-CAM")
+    explain.add_argument("--gradcam", default=None, metavar="OUT.png",
+                         help="Write the image (one --image) with the Grad-CAM heatmap of its top label blended over "
+                              "it (.png or .jpg).")
+    explain.add_argument("--gradcam_label", default=None, help="Explain this label instead of the top one.")
+    add_gradcam_layer_argument(explain)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    paths = [Path(p) for p in args.image]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise UserError(f"--image {missing[0]} does not exist")
+    if args.gradcam:
+        if len(paths) != 1:
+            raise UserError(f"--gradcam explains one image, got {len(paths)}; pass a single --image")
+        check_image_file(args.gradcam, "--gradcam")  # before TensorFlow's slow start-up
+    labeler = load_labeler(args)
+    if args.gradcam_label is not None and args.gradcam_label not in labeler.labels:
+        raise UserError(f"--gradcam_label {args.gradcam_label!r} is not in the labels file "
+                        f"(labels: {', '.join(labeler.labels)})")
+    gradcam = load_gradcam(args, labeler) if args.gradcam else None  # a bad --gradcam_layer fails before any output
+    failures = 0
+    for path, probabilities, error in labeler.predict_files(paths):
+        if len(paths) > 1:
+            print(f"{path}:")
+        if probabilities is None:
+            print(f"error: cannot read image {error}", file=sys.stderr)
+            failures += 1
+            continue
+        for label, probability in labeler.top_labels(probabilities, args.top_k):
+            print(f"{label} {probability:.5f}")
+        if gradcam:
+            from retrain.explain.gradcam import write_explanation
+            label = args.gradcam_label or labeler.top_labels(probabilities, 1)[0][0]
+            write_explanation(gradcam, path, labeler.labels.index(label), args.gradcam)
+            print(f"Grad-CAM for {label}: {args.gradcam}")
+    return 2 if failures else 0
+
+
+def cli() -> None:
+    """Console-script entry point."""
+    run_cli(main, sys.argv[1:])
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,104 @@
+"""Sort a folder tree of images into one folder per label, with a retrained graph.
+
+Every image under --image_dir (recursively; jpg, jpeg, png, bmp, gif, tif, tiff, webp) is
+classified in batches and copied, moved or symlinked into
+--output_dir/<label>/ (or --output_dir/_uncertain/ below --min_confidence).
+A CSV report lists every image: predicted label, confidence, top 3 and, when
+the images already sit in class folders, the folder's label and whether the
+model disagrees (a suspected mislabel). --audit prints those; --html DIR
+shows them in a page that opens from disk, each with a Grad-CAM overlay.
+
+Nothing is overwritten (taken names get "name (1).jpg") and every operation is
+journalled in --output_dir/relabel_journal.jsonl: rerun the same command to
+finish an interrupted run (images already sorted are skipped), or pass
+--undo JOURNAL to put everything back.
+
+    python -m scripts.relabel --graph out/retrained_graph.pb --image_dir camera_roll \\
+        --output_dir sorted --mode move --audit
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from retrain.label.journal import undo
+from retrain.label.relabel import (FAILED, MODES, PAST_TENSE, SORTED_EARLIER, UNREADABLE, RelabelOptions, check_options,
+                             relabel)
+from retrain.cli.common import (add_graph_arguments, add_gradcam_layer_argument, default_of, load_gradcam, load_labeler,
+                          run_cli)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m scripts.relabel", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_graph_arguments(parser, graph_required=False)
+    parser.add_argument("--image_dir", default="", help="Folder of images to sort, searched recursively.")
+    parser.add_argument("--output_dir", default=None,
+                        help="Where the class folders go (one per label, plus _uncertain). Must be outside "
+                             "--image_dir's tree or a sub-folder of it, never --image_dir itself.")
+    parser.add_argument("--mode", choices=MODES, default=default_of(RelabelOptions, "mode"),
+                        help="copy, move or symlink each image; report only writes the CSV and changes nothing "
+                             "else. (default %(default)s)")
+    parser.add_argument("--min_confidence", type=float, default=default_of(RelabelOptions, "min_confidence"),
+                        help="Images whose top probability is below this go to _uncertain. (default %(default)s)")
+    parser.add_argument("--report", default=None,
+                        help="CSV report to write. (default <output_dir>/relabel_report.csv)")
+    parser.add_argument("--journal", default=None,
+                        help="Journal of file operations, for resuming and --undo. "
+                             "(default <output_dir>/relabel_journal.jsonl)")
+    parser.add_argument("--audit", action="store_true",
+                        help="Print the suspected mislabels: images whose class folder the model disagrees with, "
+                             "most confident first.")
+    parser.add_argument("--html", default=None, metavar="DIR",
+                        help="Also write the audit as an HTML report here (index.html plus thumbnails, opens from "
+                             "disk): the images whose folder differs from the prediction, with Grad-CAM.")
+    add_gradcam_layer_argument(parser)
+    parser.add_argument("--batch_size", type=int, default=default_of(RelabelOptions, "batch_size"),
+                        help="Images per batch through the graph. (default %(default)s)")
+    parser.add_argument("--undo", metavar="JOURNAL", default=None,
+                        help="Reverse every operation in this journal (newest first) and exit; needs no graph.")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.undo:
+        return 1 if undo(args.undo) else 0
+    if not args.graph:
+        parser.error("--graph is required (unless --undo)")
+    options = RelabelOptions(args.image_dir, args.output_dir, args.mode, args.min_confidence, args.batch_size,
+                             args.report, args.journal)
+    check_options(options)  # flag mistakes show before TensorFlow's slow start-up
+    if args.html:
+        from retrain.explain.html_report import check_report_folder
+        check_report_folder(args.html)
+    labeler = load_labeler(args)
+    gradcam = load_gradcam(args, labeler) if args.html else None  # a bad --gradcam_layer fails before any move
+    result = relabel(labeler, options)
+    if args.audit:
+        print("Suspected mislabels (most confident first): confidence, image, its folder -> the model's label")
+        for verdict in result.suspected_mislabels:
+            print(f"{verdict.confidence:.3f}  {verdict.source}  {verdict.current_label} -> {verdict.predicted}")
+    print(f"{len(result.verdicts)} images: {result.count(PAST_TENSE[args.mode])} {PAST_TENSE[args.mode]}, "
+          f"{result.count(SORTED_EARLIER)} sorted earlier, {result.count(UNREADABLE)} unreadable (left in place), "
+          f"{result.count(FAILED)} failed; {len(result.suspected_mislabels)} suspected mislabel(s)")
+    print(f"Report: {result.report_path}")
+    if result.journal_path:
+        print(f"Journal: {result.journal_path} (undo with: python -m scripts.relabel --undo {result.journal_path})")
+    if args.html:
+        from retrain.explain.html_report import AUDIT_TEXT, audited_images, write_html_report
+        page = write_html_report(args.html, labeler.labels, audited_images(result.verdicts, labeler.labels),
+                                 AUDIT_TEXT, gradcam)
+        print(f"HTML report: {page}")
+    return 1 if result.count(FAILED) else 0
+
+
+def cli() -> None:
+    """Console-script entry point."""
+    run_cli(main, sys.argv[1:])
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,1 @@
+"""Images in: find and split a labelled folder, budget and decode pixels, distort a photo."""

@@ -1,0 +1,1 @@
+"""Writing the trained model: frozen graph, labels and sidecar, SavedModel, TFLite; each file checked."""

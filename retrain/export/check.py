@@ -1,0 +1,119 @@
+"""Check every written model file against the model it came from, before anyone is told it was written.
+
+Each artifact is loaded the way a user loads it (format detected by content,
+preprocessing from the sidecar beside it) and run on check images whose
+answers from the in-memory model (or the source graph) are known. A float
+export must pick the same top-1 class on every image; a disagreement means a
+broken contract (mean/std, input or output names, label order), the failure
+Poets users met only on their phones. Quantised exports are expected to
+differ a little: they report agreement and accuracy next to the float model.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..data.decode import LABEL_BATCH_SIZE
+from ..errors import ExportMismatch
+from ..label.labeler import GraphLabeler
+from ..models.model_file import model_size
+
+DEFAULT_EXPORT_CHECK_SAMPLES = 200
+TIE = 1e-5  # top-1 classes closer than this in the reference are a tie: either answer agrees
+
+
+@dataclass
+class CheckImages:
+    """The images every export is checked on, with the reference model's answers."""
+    paths: list[Path]
+    pixels: np.ndarray  # uint8 [N, H, W, 3] at the model's input size
+    reference: np.ndarray  # probabilities [N, C] from the in-memory model or the source graph
+    truths: np.ndarray | None = None  # label indices, when the images are labelled
+    reference_name: str = "the trained model"
+    # [N, C]: the most each reference logit may be off (answers from float16 cached features); a class whose
+    # logit could reach the top one's is a tie, as the model itself could have answered either.
+    logit_error: np.ndarray | None = None
+
+    def reference_accuracy(self) -> float | None:
+        return None if self.truths is None else float(np.mean(self.reference.argmax(axis=1) == self.truths))
+
+
+@dataclass
+class ExportCheck:
+    """What checking one artifact found."""
+    name: str  # e.g. "TFLite int8"
+    path: Path
+    exact: bool  # a float export: must agree on every image
+    count: int
+    agreement: float
+    max_difference: float  # largest absolute probability difference from the reference
+    accuracy: float | None
+    reference_accuracy: float | None
+    size: int
+    reference_size: int | None
+    reference_name: str
+
+    def summary(self) -> str:
+        """One line, e.g. ``TFLite int8: 97.8% agreement, accuracy 91.2% vs 92.0% float, 4.1 MB vs 16.9 MB``."""
+        if self.exact:
+            return (f"{self.name}: same top-1 as {self.reference_name} on all {self.count} check images "
+                    f"(max probability difference {self.max_difference:.1e}), {_size_text(self.size)}")
+        accuracy = ("" if self.accuracy is None else
+                    f", accuracy {self.accuracy * 100:.1f}% vs {self.reference_accuracy * 100:.1f}% float")
+        size = _size_text(self.size) + ("" if self.reference_size is None else
+                                        f" vs {_size_text(self.reference_size)}")
+        return f"{self.name}: {self.agreement * 100:.1f}% agreement on {self.count} check images{accuracy}, {size}"
+
+
+def _size_text(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
+
+
+def predict_export(path: str | os.PathLike, pixels: np.ndarray, trust_graph: bool = False) -> np.ndarray:
+    """Probabilities from the written file, loaded with its sidecar exactly as ``label_image`` loads it."""
+    labeler = GraphLabeler(path, trust_graph=trust_graph)
+    return np.concatenate([labeler.predict(pixels[i:i + LABEL_BATCH_SIZE])
+                           for i in range(0, len(pixels), LABEL_BATCH_SIZE)]
+                          or [np.zeros((0, len(labeler.labels)), np.float32)])
+
+
+def agreeing(images: CheckImages, probabilities: np.ndarray) -> np.ndarray:
+    """Per image, whether ``probabilities`` pick the reference's top-1 class, or one tied with it."""
+    predicted, expected = probabilities.argmax(axis=1), images.reference.argmax(axis=1)
+    rows = np.arange(len(predicted))
+    tie = images.reference[rows, expected] - images.reference[rows, predicted] <= TIE
+    if images.logit_error is not None:
+        with np.errstate(divide="ignore"):  # a probability that underflowed to 0 is an infinite gap, not a tie
+            gap = np.log(images.reference[rows, expected]) - np.log(images.reference[rows, predicted])
+        tie |= gap <= images.logit_error[rows, expected] + images.logit_error[rows, predicted]
+    return (predicted == expected) | tie
+
+
+def check_export(path: str | os.PathLike, name: str, images: CheckImages, labels: Sequence[str], exact: bool,
+                 reference_size: int | None = None, trust_graph: bool = False) -> ExportCheck:
+    """Run the written ``path`` on ``images``; raise ``ExportMismatch`` if a float export disagrees.
+
+    ``trust_graph`` as for the source: a backbone the user trusted past ``graph_check`` is in the export too.
+    """
+    path = Path(path)
+    probabilities = predict_export(path, images.pixels, trust_graph)
+    if probabilities.shape != images.reference.shape:
+        raise ExportMismatch(f"{path} ({name}) gives {probabilities.shape[-1]} outputs per image, "
+                             f"{images.reference_name} {images.reference.shape[-1]}; do not use this file")
+    predicted, expected = probabilities.argmax(axis=1), images.reference.argmax(axis=1)
+    rows = np.arange(len(predicted))
+    agrees = agreeing(images, probabilities)
+    if exact and not agrees.all():
+        first = int(np.flatnonzero(~agrees)[0])
+        raise ExportMismatch(
+            f"{path} ({name}) disagrees with the trained model on {images.paths[first]}: it says "
+            f"{labels[predicted[first]]} ({probabilities[first, predicted[first]]:.3f}), {images.reference_name} says "
+            f"{labels[expected[first]]} ({images.reference[first, expected[first]]:.3f}); do not use this file")
+    accuracy = None if images.truths is None else float(np.mean(predicted == images.truths))
+    return ExportCheck(name, path, exact, len(rows), float(agrees.mean()) if len(rows) else 1.0,
+                       float(np.abs(probabilities - images.reference).max(initial=0.0)), accuracy,
+                       images.reference_accuracy(), model_size(path), reference_size, images.reference_name)

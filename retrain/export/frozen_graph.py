@@ -1,0 +1,123 @@
+"""Write what a retrain produces: frozen graph, labels file, sidecar, SavedModel.
+
+The frozen graph keeps TensorFlow-for-Poets' contract: a float ``input``
+tensor ``[N, H, W, 3]`` holding ``(pixel - mean) / std``, and a softmax named
+``final_result`` (or ``--final_tensor_name``) whose columns follow the labels
+file. The JSON sidecar beside the graph records size, mean, std and labels so
+our own tools need no preprocessing flags. Every file is written under a
+temporary name and renamed, so a crash never leaves a half-written output.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from ..models.backbones import Backbone, load_graph_def, prune_graph
+from ..errors import UserError
+from ..files import atomic_write
+from ..graph_contract import FINAL_TENSOR_NAME, INPUT_NAME, SERVING_SIGNATURE, Sidecar
+from ..training.head import Head
+
+
+def inference_function(backbone: Backbone, head: Head, final_tensor_name: str = FINAL_TENSOR_NAME):
+    """Concrete function: normalised images named ``input`` -> softmax named ``final_tensor_name``."""
+    import tensorflow as tf
+    size = backbone.input_size
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_NAME)],
+                 autograph=False)
+    def classify(images):
+        logits = head.logits(backbone.features_from_normalized(images), name="final_logits")
+        return tf.nn.softmax(logits, name=final_tensor_name)
+
+    return classify.get_concrete_function()
+
+
+def export_frozen_graph(backbone: Backbone, head: Head, path: str | os.PathLike,
+                        final_tensor_name: str = FINAL_TENSOR_NAME) -> None:
+    """Freeze backbone + head into one GraphDef with Poets' tensor names."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    frozen = convert_variables_to_constants_v2(inference_function(backbone, head, final_tensor_name))
+    graph_def = _name_captures_by_position(frozen.graph.as_graph_def())
+    with atomic_write(path) as handle:
+        handle.write(graph_def.SerializeToString(deterministic=True))
+
+
+def _name_captures_by_position(graph_def):
+    """Rename frozen variables from TensorFlow's process-wide counters (``"652"``) to ``frozen_capture_<n>``.
+
+    Otherwise the same model gets different bytes depending on how much else
+    the process traced first (a run that computed bottlenecks vs one that read
+    them all from the cache), and ``--random_seed`` could not promise
+    bit-identical graphs.
+    """
+    renames = {node.name: f"frozen_capture_{number}"
+               for number, node in enumerate(n for n in graph_def.node if n.name.isdigit())}
+    for node in graph_def.node:
+        node.name = renames.get(node.name, node.name)
+        for position, source in enumerate(node.input):
+            control = "^" if source.startswith("^") else ""
+            name, colon, port = source.lstrip("^").partition(":")
+            if name in renames:
+                node.input[position] = f"{control}{renames[name]}{colon}{port}"
+    return graph_def
+
+
+def write_labels(labels: list[str], path: str | os.PathLike) -> None:
+    """One label per line, in the order of the softmax's columns."""
+    with atomic_write(path, "w") as handle:
+        handle.write("".join(f"{label}\n" for label in labels))
+
+
+def sidecar_for(backbone: Backbone, labels: list[str], final_tensor_name: str = FINAL_TENSOR_NAME,
+                fine_tuned_blocks: int = 0) -> Sidecar:
+    """Everything our tools need to feed a model exported from ``backbone`` (every format takes the same),
+    and what was fine-tuned."""
+    spec = backbone.spec
+    return Sidecar(architecture=spec.name, input_layer=INPUT_NAME, output_layer=final_tensor_name,
+                   input_height=spec.input_size, input_width=spec.input_size, input_mean=spec.input_mean,
+                   input_std=spec.input_std, feature_size=backbone.feature_size, labels=list(labels),
+                   fine_tuned_blocks=fine_tuned_blocks)
+
+
+def saved_model_from_graph(graph: str | os.PathLike, contract: Sidecar, directory: str | os.PathLike,
+                           trust_graph: bool = False) -> None:
+    """A TF2 SavedModel whose ``serving_default`` signature runs the frozen ``graph``: ``input`` -> ``output_layer``.
+
+    Made from the written graph rather than the live backbone, so every backbone converts the same way
+    (a Keras or TF-Hub backbone's variables would otherwise have to be tracked by the saved object) and
+    the SavedModel holds exactly the frozen graph's weights.
+    """
+    import tensorflow as tf
+    classify = prune_graph(load_graph_def(Path(graph), trust_graph), contract.input_layer, contract.output_layer)
+    spec = tf.TensorSpec([None, contract.input_height, contract.input_width, 3], tf.float32, name=INPUT_NAME)
+    output_name = contract.output_layer.split(":")[0]
+    write_saved_model(tf.function(lambda images: {output_name: tf.identity(classify(images))},
+                                  input_signature=[spec], autograph=False), directory)
+
+
+def write_saved_model(serve: Callable, directory: str | os.PathLike) -> None:
+    """Save the ``tf.function`` ``serve`` as a SavedModel's ``serving_default`` signature.
+
+    Written to a temporary folder and renamed, so a crash leaves no half
+    model; an existing folder that is not a SavedModel is refused, not replaced.
+    """
+    import shutil
+    import tempfile
+
+    import tensorflow as tf
+    directory = Path(directory)
+    if directory.is_dir() and any(directory.iterdir()) and not (directory / "saved_model.pb").exists():
+        raise UserError(f"{directory} exists and is not a SavedModel; choose a new or empty folder")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    module = tf.Module()
+    module.serve = serve
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        tf.saved_model.save(module, str(staging), signatures={SERVING_SIGNATURE: serve})
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,100 @@
+"""Convert a frozen classifier graph to TFLite: float, float16, dynamic-range or full-integer int8.
+
+The TFLite file keeps the frozen graph's contract, so apps written for
+TensorFlow-for-Poets' graphs work unchanged: one input ``input`` ``[1, H, W,
+3]`` taking ``(pixel - mean) / std`` and one output ``final_result``, the
+softmax in labels-file order. With ``uint8`` I/O (microcontrollers, Edge
+TPU) the same values are quantised with the input tensor's own scale and
+zero point, and the output is the softmax quantised with the output's.
+
+The v1 converter reads the graph file itself: it works the same for graphs
+we wrote and for graphs TensorFlow-for-Poets wrote (batch size 1 baked in).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator, Sized
+
+import numpy as np
+
+from ..models.backbones import normalize_pixels
+from ..errors import UserError
+from ..files import atomic_write
+from ..graph_contract import Sidecar
+from ..quiet import native_output_hidden
+
+NO_QUANTIZATION, FLOAT_IO = "none", "float"  # the defaults: a float model with float input and output
+QUANTIZE_MODES = (NO_QUANTIZATION, "float16", "dynamic", "int8")
+TFLITE_IO_TYPES = (FLOAT_IO, "uint8")
+DEFAULT_QUANTIZE_SAMPLES = 300
+MIN_CALIBRATION_IMAGES = 10  # fewer cannot estimate activation ranges; int8 accuracy would collapse
+
+
+def check_quantize_options(quantize: str, tflite_io: str) -> None:
+    """Refuse impossible combinations before any slow work."""
+    if quantize not in QUANTIZE_MODES:
+        raise UserError(f"--quantize {quantize} is unknown; use one of {', '.join(QUANTIZE_MODES)}")
+    if tflite_io not in TFLITE_IO_TYPES:
+        raise UserError(f"--tflite_io {tflite_io} is unknown; use one of {', '.join(TFLITE_IO_TYPES)}")
+    if tflite_io != FLOAT_IO and quantize != "int8":
+        raise UserError(f"--tflite_io {tflite_io} needs --quantize int8: only a full-integer model has "
+                        f"integer input and output")
+
+
+def check_calibration(images: Sized) -> None:
+    """int8 needs real images to measure activation ranges on (decoded ones, or usable paths ahead of time)."""
+    if len(images) < MIN_CALIBRATION_IMAGES:
+        raise UserError(f"--quantize int8 needs at least {MIN_CALIBRATION_IMAGES} readable calibration images, "
+                        f"found {len(images)}; add images to --image_dir or raise --quantize_samples")
+
+
+def convert_graph(graph_path: str | os.PathLike, contract: Sidecar, quantize: str = NO_QUANTIZATION,
+                  tflite_io: str = FLOAT_IO, calibration: np.ndarray | None = None) -> bytes:
+    """The TFLite flatbuffer for a frozen graph file fed as ``contract`` says (size, names, mean, std).
+
+    ``calibration`` (uint8 RGB images at the input size) is required for
+    ``int8``: they are normalised exactly as the input takes them and fed one
+    at a time as the representative dataset.
+    """
+    import tensorflow as tf
+    check_quantize_options(quantize, tflite_io)
+    converter = tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
+        str(graph_path), [contract.input_layer], [contract.output_layer],
+        {contract.input_layer: [1, contract.input_height, contract.input_width, 3]})
+    if quantize != NO_QUANTIZATION:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        if calibration is None:
+            raise ValueError("int8 conversion needs calibration images")
+        check_calibration(calibration)
+        converter.representative_dataset = lambda: _representative(calibration, contract.input_mean,
+                                                                   contract.input_std)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if tflite_io == "uint8":
+            converter.inference_input_type = converter.inference_output_type = tf.uint8
+    try:
+        with native_output_hidden():
+            return converter.convert()
+    except Exception as error:  # the converter raises ConverterError, ValueError and others from C++
+        first_line = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise UserError(f"cannot convert {graph_path} to TFLite ({first_line[:200]})") from None
+
+
+def _representative(pixels: np.ndarray, mean: float, std: float) -> Iterator[list[np.ndarray]]:
+    for image in pixels:
+        yield [normalize_pixels(image[np.newaxis].astype(np.float32), mean, std)]
+
+
+def write_tflite(model: bytes, path: str | os.PathLike) -> Path:
+    """Write the flatbuffer crash-safely (temporary name, then rename)."""
+    with atomic_write(path) as handle:
+        handle.write(model)
+    return Path(path)
+
+
+def tflite_name(quantize: str) -> str:
+    """How reports call a TFLite file: ``TFLite float``, ``TFLite int8``, ..."""
+    return "TFLite " + ("float" if quantize == NO_QUANTIZATION else quantize)

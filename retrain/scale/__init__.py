@@ -1,0 +1,1 @@
+"""Bottleneck extraction on Apache Beam (the optional ``beam`` extra; nothing else imports it)."""

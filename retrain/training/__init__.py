@@ -1,0 +1,1 @@
+"""Training on cached features: splits, batches, the head and its optimisers, early stopping, fine-tuning."""
