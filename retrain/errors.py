@@ -4,10 +4,16 @@ fix, and the ``Log`` callback every stage prints its progress lines through.
 The command-line wrapper that turns a ``UserError`` into one line and exit
 code 2 (never a traceback), and an ``ExportMismatch`` into one line and exit
 code 1, is ``retrain/cli/common.py``'s ``run_cli``.
+
+Messages name an option as its caller spelled it: ``how_many_training_steps``
+for a Python caller, ``--how_many_training_steps`` inside
+``command_line_spelling()``, which ``run_cli`` holds around every tool.
 """
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+import contextvars
+from typing import Callable, Iterator
 
 EXIT_USER_ERROR = 2
 EXIT_EXPORT_MISMATCH = 1
@@ -15,6 +21,45 @@ EXIT_INTERRUPTED = 130
 
 # Where a stage's progress and warning lines go: ``print`` on the command line, a list's ``append`` in tests.
 Log = Callable[[str], None]
+
+# Whether messages spell options as flags; a context variable, so a thread that wants it must copy the context.
+_COMMAND_LINE_SPELLING: contextvars.ContextVar[bool] = contextvars.ContextVar("command_line_spelling",
+                                                                             default=False)
+
+
+@contextlib.contextmanager
+def command_line_spelling() -> Iterator[None]:
+    """Within this block ``option_name`` and ``option_value`` spell options as command-line flags."""
+    token = _COMMAND_LINE_SPELLING.set(True)
+    try:
+        yield
+    finally:
+        _COMMAND_LINE_SPELLING.reset(token)
+
+
+def option_name(name: str) -> str:
+    """An option as the caller spells it.
+
+    Args:
+        name: the option's flag name without dashes, e.g. ``"how_many_training_steps"``.
+
+    Returns:
+        ``"--how_many_training_steps"`` on the command line, ``"how_many_training_steps"`` otherwise.
+    """
+    return f"--{name}" if _COMMAND_LINE_SPELLING.get() else name
+
+
+def option_value(name: str, value: str) -> str:
+    """An option given a value, as the caller would write it.
+
+    Args:
+        name: the option's flag name without dashes, e.g. ``"architecture"``.
+        value: the value as it should read, formatted by the caller (``repr(name)`` for a string in Python).
+
+    Returns:
+        ``"--architecture 'alexnet'"`` on the command line, ``"architecture='alexnet'"`` otherwise.
+    """
+    return f"--{name} {value}" if _COMMAND_LINE_SPELLING.get() else f"{name}={value}"
 
 
 class UserError(Exception):

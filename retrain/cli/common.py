@@ -18,7 +18,8 @@ import typing
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
 from retrain.models.architectures import DEFAULT_ARCHITECTURE, ArchitectureSpec, get_architecture, tfhub_spec
-from retrain.errors import EXIT_EXPORT_MISMATCH, EXIT_INTERRUPTED, EXIT_USER_ERROR, ExportMismatch, UserError
+from retrain.errors import (EXIT_EXPORT_MISMATCH, EXIT_INTERRUPTED, EXIT_USER_ERROR, ExportMismatch, UserError,
+                            command_line_spelling)
 from retrain.graph_contract import Sidecar
 from retrain.data.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
 from retrain.quiet import silence_tensorflow_startup
@@ -40,7 +41,8 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         # A file name that is not valid UTF-8 (an old archive's) must print, not crash the run.
         stream.reconfigure(errors="backslashreplace")
     try:
-        code = main(argv)
+        with command_line_spelling():  # the library's messages name --flags, as the user typed them
+            code = main(argv)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         code = EXIT_USER_ERROR
