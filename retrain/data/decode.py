@@ -44,12 +44,26 @@ def load_rgb(path: str | os.PathLike, height: int, width: int,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with open_within_budget(path, (width * 2, height * 2), max_megapixels) as image:
-                image = ImageOps.exif_transpose(image)
-                image = _to_rgb(image)
-                image = image.resize((width, height), Image.BILINEAR)
-                return np.asarray(image, dtype=np.uint8)
+                return squash(_to_rgb(ImageOps.exif_transpose(image)), height, width)
     except Exception as error:  # on damaged files PIL also raises OverflowError, MemoryError, struct.error, ...
         raise UnreadableImage(f"{path}: {error or type(error).__name__}") from None
+
+
+def squash(image: Image.Image, height: int, width: int) -> np.ndarray:
+    """Resize to the network's input, aspect ratio not kept, as TensorFlow-for-Poets fed its networks.
+
+    Every decoded file and every array given to the Python API's ``Model.predict`` goes through here, so an
+    array and the file it came from are fed alike.
+
+    Args:
+        image: an RGB image.
+        height: the network's input height.
+        width: the network's input width.
+
+    Returns:
+        A ``[height, width, 3]`` uint8 array (the image itself when it already has that size).
+    """
+    return np.asarray(image.resize((width, height), Image.BILINEAR), dtype=np.uint8)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
