@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from .store import DEFAULT_MEMORY_BUDGET_GB, KEY_DTYPE, BottleneckCache
 from .rows import FeatureRows
 from ..data.decode import decoded_batches
 from ..errors import Log, UserError
+from ..progress import progress_bar
 from ..files import hash_files
 from ..data.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
 
@@ -116,7 +116,7 @@ def compute_and_store(first_path_of: dict[str, object], backbone: Callable[[np.n
     new_features: list[np.ndarray] = []
     last_flush = time.monotonic()
     with ThreadPoolExecutor(max_workers=1) as writer, \
-            tqdm(total=len(todo_paths), desc=desc, unit="img") as bar:
+            progress_bar(total=len(todo_paths), desc=desc, unit="img") as bar:
         writes: list[Future] = []
         for good, batch, bad in decoded_batches(todo_paths, input_size, input_size, batch_size,
                                                   max_megapixels=max_megapixels, load=load):

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from ..errors import UserError
+from ..progress import progress_bar
 from ..files import atomic_write, check_writable_folder
 from .gradcam import GradCam, explain_shown, load_display
 from ..training.head import EvalPoint
@@ -156,7 +156,7 @@ def _write_gallery_images(directory: Path, mistakes: list[ScoredImage], gradcam:
     """Thumbnail (and Grad-CAM overlay of the predicted class) per mistake -> (photo, overlay) file names."""
     names = []
     budget = gradcam.max_image_megapixels if gradcam else DEFAULT_MAX_IMAGE_MEGAPIXELS
-    progress = tqdm(total=len(mistakes), desc="Report images", unit="img", disable=not mistakes)
+    progress = progress_bar(total=len(mistakes), desc="Report images", unit="img", disable=not mistakes)
     for start in range(0, len(mistakes), GRADCAM_BATCH):
         batch = mistakes[start:start + GRADCAM_BATCH]
         thumbnails = [load_display(mistake.path, THUMBNAIL_SIDE, budget) for mistake in batch]

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..errors import UserError
+from ..progress import progress_bar
 from ..data.images import find_class_folders, iter_image_files, label_for_folder
 from .labeler import LABEL_BATCH_SIZE, GraphLabeler
 from ..metrics import ClassificationReport, classification_report
@@ -62,8 +62,8 @@ def evaluate_folder(labeler: GraphLabeler, image_dir: str | os.PathLike,
     paths, truths = labelled_images(image_dir, labeler.labels)
     scored, scores, unreadable = [], [], []
     results = labeler.predict_files(paths, batch_size)
-    for row, (path, probabilities, error) in enumerate(tqdm(results, total=len(paths), desc="Evaluating",
-                                                           unit="img")):
+    for row, (path, probabilities, error) in enumerate(progress_bar(results, total=len(paths), desc="Evaluating",
+                                                                   unit="img")):
         if probabilities is None:
             unreadable.append((path, error))
         else:

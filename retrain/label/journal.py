@@ -13,9 +13,8 @@ import os
 import uuid
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ..errors import Log, UserError
+from ..progress import progress_bar
 from ..files import remove_quietly
 from .placement import holds_content, place_file, temporary_for
 
@@ -169,7 +168,7 @@ def undo(journal_path: str | os.PathLike, log: Log = print) -> int:
         order = {e["id"]: i for i, e in enumerate(journal.entries()) if e.get("op") == "plan"}
         operations = sorted(done + in_place, key=lambda e: order[e["id"]], reverse=True)
         problems = 0
-        for entry in tqdm(operations, desc="Undoing", unit="file"):
+        for entry in progress_bar(operations, desc="Undoing", unit="file"):
             problem = _reverse(entry)
             if problem:
                 problems += 1

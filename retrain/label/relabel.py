@@ -23,9 +23,9 @@ from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..errors import Log, UserError
+from ..progress import progress_bar
 from ..files import atomic_write, content_key
 from ..data.images import iter_image_files, label_for_folder
 from .journal import JOURNAL_NAME, Journal
@@ -180,7 +180,7 @@ def _classify_and_sort(labeler: GraphLabeler, options: RelabelOptions, image_dir
         log(f"{skipped} image(s) were sorted by an earlier run into {output_dir}; skipping them")
     labels_by_folder = {label_for_folder(label): label for label in labeler.labels}
     predictions = labeler.predict_files(todo, options.batch_size)
-    for path, probabilities, error in tqdm(predictions, total=len(todo), desc="Relabelling", unit="img"):
+    for path, probabilities, error in progress_bar(predictions, total=len(todo), desc="Relabelling", unit="img"):
         verdict = Verdict(path, UNREADABLE, current_label=_current_label(path, image_dir, labels_by_folder),
                           error=error or "")
         if error is not None:

@@ -9,9 +9,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ..errors import UserError
+from ..progress import progress_bar
 from ..files import file_digest
 
 CHUNK_BYTES = 1 << 20
@@ -35,7 +34,7 @@ def download(url: str, destination: Path, timeout: float = 30.0) -> None:
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"Downloading {destination.name}") as bar:
+            with progress_bar(total=total, unit="B", unit_scale=True, desc=f"Downloading {destination.name}") as bar:
                 for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
                     out.write(chunk)
                     bar.update(len(chunk))

@@ -25,12 +25,12 @@ from apache_beam.portability.api import beam_provision_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.runners.portability.portable_runner import JobServiceHandle
 from apache_beam.runners.runner import PipelineRunner
-from tqdm import tqdm
 
 from ..models.architectures import ArchitectureSpec
 from .beam_extract import METRICS_NAMESPACE, ExtractJob, build_pipeline, is_local
 from ..cache.store import BottleneckCache
 from ..errors import Log, UserError
+from ..progress import progress_bar
 from ..data.images import IMAGE_EXTENSIONS, is_image_file
 
 # No --runner: Beam's FnApiRunner with one worker process per core, workers logging errors only. Beam 2.77's
@@ -177,7 +177,7 @@ class _progress:
 
     def __enter__(self) -> "_progress":
         if self.folder is not None:
-            self.bar = tqdm(desc="Computing bottlenecks", unit="img")
+            self.bar = progress_bar(desc="Computing bottlenecks", unit="img")
             self.thread = threading.Thread(target=self._watch, daemon=True)
             self.thread.start()
         return self

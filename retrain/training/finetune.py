@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
-from tqdm import tqdm
 
 from ..models.cut import TrainableTop
 from .early_stopping import EarlyStopping, loss_and_accuracy
 from ..errors import Log, UserError
+from ..progress import progress_bar
 from ..cache.rows import FeatureRows
 from .head import DenseLayer, Head, dense_logits
 from .optimizers import ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON
@@ -49,8 +49,8 @@ def pooled_features(top: TrainableTop, rows: np.ndarray | FeatureRows, desc: str
     import tensorflow as tf
     forward = top.compiled_features
     chunks = []
-    for start in tqdm(range(0, len(rows), PREDICT_BATCH), desc=desc or "Running the top blocks", unit="batch",
-                      disable=not desc):
+    for start in progress_bar(range(0, len(rows), PREDICT_BATCH), desc=desc or "Running the top blocks",
+                              unit="batch", disable=not desc):
         chunks.append(forward(tf.constant(rows[start:start + PREDICT_BATCH])).numpy())
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 
