@@ -1,9 +1,10 @@
-# The two set-up commands of the README. Both work offline given the package
-# registries: the default backbone and example photos are in this repository.
+# The two set-up commands of the README (and make lint). Both work offline given the package
+# registries: the default backbone and example photos are in this repository. Every command runs
+# through $(PYTHON), so `make test PYTHON=venv/bin/python` installs into and tests that virtualenv.
 PYTHON ?= python3
 DEMO_OUT ?= /tmp/retrain_demo
 
-.PHONY: install demo test
+.PHONY: install demo test lint
 
 install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test,beam]'
@@ -17,3 +18,6 @@ demo: install
 
 test: install
 	$(PYTHON) -m pytest -q
+
+lint: install
+	$(PYTHON) -m ruff check .
