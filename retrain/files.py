@@ -1,10 +1,11 @@
 """File helpers every stage shares: crash-safe writes, digests and content keys,
-writability checks, and the project-relative default folders."""
+writability checks, and the default folders (beside a checkout, or in the user's cache when installed)."""
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
+import sysconfig
 import tempfile
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
@@ -13,8 +14,16 @@ from typing import IO, Iterator, Sequence
 from .errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_DIR = PROJECT_ROOT / "models"
-DEFAULT_BOTTLENECK_DIR = PROJECT_ROOT / "bottlenecks"
+# A checkout (or an editable install) keeps downloads and the cache beside the project, as the README says. An
+# installed package sits in site-packages, so they go to the user's cache folder instead, and the bundled MobileNet,
+# installed as data files (setup.cfg), is found where pip put them: the environment's or the user's share/retrain.
+IS_CHECKOUT = (PROJECT_ROOT / "setup.cfg").is_file()
+USER_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "retrain"
+DEFAULT_MODEL_DIR = (PROJECT_ROOT if IS_CHECKOUT else USER_CACHE_DIR) / "models"
+DEFAULT_BOTTLENECK_DIR = (PROJECT_ROOT if IS_CHECKOUT else USER_CACHE_DIR) / "bottlenecks"
+BUNDLED_MODEL_DIRS = () if IS_CHECKOUT else tuple(
+    Path(sysconfig.get_path("data", scheme)) / "share" / "retrain" / "models"
+    for scheme in (sysconfig.get_default_scheme(), sysconfig.get_preferred_scheme("user")))
 PLOT_FORMATS = ("png", "pdf", "svg")
 
 # Read once at import: os.umask can only be read by setting it, which is not thread-safe later on.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..progress import progress_bar
-from ..files import file_digest
+from ..files import BUNDLED_MODEL_DIRS, file_digest
 
 CHUNK_BYTES = 1 << 20
 
@@ -67,11 +67,15 @@ def ensure_model_file(url: str, model_dir: Path, model_file: str, archive_member
                       file_hash: str = "") -> Path:
     """Path of ``model_dir/model_file``, downloading (and unpacking) it first if missing.
 
-    With the file already there nothing touches the network, so this works
+    With the file already there, or bundled with an installed package
+    (``BUNDLED_MODEL_DIRS``), nothing touches the network, so this works
     offline. Without it and without a network, the error says what to place
     where.
     """
     target = model_dir / model_file
+    if not target.is_file():
+        target = next((folder / model_file for folder in BUNDLED_MODEL_DIRS if (folder / model_file).is_file()),
+                      target)
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         what = f"extract {archive_member} from {url}" if archive_member else f"download {url}"
