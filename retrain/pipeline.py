@@ -11,74 +11,74 @@ from __future__ import annotations
 import gc
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 
-from .models.architectures import ArchitectureSpec
+from .models.architectures import ArchitectureSpec, get_architecture, tfhub_spec
 from .cache.views import augmentation_for, get_views, with_views
 from .models.backbones import TRUST_GRAPH_WARNING, Backbone, load_backbone
 from .training.batches import bottleneck_batches
-from .cache.bottlenecks import DEFAULT_BATCH_SIZE, Bottlenecks, check_batch_size, get_bottlenecks
-from .cache.store import DEFAULT_MEMORY_BUDGET_GB, FLOAT16_BYTES, BottleneckCache, rounding_error
+from .cache.bottlenecks import Bottlenecks, check_batch_size, get_bottlenecks
+from .cache.store import FLOAT16_BYTES, BottleneckCache, rounding_error
 from .training.class_balance import imbalance_warning
 from .data.distortions import Distortions
 from .errors import Log, UserError
 from .models.cut import cut_backbone, cut_tensor
 from .export.deploy import check_export_options, check_exports, check_images, write_tflite_model
 from .export.frozen_graph import export_frozen_graph, saved_model_from_graph, sidecar_for, write_labels
-from .export.check import DEFAULT_EXPORT_CHECK_SAMPLES, CheckImages
-from .files import (DEFAULT_BOTTLENECK_DIR, DEFAULT_MODEL_DIR, check_plot_path, check_writable_file,
-                    check_writable_folder)
+from .export.check import CheckImages
+from .files import check_plot_path, check_writable_file, check_writable_folder
 from .training.finetune import FineTuneConfig, fine_tune, pooled_features
 from .freed_memory import return_freed_memory
 from .explain.gradcam import GradCam
-from .graph_contract import FINAL_TENSOR_NAME, Sidecar, sidecar_path
+from .graph_contract import Sidecar, sidecar_path
 from .training.head import EvalPoint, Head, TrainingConfig, train_head
 from .explain.history_plot import plot_history
 from .explain.html_report import ReportText, ScoredImage, check_report_folder, scored_images, write_html_report
 from .data.images import SPLITS, labels_of, split_images, split_summary
 from .metrics import ClassificationReport
+from .options import build, checked_values, default
 from .models.model_file import FROZEN_GRAPH, SAVED_MODEL, model_size
-from .data.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS, validate_max_megapixels
+from .data.pixel_budget import validate_max_megapixels
 from .training.splits import SplitData, check_training_data, evaluate_test_set, split_data
 from .training.summaries import TrainingSummaries, progress_printer
-from .export.tflite import DEFAULT_QUANTIZE_SAMPLES, FLOAT_IO, NO_QUANTIZATION, check_calibration, tflite_name
+from .export.tflite import NO_QUANTIZATION, check_calibration, tflite_name
 
 
 @dataclass
 class RetrainOptions:
-    """Everything one retrain run needs; the CLI's flags and their defaults come from these fields."""
+    """Everything one retrain run needs; each field's default is its option's (``retrain.options``)."""
     image_dir: str
     architecture: ArchitectureSpec
-    output_graph: str = "/tmp/output_graph.pb"
-    output_labels: str = "/tmp/output_labels.txt"
-    summaries_dir: str = "/tmp/retrain_logs"
-    model_dir: str = str(DEFAULT_MODEL_DIR)
-    bottleneck_dir: str = str(DEFAULT_BOTTLENECK_DIR)
+    output_graph: str = default("output_graph")
+    output_labels: str = default("output_labels", "retrain")
+    summaries_dir: str = default("summaries_dir")
+    model_dir: str = default("model_dir")
+    bottleneck_dir: str = default("bottleneck_dir")
     training: TrainingConfig = field(default_factory=TrainingConfig)
-    testing_percentage: float = 10
-    validation_percentage: float = 10
-    test_batch_size: int = -1
-    print_misclassified_test_images: bool = False
-    final_tensor_name: str = FINAL_TENSOR_NAME
-    intermediate_output_graphs_dir: str = "/tmp/intermediate_graph/"
-    intermediate_store_frequency: int = 0
+    testing_percentage: float = default("testing_percentage")
+    validation_percentage: float = default("validation_percentage")
+    test_batch_size: int = default("test_batch_size")
+    print_misclassified_test_images: bool = default("print_misclassified_test_images")
+    final_tensor_name: str = default("final_tensor_name")
+    intermediate_output_graphs_dir: str = default("intermediate_output_graphs_dir")
+    intermediate_store_frequency: int = default("intermediate_store_frequency")
     distortions: Distortions = field(default_factory=Distortions)
-    saved_model_dir: str = ""
-    bottleneck_batch_size: int = DEFAULT_BATCH_SIZE
-    memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB
-    plot_history: str = ""
-    max_image_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS
-    trust_graph: bool = False
-    html: str = ""  # folder for the HTML report on the test split (with training curves); "" for none
+    saved_model_dir: str = default("saved_model_dir")
+    bottleneck_batch_size: int = default("bottleneck_batch_size")
+    memory_budget_gb: float = default("memory_budget_gb")
+    plot_history: str = default("plot_history")
+    max_image_megapixels: float = default("max_image_megapixels")
+    trust_graph: bool = default("trust_graph")
+    html: str = default("html")  # folder for the HTML report on the test split (with training curves); "" for none
     fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
-    augment_copies: int = 0
-    output_tflite: str = ""
-    quantize: str = NO_QUANTIZATION
-    quantize_samples: int = DEFAULT_QUANTIZE_SAMPLES
-    tflite_io: str = FLOAT_IO
-    export_check_samples: int = DEFAULT_EXPORT_CHECK_SAMPLES
-
+    augment_copies: int = default("augment_copies")
+    output_tflite: str = default("output_tflite")
+    quantize: str = default("quantize")
+    quantize_samples: int = default("quantize_samples")
+    tflite_io: str = default("tflite_io")
+    export_check_samples: int = default("export_check_samples")
     def __post_init__(self) -> None:
         validate_max_megapixels(self.max_image_megapixels)
         check_batch_size(self.bottleneck_batch_size)
@@ -90,6 +90,30 @@ class RetrainOptions:
         if self.test_batch_size < 1 and self.test_batch_size != -1:
             raise UserError(f"--test_batch_size must be at least 1, or -1 for the whole test set; "
                             f"got {self.test_batch_size}")
+
+
+def backbone_spec(values: Mapping[str, Any]) -> ArchitectureSpec:
+    """The registry row, or TF-Hub module, that the options architecture, tfhub_module and tfhub_image_size name."""
+    return (tfhub_spec(values["tfhub_module"], values["tfhub_image_size"]) if values["tfhub_module"]
+            else get_architecture(values["architecture"]))
+
+
+def retrain_options(values: Mapping[str, Any]) -> RetrainOptions:
+    """The options of one retrain run, from the retrain tool's option keywords (its flags without the dashes).
+
+    Args:
+        values: keyword -> value, e.g. ``{"image_dir": "photos", "how_many_training_steps": 500}``; every option
+            not given takes its default (``python -m scripts.retrain --help`` lists them).
+
+    Returns:
+        The nested ``RetrainOptions``, its own checks passed.
+
+    Raises:
+        UserError: an unknown keyword (with the closest option's name), a value of the wrong type, or one the
+            options' checks refuse.
+    """
+    checked = checked_values("retrain", values)
+    return build(RetrainOptions, "retrain", checked, architecture=backbone_spec(checked))
 
 
 @dataclass
@@ -323,4 +347,4 @@ def _write_test_report(options: RetrainOptions, labels: list[str], scored: list[
     log(f"Wrote HTML report {page}")
 
 
-__all__ = ["RetrainOptions", "RetrainResult", "run_retrain"]
+__all__ = ["RetrainOptions", "RetrainResult", "backbone_spec", "retrain_options", "run_retrain"]

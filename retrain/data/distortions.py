@@ -12,15 +12,16 @@ from pathlib import Path
 import numpy as np
 
 from .decode import load_rgb
+from ..options import default
 
 
 @dataclass(frozen=True)
 class Distortions:
     """Percentages as in Poets' flags; all zero/False means no distortion."""
-    flip_left_right: bool = False
-    random_crop: float = 0.0
-    random_scale: float = 0.0
-    random_brightness: float = 0.0
+    flip_left_right: bool = default("flip_left_right")
+    random_crop: float = default("random_crop")
+    random_scale: float = default("random_scale")
+    random_brightness: float = default("random_brightness")
 
     @property
     def enabled(self) -> bool:

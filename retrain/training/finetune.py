@@ -16,7 +16,8 @@ import numpy as np
 
 from ..models.cut import TrainableTop
 from .early_stopping import EarlyStopping, loss_and_accuracy
-from ..errors import Log, UserError
+from ..errors import Log, UserError, option_name, option_value
+from ..options import default
 from ..progress import progress_bar
 from ..cache.rows import FeatureRows
 from .head import DenseLayer, Head, dense_logits
@@ -28,10 +29,10 @@ PREDICT_BATCH = 64  # cut rows per forward pass when computing pooled features
 @dataclass
 class FineTuneConfig:
     """What ``--fine_tune_*`` set; ``blocks`` 0 trains only the new layer, as Poets did."""
-    blocks: int = 0
-    learning_rate: float = 2e-5
-    steps: int = 150
-    batch_size: int = 32
+    blocks: int = default("fine_tune_blocks")
+    learning_rate: float = default("fine_tune_learning_rate")
+    steps: int = default("fine_tune_steps")
+    batch_size: int = default("fine_tune_batch_size")
 
     def __post_init__(self) -> None:
         if self.blocks < 0:

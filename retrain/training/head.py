@@ -17,7 +17,8 @@ import numpy as np
 from .batches import BatchSource, sample_rows
 from .class_balance import CLASS_WEIGHTS, class_weights
 from .early_stopping import EarlyStopping, loss_and_accuracy
-from ..errors import Log, UserError
+from ..errors import Log, UserError, option_name, option_value
+from ..options import default
 from .head_step import StepOptions, head_step
 from .optimizers import OPTIMIZERS, SCHEDULES, Optimizer, learning_rate_at
 
@@ -92,20 +93,20 @@ class TrainingConfig:
     The defaults are Poets' head and loop: one softmax layer, plain SGD at
     0.01, 4000 steps; each other option is off until set.
     """
-    steps: int = 4000
-    learning_rate: float = 0.01
-    train_batch_size: int = 100
-    validation_batch_size: int = 100
-    eval_step_interval: int = 10
-    seed: int | None = None
-    hidden_units: int | None = None  # width of a Dense+ReLU layer before the softmax; None: Poets' linear head
-    dropout: float = 0.0
-    label_smoothing: float = 0.0
-    optimizer: str = "sgd"
-    learning_rate_schedule: str = "constant"
-    weight_decay: float = 0.0
-    class_weight: str = "none"
-    early_stopping_patience: int | None = None  # evaluations without a lower full-validation loss; None: off
+    steps: int = default("how_many_training_steps")
+    learning_rate: float = default("learning_rate", "retrain")
+    train_batch_size: int = default("train_batch_size")
+    validation_batch_size: int = default("validation_batch_size")
+    eval_step_interval: int = default("eval_step_interval")
+    seed: int | None = default("random_seed")
+    hidden_units: int | None = default("hidden_units")  # width of a Dense+ReLU layer before the softmax; None: Poets' linear head
+    dropout: float = default("dropout")
+    label_smoothing: float = default("label_smoothing")
+    optimizer: str = default("optimizer")
+    learning_rate_schedule: str = default("learning_rate_schedule")
+    weight_decay: float = default("weight_decay")
+    class_weight: str = default("class_weight")
+    early_stopping_patience: int | None = default("early_stopping_patience")  # evaluations without a lower full-validation loss; None: off
 
     def __post_init__(self) -> None:
         for flag, value in (("how_many_training_steps", self.steps), ("train_batch_size", self.train_batch_size),
