@@ -1,27 +1,23 @@
 """What every command-line script shares, so no script imports another.
 
 ``run_cli`` turns a ``UserError`` into one ``error: ...`` line and exit code 2
-(never a traceback); ``add_graph_arguments`` and ``load_labeler`` are the
-flags and loading of every tool that runs a retrained graph; ``default_of``
-reads a flag's default from the options dataclass it fills, so each default
-is written once, in the library.
+(never a traceback); ``add_options`` builds a tool's flags from the one
+declaration of every option, ``retrain.options``; ``load_labeler`` loads the
+graph the flags of a tool that runs one name.
 """
 from __future__ import annotations
 
 import argparse
 import atexit
-import dataclasses
 import gc
 import os
 import sys
-import typing
-from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, NoReturn, Sequence
 
-from retrain.models.architectures import DEFAULT_ARCHITECTURE, ArchitectureSpec, get_architecture, tfhub_spec
+from retrain.models.architectures import ARCHITECTURES
 from retrain.errors import (EXIT_EXPORT_MISMATCH, EXIT_INTERRUPTED, EXIT_USER_ERROR, ExportMismatch, UserError,
                             command_line_spelling)
-from retrain.graph_contract import Sidecar
-from retrain.data.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
+from retrain.options import options_of
 from retrain.quiet import silence_tensorflow_startup
 
 if TYPE_CHECKING:
@@ -55,117 +51,43 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     sys.exit(code or 0)
 
 
-def default_of(options_class: type, name: str) -> Any:
-    """The default of the dataclass field ``name``: where every flag's default is written.
+def add_options(parser: argparse.ArgumentParser, tool: str, choices: Mapping[str, Sequence[str]] | None = None) -> None:
+    """Add every option of ``tool`` in ``retrain.options`` to ``parser``, in its --help sections.
 
-    A float field's default comes back as a float even when written ``10``, so
-    the flag ``add_flags`` makes from it takes ``7.5``.
+    The help ends with the default unless it already speaks of it, there is
+    none to show, or the tool requires the option; an option whose default is
+    False is a switch; --architecture's help lists the registry's backbones.
+
+    Args:
+        parser: the tool's parser.
+        tool: the tool's name in the table (``"retrain"``).
+        choices: option name -> the values it takes, from the library's registry for them.
     """
-    for option in dataclasses.fields(options_class):
-        if option.name == name:
-            if option.default_factory is not dataclasses.MISSING:
-                return option.default_factory()
-            if typing.get_type_hints(options_class)[name] is float and option.default is not None:
-                return float(option.default)
-            return option.default
-    raise KeyError(f"{options_class.__name__} has no field {name}")
+    groups: dict[str, argparse._ActionsContainer] = {"": parser}
+    for option in options_of(tool):
+        group = groups.get(option.group) or groups.setdefault(option.group, parser.add_argument_group(option.group))
+        flag = f"--{option.name}"
+        if option.switch:
+            group.add_argument(flag, action="store_true", help=option.help)
+            continue
+        required = tool in option.required
+        help_text = option.help + (_backbone_names() if option.name == "architecture" else "")
+        if not (required or "default" in option.help or option.default in ("", None)):
+            help_text += " (default %(default)s)"
+        group.add_argument(flag, type=option.value_type, default=None if required else option.default,
+                           required=required, help=help_text, metavar=option.metavar, nargs=option.nargs,
+                           choices=(choices or {}).get(option.name))
 
 
-def add_flags(parser: argparse.ArgumentParser, groups: dict[str, dict[str, str]], defaults: dict[str, Any],
-              choices: dict[str, Sequence[str]] | None = None) -> None:
-    """Add ``{group title: {flag: help}}`` to ``parser``, each flag with its default from ``defaults``.
-
-    The type comes from the default (None means a whole number, as for a
-    seed), a default of False makes a switch, ``choices`` limits a flag's
-    values, and the help ends with the default unless it already speaks of it
-    or there is nothing to show.
-    """
-    for title, flags in groups.items():
-        group = parser.add_argument_group(title)
-        for flag, help_text in flags.items():
-            default = defaults[flag]
-            if default is False:
-                group.add_argument(flag, action="store_true", help=help_text)
-                continue
-            if "default" not in help_text and default not in ("", None):
-                help_text += " (default %(default)s)"
-            group.add_argument(flag, type=int if default is None else type(default), default=default, help=help_text,
-                               choices=(choices or {}).get(flag))
+_QUANTIZED = "_quantized"  # how the registry names a MobileNet's 8-bit twin
 
 
-# The flags every tool that decodes images or runs a graph has: retrain, label_image, relabel, evaluate.
-HOSTILE_INPUT_HELP = {
-    "--max_image_megapixels": "Skip, with a warning, any image whose header says it would decode to more "
-                              "pixels than this, so a decompression bomb cannot exhaust memory. JPEGs count the "
-                              "pixels decoded at reduced scale: 100+ megapixel photos work.",
-    "--trust_graph": "Run a graph (or TF-Hub module) even if it holds ops that do more than compute, such as "
-                     "reading or writing files or running Python. Only for models from a source you trust.",
-}
-HOSTILE_INPUT_DEFAULTS = {"--max_image_megapixels": DEFAULT_MAX_IMAGE_MEGAPIXELS, "--trust_graph": False}
-
-# The flags of every script that runs a backbone (retrain, extract_bottlenecks), read by ``backbone_spec``.
-BACKBONE_HELP = {
-    "--architecture": "Pretrained network to build on. mobilenet_<1.0|0.75|0.50|0.25>_<224|192|160|128>"
-                      "[_quantized] are small and fast; bigger ones (inception_v3, inception_v4, mobilenetv2, "
-                      "resnet50, vgg16) can be more accurate but are slower. --list_architectures shows all. "
-                      f"(default {DEFAULT_ARCHITECTURE}, bundled, works offline)",
-    "--tfhub_module": "Use a TF-Hub image feature-vector module instead of --architecture: a URL or the "
-                      "folder of a downloaded SavedModel. Images are fed as floats in [0, 1].",
-    "--tfhub_image_size": "Input height and width of the --tfhub_module.",
-    "--model_dir": "Where backbone files are downloaded to and looked for. A file "
-                   "already there is used without touching the network. "
-                   "(default: the project's models/)",
-}
-# The flags of every script that fills the bottleneck cache.
-BOTTLENECK_HELP = {
-    "--bottleneck_dir": "Where bottleneck vectors are cached, per architecture and image content: an edited "
-                        "image is recomputed, a renamed one is not. (default: the project's bottlenecks/)",
-    "--bottleneck_batch_size": "Images per backbone call while computing bottlenecks. (default %(default)s; "
-                               "32 was slower for MobileNet on a 2-core CPU, see benchmarks/README.md)",
-}
-
-
-def backbone_spec(args: argparse.Namespace) -> ArchitectureSpec:
-    """The registry row (or TF-Hub module) that ``BACKBONE_HELP``'s flags name."""
-    return tfhub_spec(args.tfhub_module, args.tfhub_image_size) if args.tfhub_module else \
-        get_architecture(args.architecture)
-
-
-def add_graph_arguments(parser: argparse.ArgumentParser, graph_required: bool = True, labels_images: bool = True) -> None:
-    """--graph, --labels, the input overrides a Poets graph needs and the hostile-input flags.
-
-    A tool that runs a graph without labelling images (``labels_images``
-    False: visualize_filters) gets neither --labels nor the pixel budget.
-    """
-    poets = Sidecar()  # what a graph without a sidecar is assumed to take: Poets' label_image defaults
-    parser.add_argument("--graph", required=graph_required,
-                        help="Model to use: a frozen graph (.pb, e.g. the --output_graph of retrain), a SavedModel "
-                             "folder or a .tflite file, told apart by content.")
-    if labels_images:
-        parser.add_argument("--labels", default=None,
-                            help="Labels file, one per line. Optional when the graph has its JSON sidecar.")
-    override = parser.add_argument_group("graph input (read from the sidecar when present; Poets' defaults otherwise)")
-    override.add_argument("--input_layer", default=None, help=f"Input tensor name. (Poets default: {poets.input_layer})")
-    override.add_argument("--output_layer", default=None,
-                          help=f"Output tensor name. (Poets default: {poets.output_layer})")
-    override.add_argument("--input_height", type=int, default=None,
-                          help=f"Input height. (Poets default: {poets.input_height})")
-    override.add_argument("--input_width", type=int, default=None,
-                          help=f"Input width. (Poets default: {poets.input_width})")
-    override.add_argument("--input_mean", type=float, default=None,
-                          help=f"Subtracted from each pixel value. (Poets default: {poets.input_mean:g})")
-    override.add_argument("--input_std", type=float, default=None,
-                          help=f"Pixel values are divided by this after the mean. (Poets default: {poets.input_std:g})")
-    hostile = HOSTILE_INPUT_HELP if labels_images else {"--trust_graph": HOSTILE_INPUT_HELP["--trust_graph"]}
-    add_flags(parser, {"hostile inputs": hostile}, HOSTILE_INPUT_DEFAULTS)
-
-
-def add_gradcam_layer_argument(parser: argparse.ArgumentParser) -> None:
-    """--gradcam_layer, for every tool that draws Grad-CAM maps."""
-    parser.add_argument("--gradcam_layer", default=None,
-                        help="Convolutional layer Grad-CAM explains: a block name of the graph's backbone or a "
-                             "tensor name. (default: the backbone's last block; for a graph without sidecar, the "
-                             "last tensor with a spatial map before the output)")
+def _backbone_names() -> str:
+    """The registry's backbone names, a quantized twin folded into its float row: `` One of: a[_quantized], b.``"""
+    names = [name for name in ARCHITECTURES if not (name.endswith(_QUANTIZED) and name[:-len(_QUANTIZED)] in
+                                                    ARCHITECTURES)]
+    return " One of: " + ", ".join(name + (f"[{_QUANTIZED}]" if name + _QUANTIZED in ARCHITECTURES else "")
+                                   for name in names) + "."
 
 
 def load_gradcam(args: argparse.Namespace, labeler: GraphLabeler) -> GradCam:
@@ -185,7 +107,7 @@ def warn_if_trusted(args: argparse.Namespace, graph: str | os.PathLike) -> None:
 
 
 def load_labeler(args: argparse.Namespace) -> GraphLabeler:
-    """The GraphLabeler the flags of ``add_graph_arguments`` describe (imports TensorFlow)."""
+    """The GraphLabeler the graph options (--graph, --labels, --input_layer, ...) describe (imports TensorFlow)."""
     from retrain.label.labeler import GraphLabeler
     warn_if_trusted(args, args.graph)
     return GraphLabeler(args.graph, args.labels, trust_graph=args.trust_graph,

@@ -17,22 +17,14 @@ import argparse
 import sys
 from typing import Sequence
 
-from retrain.label.labeler import LABEL_BATCH_SIZE
-from retrain.cli.common import add_graph_arguments, add_gradcam_layer_argument, load_gradcam, load_labeler, run_cli
+from retrain.cli.common import add_options, load_gradcam, load_labeler, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """evaluate's flags: every option of "evaluate" in ``retrain.options``."""
     parser = argparse.ArgumentParser(prog="python -m scripts.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_graph_arguments(parser)
-    parser.add_argument("--image_dir", required=True, help="Folder with one sub-folder of images per class.")
-    parser.add_argument("--plot", default=None, metavar="FILE.png",
-                        help="Also save the confusion matrix and per-class bars here (.png, .pdf or .svg).")
-    parser.add_argument("--html", default=None, metavar="DIR",
-                        help="Also write an HTML report here: index.html plus thumbnails, opens from disk.")
-    add_gradcam_layer_argument(parser)
-    parser.add_argument("--batch_size", type=int, default=LABEL_BATCH_SIZE,
-                        help="Images per batch through the graph. (default %(default)s)")
+    add_options(parser, "evaluate")
     return parser
 
 

@@ -19,38 +19,16 @@ from typing import Sequence
 
 from retrain.export.deploy import ExportRequest, export_model
 from retrain.export.tflite import QUANTIZE_MODES, TFLITE_IO_TYPES
-from retrain.cli.common import add_flags, add_graph_arguments, default_of, load_labeler, run_cli
+from retrain.cli.common import add_options, load_labeler, run_cli
 
 TARGETS = ("tflite", "saved_model")
 
 
-# Flag -> what it is for; each flag's default is the ``ExportRequest`` field of the same name.
-HELP = {
-    "conversion": {
-        "--output_labels": "Where to write the labels file. (default: --output with the suffix .txt)",
-        "--image_dir": "Labelled images (one sub-folder per class) to check the written file against the source "
-                       "graph on, and to calibrate --quantize int8 with.",
-        "--quantize": "TFLite only. float16 halves the size; dynamic stores weights as int8 (a quarter); int8 runs "
-                      "fully in integers, calibrated on --image_dir.",
-        "--quantize_samples": "Images from --image_dir used to calibrate int8.",
-        "--tflite_io": "Input and output type of an int8 model; uint8 for microcontrollers and Edge TPU, quantised "
-                       "with the tensors' own scale and zero point.",
-        "--export_check_samples": "Images from --image_dir the written file is checked on.",
-    },
-}
-DEFAULTS = {flag: default_of(ExportRequest, flag[2:]) for flag in HELP["conversion"]}
-CHOICES = {"--quantize": QUANTIZE_MODES, "--tflite_io": TFLITE_IO_TYPES}
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """export's flags: every option of "export" in ``retrain.options``, the formats from the library's lists."""
     parser = argparse.ArgumentParser(prog="python -m scripts.export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_graph_arguments(parser)
-    parser.add_argument("--to", required=True, choices=TARGETS, help="The format to write.")
-    parser.add_argument("--output", required=True,
-                        help="The .tflite file or SavedModel folder to write. Its sidecar (.json) and labels file "
-                             "(.txt, unless --output_labels) go beside it.")
-    add_flags(parser, HELP, DEFAULTS, CHOICES)
+    add_options(parser, "export", choices={"to": TARGETS, "quantize": QUANTIZE_MODES, "tflite_io": TFLITE_IO_TYPES})
     return parser
 
 

@@ -18,21 +18,14 @@ from typing import Sequence
 
 from retrain.errors import UserError
 from retrain.files import check_image_file
-from retrain.cli.common import add_graph_arguments, add_gradcam_layer_argument, load_gradcam, load_labeler, run_cli
+from retrain.cli.common import add_options, load_gradcam, load_labeler, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """label_image's flags: every option of "label_image" in ``retrain.options``."""
     parser = argparse.ArgumentParser(prog="python -m scripts.label_image", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_graph_arguments(parser)
-    parser.add_argument("--image", required=True, nargs="+", help="Image file(s) to label.")
-    parser.add_argument("--top_k", type=int, default=5, help="How many labels to print per image. (default 5)")
-    explain = parser.add_argument_group("Grad-CAM")
-    explain.add_argument("--gradcam", default=None, metavar="OUT.png",
-                         help="Write the image (one --image) with the Grad-CAM heatmap of its top label blended over "
-                              "it (.png or .jpg).")
-    explain.add_argument("--gradcam_label", default=None, help="Explain this label instead of the top one.")
-    add_gradcam_layer_argument(explain)
+    add_options(parser, "label_image")
     return parser
 
 

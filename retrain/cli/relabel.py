@@ -25,39 +25,14 @@ from typing import Sequence
 from retrain.label.journal import undo
 from retrain.label.relabel import (FAILED, MODES, PAST_TENSE, SORTED_EARLIER, UNREADABLE, RelabelOptions, check_options,
                              relabel)
-from retrain.cli.common import (add_graph_arguments, add_gradcam_layer_argument, default_of, load_gradcam, load_labeler,
-                          run_cli)
+from retrain.cli.common import add_options, load_gradcam, load_labeler, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """relabel's flags: every option of "relabel" in ``retrain.options``, --mode limited to the library's modes."""
     parser = argparse.ArgumentParser(prog="python -m scripts.relabel", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_graph_arguments(parser, graph_required=False)
-    parser.add_argument("--image_dir", default="", help="Folder of images to sort, searched recursively.")
-    parser.add_argument("--output_dir", default=None,
-                        help="Where the class folders go (one per label, plus _uncertain). Must be outside "
-                             "--image_dir's tree or a sub-folder of it, never --image_dir itself.")
-    parser.add_argument("--mode", choices=MODES, default=default_of(RelabelOptions, "mode"),
-                        help="copy, move or symlink each image; report only writes the CSV and changes nothing "
-                             "else. (default %(default)s)")
-    parser.add_argument("--min_confidence", type=float, default=default_of(RelabelOptions, "min_confidence"),
-                        help="Images whose top probability is below this go to _uncertain. (default %(default)s)")
-    parser.add_argument("--report", default=None,
-                        help="CSV report to write. (default <output_dir>/relabel_report.csv)")
-    parser.add_argument("--journal", default=None,
-                        help="Journal of file operations, for resuming and --undo. "
-                             "(default <output_dir>/relabel_journal.jsonl)")
-    parser.add_argument("--audit", action="store_true",
-                        help="Print the suspected mislabels: images whose class folder the model disagrees with, "
-                             "most confident first.")
-    parser.add_argument("--html", default=None, metavar="DIR",
-                        help="Also write the audit as an HTML report here (index.html plus thumbnails, opens from "
-                             "disk): the images whose folder differs from the prediction, with Grad-CAM.")
-    add_gradcam_layer_argument(parser)
-    parser.add_argument("--batch_size", type=int, default=default_of(RelabelOptions, "batch_size"),
-                        help="Images per batch through the graph. (default %(default)s)")
-    parser.add_argument("--undo", metavar="JOURNAL", default=None,
-                        help="Reverse every operation in this journal (newest first) and exit; needs no graph.")
+    add_options(parser, "relabel", choices={"mode": MODES})
     return parser
 
 

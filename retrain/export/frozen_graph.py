@@ -9,9 +9,12 @@ temporary name and renamed, so a crash never leaves a half-written output.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from ..models.backbones import Backbone, load_graph_def, prune_graph
 from ..errors import UserError
@@ -98,24 +101,38 @@ def saved_model_from_graph(graph: str | os.PathLike, contract: Sidecar, director
 
 
 def write_saved_model(serve: Callable, directory: str | os.PathLike) -> None:
-    """Save the ``tf.function`` ``serve`` as a SavedModel's ``serving_default`` signature.
+    """Save the ``tf.function`` ``serve`` as a SavedModel's ``serving_default`` signature, atomically.
 
-    Written to a temporary folder and renamed, so a crash leaves no half
-    model; an existing folder that is not a SavedModel is refused, not replaced.
+    Args:
+        serve: the function to save; its input signature is the SavedModel's.
+        directory: where the SavedModel goes (see ``saved_model_folder``).
     """
-    import shutil
-    import tempfile
+    with saved_model_folder(directory) as staging:
+        import tensorflow as tf
+        module = tf.Module()
+        module.serve = serve
+        tf.saved_model.save(module, str(staging), signatures={SERVING_SIGNATURE: serve})
 
-    import tensorflow as tf
+
+@contextlib.contextmanager
+def saved_model_folder(directory: str | os.PathLike) -> Iterator[Path]:
+    """A temporary folder beside ``directory`` to write a SavedModel in, renamed to ``directory`` when done.
+
+    A crash leaves no half model; an existing folder that is not a SavedModel is refused, not replaced.
+
+    Args:
+        directory: where the SavedModel goes.
+
+    Returns:
+        A context manager giving the temporary folder to fill.
+    """
     directory = Path(directory)
     if directory.is_dir() and any(directory.iterdir()) and not (directory / "saved_model.pb").exists():
         raise UserError(f"{directory} exists and is not a SavedModel; choose a new or empty folder")
     directory.parent.mkdir(parents=True, exist_ok=True)
-    module = tf.Module()
-    module.serve = serve
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
-        tf.saved_model.save(module, str(staging), signatures={SERVING_SIGNATURE: serve})
+        yield staging
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(staging, directory)
