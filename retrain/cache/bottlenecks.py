@@ -18,6 +18,7 @@ import numpy as np
 
 from .store import DEFAULT_MEMORY_BUDGET_GB, KEY_DTYPE, BottleneckCache
 from .rows import FeatureRows
+from ..options import default
 from ..data.decode import decoded_batches
 from ..errors import Log, UserError
 from ..progress import progress_bar
@@ -27,7 +28,7 @@ from ..data.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
 FLUSH_EVERY_IMAGES = 512
 FLUSH_EVERY_SECONDS = 30.0
 # Images per backbone call; 32 was slower for MobileNet on a 2-core CPU (benchmarks/README.md).
-DEFAULT_BATCH_SIZE = 16
+DEFAULT_BATCH_SIZE = default("bottleneck_batch_size")
 
 
 def check_batch_size(batch_size: int) -> None:

@@ -39,12 +39,13 @@ from ..errors import Log
 from .rows import FeatureRows, rows_per_read, within_budget
 from ..files import atomic_write, digest_rest, remove_quietly
 from ..freed_memory import return_freed_memory
+from ..options import default
 
 KEY_DTYPE = "S40"
 MERGE_WHEN_SHARDS_EXCEED = 8
 FLOAT16_MAX = 60000.0
 FLOAT16_BYTES = 2  # per stored value: what a run's cache takes on disk
-DEFAULT_MEMORY_BUDGET_GB = 4.0
+DEFAULT_MEMORY_BUDGET_GB = default("memory_budget_gb")
 # A shard's first bytes (an HDF5 user block, which HDF5 skips) hold the SHA-256 of the rest of the file.
 SHARD_HEADER_BYTES = 512
 SHARD_MAGIC = b"retrain shard sha256 "

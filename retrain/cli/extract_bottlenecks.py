@@ -14,26 +14,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from functools import partial
 from types import ModuleType
 from typing import Sequence
 
-from retrain.models.architectures import DEFAULT_ARCHITECTURE, HUB_IMAGE_SIZE
 from retrain.errors import UserError
 from retrain.files import check_writable_folder
-from retrain.cli.common import (BACKBONE_HELP, BOTTLENECK_HELP, HOSTILE_INPUT_HELP, add_flags, backbone_spec, default_of,
-                          run_cli)
-
-HELP = {
-    "images": {
-        "--image_dir": "Folder of images, searched recursively: a local path, or gs://, s3://... where Beam's "
-                       "extras for them are installed. Class sub-folders as for retrain, or any layout.",
-    },
-    "backbone": BACKBONE_HELP,
-    "bottleneck cache": BOTTLENECK_HELP,
-    "hostile inputs": HOSTILE_INPUT_HELP,
-}
-
+from retrain.pipeline import backbone_spec
+from retrain.cli.common import add_options, run_cli
 
 def beam_modules() -> tuple[ModuleType, ModuleType]:
     """``retrain.scale.beam_extract`` and ``retrain.scale.beam_launch``; a one-line error when the Beam extra is missing."""
@@ -51,25 +38,21 @@ def beam_modules() -> tuple[ModuleType, ModuleType]:
     return beam_extract, beam_launch
 
 
-def build_parser(beam_extract: ModuleType) -> argparse.ArgumentParser:
-    job = partial(default_of, beam_extract.ExtractJob)
-    defaults = {"--image_dir": "", "--architecture": DEFAULT_ARCHITECTURE, "--tfhub_module": "",
-                "--tfhub_image_size": HUB_IMAGE_SIZE, "--model_dir": job("model_dir"),
-                "--bottleneck_dir": job("bottleneck_dir"), "--bottleneck_batch_size": job("bottleneck_batch_size"),
-                "--max_image_megapixels": job("max_image_megapixels"), "--trust_graph": job("trust_graph")}
+def build_parser() -> argparse.ArgumentParser:
+    """extract_bottlenecks' flags: every option of "extract_bottlenecks" in ``retrain.options``; the rest go to Beam."""
     parser = argparse.ArgumentParser(prog="python -m scripts.extract_bottlenecks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Any other option (--runner, --project, --num_workers, ...) goes to Beam.")
-    add_flags(parser, HELP, defaults)
+    add_options(parser, "extract_bottlenecks")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     beam_extract, beam_launch = beam_modules()
-    args, beam_args = build_parser(beam_extract).parse_known_args(argv)
+    args, beam_args = build_parser().parse_known_args(argv)
     if not args.image_dir:
         raise UserError("no --image_dir given; point it at a folder of images")
-    spec = backbone_spec(args)
+    spec = backbone_spec(vars(args))
     beam_launch.check_image_dir(args.image_dir)
     if beam_extract.is_local(args.bottleneck_dir):
         check_writable_folder(args.bottleneck_dir, "--bottleneck_dir")

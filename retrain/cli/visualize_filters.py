@@ -14,47 +14,21 @@ tensor name of the graph.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
-from functools import partial
 from pathlib import Path
 from typing import Mapping, NamedTuple, Sequence
 
 from retrain.errors import UserError
 from retrain.explain.filters import FilterOptions, parse_filters
-from retrain.files import DEFAULT_MODEL_DIR, check_image_file
-from retrain.cli.common import add_flags, add_graph_arguments, default_of, run_cli, warn_if_trusted
-
-option = partial(default_of, FilterOptions)
-# Each tuning flag's default is its FilterOptions field's default, written once in the library.
-TUNING = {"--steps": "steps", "--learning_rate": "learning_rate", "--jitter": "jitter", "--lp_norm": "lp_norm",
-          "--lp_weight": "lp_weight", "--tv_weight": "tv_weight", "--octaves": "octaves",
-          "--octave_scale": "octave_scale", "--seed": "seed"}
-HELP = {"optimisation (pixels scaled to [-1, 1]; penalty weights relative to a unit ascent step)": {
-    "--steps": "Gradient ascent steps.",
-    "--learning_rate": "Step size.",
-    "--jitter": "Random shift in pixels at each step.",
-    "--lp_norm": "p of the Lp-norm penalty on pixel values.",
-    "--lp_weight": "Weight of the Lp-norm penalty; 0 turns it off.",
-    "--tv_weight": "Weight of the total-variation penalty; 0 turns it off.",
-    "--octaves": "Multi-scale steps: optimise a smaller image first, then enlarge it.",
-    "--octave_scale": "Size ratio between octaves.",
-    "--seed": "Seed of the starting noise and the jitter.",
-}}
-
+from retrain.files import check_image_file
+from retrain.cli.common import add_options, run_cli, warn_if_trusted
 
 def build_parser() -> argparse.ArgumentParser:
+    """visualize_filters' flags: every option of "visualize_filters" in ``retrain.options``."""
     parser = argparse.ArgumentParser(prog="python -m scripts.visualize_filters", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--architecture", default=None,
-                        help="A backbone of the registry (frozen-graph ones: MobileNet, Inception v4).")
-    parser.add_argument("--model_dir", default=str(DEFAULT_MODEL_DIR),
-                        help="Where --architecture's file is (downloaded there if missing). (default: models/)")
-    add_graph_arguments(parser, graph_required=False, labels_images=False)
-    parser.add_argument("--layer", default=None,
-                        help="Block name (wrong ones list the valid ones) or tensor name. (default: the last block)")
-    parser.add_argument("--filters", default="0-15", help="Filters to show: 0-15, 3,7,9 or 0-3,8. (default 0-15)")
-    parser.add_argument("--output", default="filters.png", help="The grid image, .png or .jpg. (default filters.png)")
-    add_flags(parser, HELP, {flag: option(name) for flag, name in TUNING.items()})
+    add_options(parser, "visualize_filters")
     return parser
 
 
@@ -65,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("pass exactly one of --architecture and --graph")
     filters = parse_filters(args.filters)
     check_image_file(args.output, "--output")  # before TensorFlow's slow start-up
-    options = FilterOptions(**{name: getattr(args, flag[2:]) for flag, name in TUNING.items()})
+    options = FilterOptions(**{field.name: getattr(args, field.name) for field in dataclasses.fields(FilterOptions)})
     from retrain.explain.conv_layers import resolve_layer
     from retrain.explain.filters import FilterVisualizer, save_grid
     from retrain.explain.imported_graph import ImportedGraph

@@ -20,7 +20,7 @@ from ..errors import UserError
 
 # Fits legitimate non-JPEG images (an 8K screenshot is 33 MP, an A4 page scanned at 600 dpi 35 MP) while
 # one decode stays within about 1 GB even at the worst case measured (16-bit or alpha: ~25 bytes a pixel).
-DEFAULT_MAX_IMAGE_MEGAPIXELS = 40.0
+DEFAULT_MAX_IMAGE_MEGAPIXELS = default("max_image_megapixels")
 FLAG = "--max_image_megapixels"
 # The formats we promise to read. Pillow recognises ~40 more by content, whatever the file's name, some
 # through outside programs (Ghostscript for PostScript): a scraped "photo.jpg" must not reach those.

@@ -22,12 +22,13 @@ from ..models.backbones import normalize_pixels
 from ..errors import UserError
 from ..files import atomic_write
 from ..graph_contract import Sidecar
+from ..options import default
 from ..quiet import native_output_hidden
 
 NO_QUANTIZATION, FLOAT_IO = "none", "float"  # the defaults: a float model with float input and output
 QUANTIZE_MODES = (NO_QUANTIZATION, "float16", "dynamic", "int8")
 TFLITE_IO_TYPES = (FLOAT_IO, "uint8")
-DEFAULT_QUANTIZE_SAMPLES = 300
+DEFAULT_QUANTIZE_SAMPLES = default("quantize_samples")
 MIN_CALIBRATION_IMAGES = 10  # fewer cannot estimate activation ranges; int8 accuracy would collapse
 
 
