@@ -24,10 +24,9 @@ from ..data.distortions import Distortions, distort_image
 from ..errors import Log, UserError
 from .rows import FeatureRows
 from ..files import hash_files
+from ..options import DISTORTION_FLAG_COPIES
 from ..data.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
 
-# Views per training image when only Poets' distortion flags are given (they used to mean per-step distortion).
-DISTORTION_FLAG_COPIES = 4
 # Distortions for --augment_copies when no distortion flag is given: mild, as Poets' README suggested.
 DEFAULT_AUGMENT_DISTORTIONS = Distortions(flip_left_right=True, random_crop=10, random_scale=10,
                                           random_brightness=10)

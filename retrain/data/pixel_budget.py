@@ -17,6 +17,7 @@ from typing import Iterator
 from PIL import Image
 
 from ..errors import UserError
+from ..options import default
 
 # Fits legitimate non-JPEG images (an 8K screenshot is 33 MP, an A4 page scanned at 600 dpi 35 MP) while
 # one decode stays within about 1 GB even at the worst case measured (16-bit or alpha: ~25 bytes a pixel).

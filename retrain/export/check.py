@@ -21,8 +21,9 @@ from ..data.decode import LABEL_BATCH_SIZE
 from ..errors import ExportMismatch
 from ..label.labeler import GraphLabeler
 from ..models.model_file import model_size
+from ..options import default
 
-DEFAULT_EXPORT_CHECK_SAMPLES = 200
+DEFAULT_EXPORT_CHECK_SAMPLES = default("export_check_samples")
 TIE = 1e-5  # top-1 classes closer than this in the reference are a tie: either answer agrees
 
 

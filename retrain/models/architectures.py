@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from ..options import default
 from ..errors import UserError
 
 POETS_DOWNLOADS = "https://storage.googleapis.com/download.tensorflow.org/models/"
@@ -26,7 +27,7 @@ TFLITE_ZOO = "https://storage.googleapis.com/download.tensorflow.org/models/tfli
 
 # TF-Hub's image convention: float pixels in [0, 1], 224x224 unless the module says otherwise.
 HUB_MEAN, HUB_STD = 0.0, 255.0
-HUB_IMAGE_SIZE = 224
+HUB_IMAGE_SIZE = default("tfhub_image_size")
 # TF-slim networks (MobileNet, Inception v4): pixels in [-1, 1].
 SLIM_MEAN, SLIM_STD = 127.5, 127.5
 
@@ -210,7 +211,7 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {spec.name: spec for spec in [
                        block_cuts=RESNET50_CUTS),
 ]}
 
-DEFAULT_ARCHITECTURE = "mobilenet_1.0_224"
+DEFAULT_ARCHITECTURE = default("architecture", "retrain")
 
 
 def tfhub_spec(handle: str, input_size: int = HUB_IMAGE_SIZE) -> ArchitectureSpec:
