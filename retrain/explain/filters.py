@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw
 from ..models.backbones import normalize_pixels
 from ..errors import UserError
 from ..files import write_image
+from ..options import default
 from .imported_graph import ImportedGraph
 
 RECTIFIERS = ("Relu", "Relu6")
@@ -37,15 +38,15 @@ class FilterOptions:
     times the filter's normalised gradient minus the penalties' gradients
     (weights relative to that unit step).
     """
-    steps: int = 60
-    learning_rate: float = 0.05
-    jitter: int = 4  # pixels of random shift per step
-    lp_norm: float = 6.0
-    lp_weight: float = 0.05
-    tv_weight: float = 0.25
-    octaves: int = 1  # >1: start at 1/octave_scale^(octaves-1) of the size and enlarge between octaves
-    octave_scale: float = 1.4
-    seed: int = 0
+    steps: int = default("steps")
+    learning_rate: float = default("learning_rate", "visualize_filters")
+    jitter: int = default("jitter")  # pixels of random shift per step
+    lp_norm: float = default("lp_norm")
+    lp_weight: float = default("lp_weight")
+    tv_weight: float = default("tv_weight")
+    octaves: int = default("octaves")  # >1: start at 1/octave_scale^(octaves-1) of the size and enlarge between octaves
+    octave_scale: float = default("octave_scale")
+    seed: int = default("seed")
 
     def __post_init__(self) -> None:
         for flag, value in (("steps", self.steps), ("octaves", self.octaves)):

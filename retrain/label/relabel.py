@@ -26,10 +26,11 @@ import numpy as np
 
 from ..errors import Log, UserError
 from ..progress import progress_bar
+from ..options import default
 from ..files import atomic_write, content_key
 from ..data.images import iter_image_files, label_for_folder
 from .journal import JOURNAL_NAME, Journal
-from .labeler import LABEL_BATCH_SIZE, REPORT_TOP_K, GraphLabeler
+from .labeler import REPORT_TOP_K, GraphLabeler
 from .placement import candidate_names, folder_for_label, holds_content, place_file
 
 MODES = ("copy", "move", "symlink", "report")
@@ -88,9 +89,9 @@ class RelabelOptions:
     """One relabel run; the CLI flags map onto these one to one."""
     image_dir: str
     output_dir: str | None = None
-    mode: str = "copy"
-    min_confidence: float = 0.5
-    batch_size: int = LABEL_BATCH_SIZE
+    mode: str = default("mode")
+    min_confidence: float = default("min_confidence")
+    batch_size: int = default("batch_size")
     report_path: str | None = None  # default: <output_dir>/relabel_report.csv
     journal_path: str | None = None  # default: <output_dir>/relabel_journal.jsonl
 
