@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args, beam_args = build_parser().parse_known_args(argv)  # first, so --help works without the Beam extra
     beam_extract, beam_launch = beam_modules()
-    args, beam_args = build_parser().parse_known_args(argv)
     if not args.image_dir:
         raise UserError("no --image_dir given; point it at a folder of images")
     spec = backbone_spec(vars(args))
