@@ -7,10 +7,11 @@ from tests.test_cli import run_script
 
 
 def test_a_fractional_percentage_is_accepted():
-    from retrain.cli.retrain import build_parser, options_from_args
+    from retrain.cli.retrain import build_parser
+    from retrain.pipeline import retrain_options
     args = build_parser().parse_args(["--image_dir", "x", "--testing_percentage", "7.5",
                                       "--validation_percentage", "12.5"])
-    options = options_from_args(args)
+    options = retrain_options(vars(args))
     assert (options.testing_percentage, options.validation_percentage) == (7.5, 12.5)
 
 
