@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 from typing import Callable, Iterator
 
 EXIT_USER_ERROR = 2
@@ -29,7 +30,7 @@ _COMMAND_LINE_SPELLING: contextvars.ContextVar[bool] = contextvars.ContextVar("c
 
 @contextlib.contextmanager
 def command_line_spelling() -> Iterator[None]:
-    """Within this block ``option_name`` and ``option_value`` spell options as command-line flags."""
+    """Within this block the helpers below spell options as command-line flags (``run_cli`` holds it)."""
     token = _COMMAND_LINE_SPELLING.set(True)
     try:
         yield
@@ -46,20 +47,45 @@ def option_name(name: str) -> str:
     Returns:
         ``"--how_many_training_steps"`` on the command line, ``"how_many_training_steps"`` otherwise.
     """
-    return f"--{name}" if _COMMAND_LINE_SPELLING.get() else name
+    return by_spelling(f"--{name}", name)
 
 
-def option_value(name: str, value: str) -> str:
+def option_value(name: str, value: str | os.PathLike) -> str:
     """An option given a value, as the caller would write it.
 
     Args:
         name: the option's flag name without dashes, e.g. ``"architecture"``.
-        value: the value as it should read, formatted by the caller (``repr(name)`` for a string in Python).
+        value: the value as it should read, formatted by the caller: ``repr(text)`` for a string, a path as is.
 
     Returns:
         ``"--architecture 'alexnet'"`` on the command line, ``"architecture='alexnet'"`` otherwise.
     """
-    return f"--{name} {value}" if _COMMAND_LINE_SPELLING.get() else f"{name}={value}"
+    return by_spelling(f"--{name} {value}", f"{name}={value}")
+
+
+def option_switch(name: str) -> str:
+    """An on/off option turned on, as the caller would write it.
+
+    Args:
+        name: the switch's flag name without dashes, e.g. ``"trust_graph"``.
+
+    Returns:
+        ``"--trust_graph"`` on the command line, ``"trust_graph=True"`` otherwise.
+    """
+    return by_spelling(option_name(name), option_value(name, "True"))
+
+
+def by_spelling(command_line: str, python: str) -> str:
+    """Advice whose form, not just its spelling, differs between the two callers.
+
+    Args:
+        command_line: the text for the command line, e.g. ``"run with --list_architectures"``.
+        python: the text for a Python caller.
+
+    Returns:
+        ``command_line`` inside ``command_line_spelling()``, else ``python``.
+    """
+    return command_line if _COMMAND_LINE_SPELLING.get() else python
 
 
 class UserError(Exception):

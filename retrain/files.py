@@ -11,7 +11,7 @@ from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Iterator, Sequence
 
-from .errors import UserError
+from .errors import UserError, option_name, option_value
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # A checkout (or an editable install) keeps downloads and the cache beside the project, as the README says. An
@@ -63,47 +63,52 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise
 
 
-def check_writable_folder(folder: str | os.PathLike, flag: str) -> None:
-    """Create ``folder`` and prove a file can be made in it.
+def check_writable_folder(folder: str | os.PathLike, option: str) -> None:
+    """Create ``folder`` and prove a file can be made in it, or raise a UserError naming ``option``.
 
     Run before the slow stages, so an unwritable output fails in seconds
     instead of after an hour of computing bottlenecks.
+
+    Args:
+        folder: the folder to create and test.
+        option: the option naming it, without dashes (``"bottleneck_dir"``).
     """
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as error:
-        raise UserError(f"{flag}: cannot write in {folder} ({error.strerror}); choose a writable location") from None
+        raise UserError(f"{option_name(option)}: cannot write in {folder} ({error.strerror}); choose a writable "
+                        f"location") from None
 
 
-def check_writable_file(path: str | os.PathLike, flag: str) -> None:
+def check_writable_file(path: str | os.PathLike, option: str) -> None:
     """Like ``check_writable_folder`` for the folder of an output file, which must not be a folder itself."""
     if Path(path).is_dir():
-        raise UserError(f"{flag} {path} is a folder; give a file name")
-    check_writable_folder(Path(path).parent, flag)
+        raise UserError(f"{option_value(option, path)} is a folder; give a file name")
+    check_writable_folder(Path(path).parent, option)
 
 
-def check_plot_path(path: str | os.PathLike, flag: str) -> str:
-    """The file format of a plot's ``path`` (png, pdf or svg), or a UserError naming ``flag``."""
+def check_plot_path(path: str | os.PathLike, option: str) -> str:
+    """The file format of a plot's ``path`` (png, pdf or svg), or a UserError naming ``option``."""
     file_format = Path(path).suffix.lower().lstrip(".")
     if file_format not in PLOT_FORMATS:
-        raise UserError(f"{flag} {path}: use a .png, .pdf or .svg file name")
+        raise UserError(f"{option_value(option, path)}: use a .png, .pdf or .svg file name")
     return file_format
 
 
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}  # what our picture outputs can be
 
 
-def check_image_file(path: str | os.PathLike, flag: str) -> None:
+def check_image_file(path: str | os.PathLike, option: str) -> None:
     """An output picture must be named .png or .jpg and be writable."""
     if Path(path).suffix.lower() not in IMAGE_FORMATS:
-        raise UserError(f"{flag} {path}: use a .png or .jpg file name")
-    check_writable_file(path, flag)
+        raise UserError(f"{option_value(option, path)}: use a .png or .jpg file name")
+    check_writable_file(path, option)
 
 
-def write_image(image, path: str | os.PathLike, flag: str) -> None:
+def write_image(image, path: str | os.PathLike, option: str) -> None:
     """Save a PIL image atomically, in the format its name says (checked by ``check_image_file``)."""
-    check_image_file(path, flag)
+    check_image_file(path, option)
     with atomic_write(path) as handle:
         image.save(handle, format=IMAGE_FORMATS[Path(path).suffix.lower()], quality=90)
 

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, option_name
 from .files import atomic_write
 
 INPUT_NAME = "input"
@@ -69,4 +69,5 @@ class Sidecar:
             known = {f.name for f in dataclasses.fields(cls)}
             return cls(**{key: value for key, value in info.items() if key in known})
         except (OSError, ValueError, TypeError, AttributeError) as error:
-            raise UserError(f"cannot read {path} ({error}); delete it and pass --input_mean etc. by hand") from None
+            raise UserError(f"cannot read {path} ({error}); delete it and pass {option_name('input_mean')} etc. "
+                            f"by hand") from None

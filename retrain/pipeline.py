@@ -17,13 +17,13 @@ import numpy as np
 
 from .models.architectures import ArchitectureSpec, get_architecture, tfhub_spec
 from .cache.views import augmentation_for, get_views, with_views
-from .models.backbones import TRUST_GRAPH_WARNING, Backbone, load_backbone
+from .models.backbones import Backbone, load_backbone, trust_graph_warning
 from .training.batches import bottleneck_batches
 from .cache.bottlenecks import Bottlenecks, check_batch_size, get_bottlenecks
 from .cache.store import FLOAT16_BYTES, BottleneckCache, rounding_error
 from .training.class_balance import imbalance_warning
 from .data.distortions import Distortions
-from .errors import Log, UserError
+from .errors import Log, UserError, option_name, option_value
 from .models.cut import cut_backbone, cut_tensor
 from .export.deploy import check_export_options, check_exports, check_images, write_tflite_model
 from .export.frozen_graph import export_frozen_graph, saved_model_from_graph, sidecar_for, write_labels
@@ -84,11 +84,12 @@ class RetrainOptions:
         check_batch_size(self.bottleneck_batch_size)
         check_export_options(self.quantize, self.tflite_io, self.quantize_samples, self.export_check_samples)
         if self.quantize != NO_QUANTIZATION and not self.output_tflite:
-            raise UserError(f"--quantize {self.quantize} applies to the TFLite file; add --output_tflite PATH")
+            raise UserError(f"{option_value('quantize', repr(self.quantize))} applies to the TFLite file; add "
+                            f"{option_value('output_tflite', 'PATH')}")
         if self.memory_budget_gb <= 0:
-            raise UserError(f"--memory_budget_gb must be positive, got {self.memory_budget_gb}")
+            raise UserError(f"{option_name('memory_budget_gb')} must be positive, got {self.memory_budget_gb}")
         if self.test_batch_size < 1 and self.test_batch_size != -1:
-            raise UserError(f"--test_batch_size must be at least 1, or -1 for the whole test set; "
+            raise UserError(f"{option_name('test_batch_size')} must be at least 1, or -1 for the whole test set; "
                             f"got {self.test_batch_size}")
 
 
@@ -128,21 +129,21 @@ class RetrainResult:
 
 def _check_outputs_writable(options: RetrainOptions) -> None:
     """Fail in seconds, not after the bottlenecks are computed, when an output cannot be written."""
-    check_writable_file(options.output_graph, "--output_graph")
-    check_writable_file(options.output_labels, "--output_labels")
-    check_writable_folder(options.bottleneck_dir, "--bottleneck_dir")
-    check_writable_folder(options.summaries_dir, "--summaries_dir")
+    check_writable_file(options.output_graph, "output_graph")
+    check_writable_file(options.output_labels, "output_labels")
+    check_writable_folder(options.bottleneck_dir, "bottleneck_dir")
+    check_writable_folder(options.summaries_dir, "summaries_dir")
     if options.intermediate_store_frequency > 0:
-        check_writable_folder(options.intermediate_output_graphs_dir, "--intermediate_output_graphs_dir")
+        check_writable_folder(options.intermediate_output_graphs_dir, "intermediate_output_graphs_dir")
     if options.saved_model_dir:
-        check_writable_folder(Path(options.saved_model_dir).parent, "--saved_model_dir")
+        check_writable_folder(Path(options.saved_model_dir).parent, "saved_model_dir")
     if options.plot_history:
-        check_plot_path(options.plot_history, "--plot_history")
-        check_writable_file(options.plot_history, "--plot_history")
+        check_plot_path(options.plot_history, "plot_history")
+        check_writable_file(options.plot_history, "plot_history")
     if options.html:
         check_report_folder(options.html)
     if options.output_tflite:
-        check_writable_file(options.output_tflite, "--output_tflite")
+        check_writable_file(options.output_tflite, "output_tflite")
 
 
 def run_retrain(options: RetrainOptions, log: Log = print) -> RetrainResult:
@@ -176,7 +177,7 @@ def _train(options: RetrainOptions, log: Log) -> _Trained:
     log(split_summary(records))
     _check_outputs_writable(options)
     if options.trust_graph:
-        log(TRUST_GRAPH_WARNING)
+        log(trust_graph_warning())
     backbone = load_backbone(options.architecture, options.model_dir, options.trust_graph)
     blocks = options.fine_tune.blocks
     cut = cut_backbone(backbone, blocks, options.model_dir, options.trust_graph) if blocks else None
@@ -255,7 +256,7 @@ def _train(options: RetrainOptions, log: Log) -> _Trained:
                 if predicted != test.labels[row]:
                     log(f"{test.paths[row]}  {labels[predicted]} (true: {labels[test.labels[row]]})")
     else:
-        log("No test images (--testing_percentage is 0): skipping the test-set report")
+        log(f"No test images ({option_value('testing_percentage', '0')}): skipping the test-set report")
     summaries.close()
 
     contract = sidecar_for(backbone, labels, options.final_tensor_name, blocks)

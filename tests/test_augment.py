@@ -46,7 +46,7 @@ def test_views_are_deterministic_per_content_view_and_seed(image_dir):
 
 
 def test_negative_copies_is_a_user_error():
-    with pytest.raises(UserError, match="--augment_copies must be 0 or more, got -1"):
+    with pytest.raises(UserError, match="^augment_copies must be 0 or more, got -1"):
         Augmentation(-1)
 
 

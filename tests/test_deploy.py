@@ -8,7 +8,7 @@ import pytest
 
 from retrain.data.decode import load_rgb
 from retrain.export.deploy import ExportRequest, export_model
-from retrain.errors import ExportMismatch, UserError
+from retrain.errors import ExportMismatch, UserError, command_line_spelling
 from retrain.export.check import CheckImages, agreeing, check_export, predict_export
 from retrain.label.labeler import GraphLabeler
 from retrain.models.model_file import FROZEN_GRAPH, SAVED_MODEL, TFLITE, detect_format, load_model, tflite_interpreter
@@ -174,11 +174,11 @@ def test_impossible_requests_are_refused_before_any_work(tiny_graph, tmp_path): 
     few = make_dataset(tmp_path / "few", per_class=3)
     cases = {
         "needs at least 10 readable calibration images, found 9": ["--quantize", "int8", "--image_dir", str(few)],
-        "--tflite_io uint8 needs --quantize int8": ["--tflite_io", "uint8"],
+        "--tflite_io 'uint8' needs --quantize 'int8'": ["--tflite_io", "uint8"],
         "calibrates on real images; pass --image_dir": ["--quantize", "int8"],
     }
     for message, args in cases.items():
-        with pytest.raises(UserError, match=message):
+        with pytest.raises(UserError, match=message), command_line_spelling():
             export_script.main(["--graph", str(tiny_graph), *args, "--to", "tflite",
                                 "--output", str(tmp_path / "x.tflite")])
     assert not (tmp_path / "x.tflite").exists()
@@ -280,7 +280,7 @@ def test_run_cli_reports_a_failed_export_check_in_one_line_with_exit_1(capsys):
 
 def test_retrain_refuses_bad_export_flags_before_any_work(image_dir, tmp_path, tiny_model_dir):
     few = make_dataset(tmp_path / "few", per_class=3)
-    cases = {"applies to the TFLite file; add --output_tflite": (image_dir, dict(quantize="int8")),
+    cases = {"applies to the TFLite file; add output_tflite=PATH": (image_dir, dict(quantize="int8")),
              "needs at least 10 readable calibration images, found 9": (
                  few, dict(output_tflite=str(tmp_path / "g.tflite"), quantize="int8", testing_percentage=0,
                            validation_percentage=0))}

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrain.errors import UserError
+from retrain.errors import UserError, command_line_spelling
 from retrain.label.evaluation import evaluate_folder
 from retrain.pipeline import run_retrain
 from retrain.cli import evaluate as evaluate_script
@@ -47,7 +47,7 @@ def test_a_label_not_in_the_labels_file_gives_one_line_and_exit_code_2(tiny_grap
 ])
 def test_bad_gradcam_flags_are_refused(tiny_graph, tmp_path, flags, message):  # noqa: F811
     photo = make_image(tmp_path / "photo.jpg", CLASS_COLOURS["red"], seed=3)
-    with pytest.raises(UserError, match=re.escape(message)):
+    with pytest.raises(UserError, match=re.escape(message)), command_line_spelling():
         label_image_script.main(["--graph", str(tiny_graph), "--image", str(photo), "--gradcam",
                                  str(tmp_path / "heat.png"), *flags])
 

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from retrain.models.architectures import get_architecture
-from retrain.errors import UserError
+from retrain.errors import UserError, command_line_spelling
 from retrain.files import DEFAULT_MODEL_DIR
 from retrain.explain.filters import FilterOptions, FilterVisualizer, parse_filters, save_grid, total_variation
 from retrain.explain.imported_graph import ImportedGraph
@@ -64,7 +64,7 @@ def test_bad_filters_layers_and_outputs_are_refused(visualizer, tmp_path):
         parse_filters("all")
     with pytest.raises(UserError, match=f"has filters 0-{TINY_FEATURES - 1}"):
         visualizer.visualize([0, TINY_FEATURES])
-    with pytest.raises(UserError, match="--layer Nope:0 is not a tensor of"):
+    with pytest.raises(UserError, match="^layer=Nope:0 is not a tensor of"):
         FilterVisualizer(ImportedGraph(backbone_graph(tmp_path)), "input", "Nope", TINY_SIZE, TINY_SIZE, 127.5, 127.5)
     with pytest.raises(UserError, match=".png or .jpg"):
         save_grid(np.zeros((1, 4, 4, 3), np.uint8), [0], tmp_path / "grid.gif")
@@ -98,7 +98,7 @@ def test_bad_input_gives_one_line_and_exit_code_2():
     (["--architecture", "inception_v3"], "inception_v3 is a keras model, not a frozen graph"),
 ])
 def test_bad_flags_are_refused(flags, message):
-    with pytest.raises(UserError, match=re.escape(message)):
+    with pytest.raises(UserError, match=re.escape(message)), command_line_spelling():
         visualize_filters.main(["--architecture", "mobilenet_1.0_224", *flags])
 
 
@@ -113,6 +113,7 @@ def test_the_registry_blocks_are_tensors_of_the_bundled_mobilenet():
 def test_a_graph_that_does_more_than_compute_is_not_visualised(tmp_path):
     evil = tmp_path / "evil.pb"
     evil.write_bytes(graph_writing_file(tmp_path / "written").SerializeToString())
-    with pytest.raises(UserError, match=r"evil\.pb contains op WriteFile \(node SideEffect\).*--trust_graph"):
+    with pytest.raises(UserError, match=r"evil\.pb contains op WriteFile \(node SideEffect\).*--trust_graph"), \
+            command_line_spelling():
         visualize_filters.main(["--graph", str(evil), "--layer", "input", "--output", str(tmp_path / "grid.png")])
     assert not (tmp_path / "written").exists()

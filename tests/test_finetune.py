@@ -52,7 +52,7 @@ def test_the_cut_cache_is_keyed_by_cut_point(block_backbone):
 @pytest.mark.parametrize("blocks", [4, 99])
 def test_more_blocks_than_the_architecture_has_says_how_many(block_backbone, blocks):
     backbone, model_dir = block_backbone
-    with pytest.raises(UserError, match=f"--fine_tune_blocks {blocks} .* has {TINY_BLOCKS} blocks"):
+    with pytest.raises(UserError, match=f"^fine_tune_blocks={blocks} .* has {TINY_BLOCKS} blocks"):
         cut_backbone(backbone, blocks, model_dir)
 
 
@@ -126,7 +126,7 @@ def test_fine_tuning_streams_rows_beyond_the_memory_budget(block_backbone, image
 
 @pytest.mark.parametrize("field, value", [("blocks", -1), ("steps", 0), ("batch_size", 0), ("learning_rate", 0)])
 def test_bad_fine_tune_options_are_user_errors(field, value):
-    with pytest.raises(UserError, match="--fine_tune_"):
+    with pytest.raises(UserError, match="^fine_tune_"):
         FineTuneConfig(**{"blocks": 2, field: value})
 
 

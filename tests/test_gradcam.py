@@ -148,7 +148,7 @@ def test_randomising_the_head_changes_the_map(patch_classifier, tmp_path):
 def test_layers_are_found_by_suffix_and_bad_ones_refused(patch_classifier):
     _, _, graph = patch_classifier
     assert gradcam_for(graph, "LastConv").layer == gradcam_for(graph).layer
-    with pytest.raises(UserError, match="--gradcam_layer NoSuchLayer:0 is not a tensor of"):
+    with pytest.raises(UserError, match="^gradcam_layer=NoSuchLayer:0 is not a tensor of"):
         gradcam_for(graph, "NoSuchLayer")
     with pytest.raises(UserError, match="not \\[batch, height, width, channels\\]"):
         gradcam_for(graph, "final_logits")
@@ -181,6 +181,6 @@ def test_poets_graphs_get_the_same_maps_batched_or_not(poets_graph, image_dir): 
 def test_a_graph_that_does_more_than_compute_is_refused_before_it_runs(tmp_path):
     evil = tmp_path / "evil.pb"
     evil.write_bytes(graph_writing_file(tmp_path / "written").SerializeToString())
-    with pytest.raises(UserError, match=r"evil\.pb contains op WriteFile \(node SideEffect\).*--trust_graph"):
+    with pytest.raises(UserError, match=r"evil\.pb contains op WriteFile \(node SideEffect\).*pass trust_graph=True$"):
         GradCam(evil, Sidecar(input_height=TINY_SIZE, input_width=TINY_SIZE))
     assert not (tmp_path / "written").exists()

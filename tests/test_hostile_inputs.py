@@ -31,7 +31,7 @@ def test_retrain_skips_bombs_with_one_line_each_saying_how_to_raise_the_limit(tm
     for bomb in bombs:
         [line] = [m for m in messages if str(bomb) in m]
         assert line == (f"warning: skipping unreadable image {bomb}: 20000x15000 pixels (300 megapixels) is over "
-                        f"the 40 megapixel limit; raise --max_image_megapixels to read it")
+                        f"the 40 megapixel limit; raise max_image_megapixels to read it")
     assert (tmp_path / "out" / "g.pb").is_file()
 
 

@@ -80,7 +80,7 @@ def test_audit_wording_and_unwritable_folders(labeler, tmp_path):  # noqa: F811
     assert len(list((tmp_path / "audit" / "images").glob("*.jpg"))) == rewritten.count("<img src=")
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(UserError, match="--html: cannot write in"):
+    with pytest.raises(UserError, match="^html: cannot write in"):
         write_html_report(blocker / "html", LABELS, scored, AUDIT_TEXT)
 
 

@@ -189,9 +189,9 @@ def test_undo_goes_newest_first(labeler, tmp_path):
 
 def test_bad_options_are_user_errors(labeler, tmp_path):
     source = make_dataset(tmp_path / "in", per_class=1)
-    for options, message in [(RelabelOptions(str(source), None, "copy"), "needs --output_dir"),
-                             (RelabelOptions(str(source), None, "report"), "needs --report"),
-                             (RelabelOptions(str(source), str(tmp_path), "move"), "is inside --output_dir"),
+    for options, message in [(RelabelOptions(str(source), None, "copy"), "needs output_dir:"),
+                             (RelabelOptions(str(source), None, "report"), "needs report=FILE.csv"),
+                             (RelabelOptions(str(source), str(tmp_path), "move"), "is inside output_dir="),
                              (RelabelOptions(str(tmp_path / "nope"), str(tmp_path / "o")), "is not a folder"),
                              (RelabelOptions(str(source), str(tmp_path / "o"), min_confidence=2), "from 0 to 1")]:
         with pytest.raises(UserError, match=message):

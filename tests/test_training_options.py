@@ -21,7 +21,7 @@ def test_balanced_class_weights_make_every_class_weigh_the_same():
 
 def test_imbalance_warning_only_beyond_five_times_and_without_balancing():
     names = ["big", "small"]
-    assert "consider --class_weight balanced" in imbalance_warning(np.array([0] * 51 + [1] * 10), names, "none")
+    assert "consider class_weight='balanced'" in imbalance_warning(np.array([0] * 51 + [1] * 10), names, "none")
     assert imbalance_warning(np.array([0] * 50 + [1] * 10), names, "none") is None
     assert imbalance_warning(np.array([0] * 51 + [1] * 10), names, "balanced") is None
 
@@ -52,5 +52,5 @@ def test_history_plot_writes_each_format(tmp_path, suffix):
 
 
 def test_history_plot_rejects_other_formats(tmp_path):
-    with pytest.raises(UserError, match="--plot_history .*png, .pdf or .svg"):
+    with pytest.raises(UserError, match="^plot_history=.*png, .pdf or .svg"):
         plot_history([], tmp_path / "history.jpg")

@@ -20,7 +20,7 @@ from .store import DEFAULT_MEMORY_BUDGET_GB, KEY_DTYPE, BottleneckCache
 from .rows import FeatureRows
 from ..options import default
 from ..data.decode import decoded_batches
-from ..errors import Log, UserError
+from ..errors import Log, UserError, option_name
 from ..progress import progress_bar
 from ..files import hash_files
 from ..data.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
@@ -34,7 +34,7 @@ DEFAULT_BATCH_SIZE = default("bottleneck_batch_size")
 def check_batch_size(batch_size: int) -> None:
     """``--bottleneck_batch_size`` must be a positive whole number."""
     if batch_size < 1:
-        raise UserError(f"--bottleneck_batch_size must be at least 1, got {batch_size}")
+        raise UserError(f"{option_name('bottleneck_batch_size')} must be at least 1, got {batch_size}")
 
 
 @dataclass

@@ -21,7 +21,7 @@ from .bottlenecks import DEFAULT_BATCH_SIZE, compute_and_store
 from .store import DEFAULT_MEMORY_BUDGET_GB, KEY_DTYPE, BottleneckCache
 from ..data.decode import load_rgb
 from ..data.distortions import Distortions, distort_image
-from ..errors import Log, UserError
+from ..errors import Log, UserError, option_name
 from .rows import FeatureRows
 from ..files import hash_files
 from ..options import DISTORTION_FLAG_COPIES
@@ -41,7 +41,7 @@ class Augmentation:
 
     def __post_init__(self) -> None:
         if self.copies < 0:
-            raise UserError(f"--augment_copies must be 0 or more, got {self.copies}")
+            raise UserError(f"{option_name('augment_copies')} must be 0 or more, got {self.copies}")
 
     def view_key(self, content_key: str, view: int) -> str:
         """Cache key of one view: view 0 is the image's own key, so undistorted rows are shared."""

@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = backbone_spec(vars(args))
     beam_launch.check_image_dir(args.image_dir)
     if beam_extract.is_local(args.bottleneck_dir):
-        check_writable_folder(args.bottleneck_dir, "--bottleneck_dir")
+        check_writable_folder(args.bottleneck_dir, "bottleneck_dir")
     image_dir, model_dir, bottleneck_dir = map(beam_extract.absolute, (args.image_dir, args.model_dir,
                                                                         args.bottleneck_dir))
     job = beam_extract.ExtractJob(image_dir, spec, model_dir, bottleneck_dir, args.bottleneck_batch_size,

@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.gradcam:
         if len(paths) != 1:
             raise UserError(f"--gradcam explains one image, got {len(paths)}; pass a single --image")
-        check_image_file(args.gradcam, "--gradcam")  # before TensorFlow's slow start-up
+        check_image_file(args.gradcam, "gradcam")  # before TensorFlow's slow start-up
     labeler = load_labeler(args)
     if args.gradcam_label is not None and args.gradcam_label not in labeler.labels:
         raise UserError(f"--gradcam_label {args.gradcam_label!r} is not in the labels file "

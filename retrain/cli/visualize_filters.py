@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bool(args.architecture) == bool(args.graph):
         parser.error("pass exactly one of --architecture and --graph")
     filters = parse_filters(args.filters)
-    check_image_file(args.output, "--output")  # before TensorFlow's slow start-up
+    check_image_file(args.output, "output")  # before TensorFlow's slow start-up
     options = FilterOptions(**{field.name: getattr(args, field.name) for field in dataclasses.fields(FilterOptions)})
     from retrain.explain.conv_layers import resolve_layer
     from retrain.explain.filters import FilterVisualizer, save_grid
@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warn_if_trusted(args, source.path)
     graph = ImportedGraph(source.path, args.trust_graph)
     layer = (resolve_layer(source.blocks, args.layer)
-             or graph.last_feature_map(graph.tensor(source.output, "--output_layer")).name)
+             or graph.last_feature_map(graph.tensor(source.output, "output_layer")).name)
     visualizer = FilterVisualizer(graph, source.input_name, layer, source.height, source.width, source.mean,
                                   source.std)
     visualizer.check_filters(filters)

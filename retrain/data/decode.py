@@ -7,6 +7,7 @@ never differ between the images a model was trained on and the ones it labels;
 from __future__ import annotations
 
 import collections
+import contextvars
 import os
 import sys
 import threading
@@ -107,8 +108,9 @@ def decoded_batches(paths: Sequence, height: int, width: int, batch_size: int, w
                 index = next(index_iter, None)
                 if index is None:
                     return
-                pending.append(pool.submit(_decode_or_error, load or load_rgb, index, paths[index], height,
-                                           width, max_megapixels))
+                # In the caller's context, so a refusal names the option as the caller spells it (errors.py).
+                pending.append(pool.submit(contextvars.copy_context().run, _decode_or_error, load or load_rgb,
+                                           index, paths[index], height, width, max_megapixels))
 
         top_up()
         while pending:

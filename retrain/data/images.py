@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..errors import UserError
+from ..errors import UserError, option_name, option_value
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 # Same constant as TensorFlow-for-Poets, so a split there maps onto ours.
@@ -94,9 +94,11 @@ def find_class_folders(image_dir: str | os.PathLike) -> dict[str, Path]:
     """Map label -> class folder for each sub-folder of ``image_dir``."""
     root = Path(image_dir)
     if not str(image_dir):
-        raise UserError("no --image_dir given; point it at a folder with one sub-folder of images per class")
+        raise UserError(f"no {option_name('image_dir')} given; point it at a folder with one sub-folder of images "
+                        f"per class")
     if not root.is_dir():
-        raise UserError(f"--image_dir {root} is not a folder; point it at a folder with one sub-folder of images per class")
+        raise UserError(f"{option_value('image_dir', root)} is not a folder; point it at a folder with one sub-folder "
+                        f"of images per class")
     classes: dict[str, Path] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         label = label_for_folder(folder.name)
@@ -119,10 +121,10 @@ def split_images(image_dir: str | os.PathLike, testing_percentage: float = 10,
     """
     for name, value in (("testing", testing_percentage), ("validation", validation_percentage)):
         if not 0 <= value < 100:
-            raise UserError(f"--{name}_percentage must be from 0 to under 100, got {value}")
+            raise UserError(f"{option_name(f'{name}_percentage')} must be from 0 to under 100, got {value}")
     if testing_percentage + validation_percentage >= 100:
-        raise UserError("--testing_percentage plus --validation_percentage leave no training images; "
-                        "keep their sum under 100")
+        raise UserError(f"{option_name('testing_percentage')} plus {option_name('validation_percentage')} leave no "
+                        f"training images; keep their sum under 100")
     classes = find_class_folders(image_dir)
     required = ["train", *(split for split, percentage in (("validation", validation_percentage),
                                                           ("test", testing_percentage)) if percentage > 0)]

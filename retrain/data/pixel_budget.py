@@ -16,13 +16,13 @@ from typing import Iterator
 
 from PIL import Image
 
-from ..errors import UserError
+from ..errors import UserError, option_name
 from ..options import default
 
 # Fits legitimate non-JPEG images (an 8K screenshot is 33 MP, an A4 page scanned at 600 dpi 35 MP) while
 # one decode stays within about 1 GB even at the worst case measured (16-bit or alpha: ~25 bytes a pixel).
 DEFAULT_MAX_IMAGE_MEGAPIXELS = default("max_image_megapixels")
-FLAG = "--max_image_megapixels"
+OPTION = "max_image_megapixels"
 # The formats we promise to read. Pillow recognises ~40 more by content, whatever the file's name, some
 # through outside programs (Ghostscript for PostScript): a scraped "photo.jpg" must not reach those.
 READABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
@@ -55,11 +55,11 @@ def check_pixel_budget(image: Image.Image, max_megapixels: float) -> None:
     width, height = image.size
     if width * height > max_megapixels * 1e6:
         raise OverPixelBudget(f"{width}x{height} pixels ({width * height / 1e6:.0f} megapixels) is over the "
-                              f"{max_megapixels:g} megapixel limit; raise {FLAG} to read it")
+                              f"{max_megapixels:g} megapixel limit; raise {option_name(OPTION)} to read it")
 
 
 def validate_max_megapixels(value: float) -> float:
     """The flag's value, checked: a positive number of megapixels."""
     if not value > 0:
-        raise UserError(f"{FLAG} must be a positive number of megapixels, got {value}")
+        raise UserError(f"{option_name(OPTION)} must be a positive number of megapixels, got {value}")
     return value

@@ -12,7 +12,7 @@ import os
 from typing import Mapping
 
 from ..models.architectures import ARCHITECTURES
-from ..errors import UserError
+from ..errors import UserError, option_value
 from ..graph_contract import Sidecar
 
 
@@ -23,11 +23,11 @@ def graph_blocks(graph_path: str | os.PathLike) -> Mapping[str, str]:
     return spec.conv_blocks if spec else {}
 
 
-def resolve_layer(blocks: Mapping[str, str], layer: str | None, flag: str = "--layer") -> str | None:
+def resolve_layer(blocks: Mapping[str, str], layer: str | None, option: str = "layer") -> str | None:
     """A block name -> its tensor; None -> the last block (None if there are none); others are tensor names.
 
     A name with no ``/`` and no ``:`` can only be a block name, so an unknown
-    one is refused here with the valid names listed.
+    one is refused here with the valid names listed, naming ``option`` (``layer`` or ``gradcam_layer``).
     """
     if layer is None:
         return list(blocks.values())[-1] if blocks else None
@@ -35,6 +35,6 @@ def resolve_layer(blocks: Mapping[str, str], layer: str | None, flag: str = "--l
         return blocks[layer]
     if "/" not in layer and ":" not in layer:
         valid = ", ".join(blocks) if blocks else "none are registered for this backbone"
-        raise UserError(f"{flag} {layer!r} is not a block of this backbone (blocks: {valid}); "
+        raise UserError(f"{option_value(option, repr(layer))} is not a block of this backbone (blocks: {valid}); "
                         f"or pass a full tensor name of the graph")
     return layer

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..models.backbones import normalize_pixels
-from ..errors import UserError
+from ..errors import UserError, option_name, option_value
 from ..files import write_image
 from ..options import default
 from .imported_graph import ImportedGraph
@@ -49,11 +49,12 @@ class FilterOptions:
     seed: int = default("seed")
 
     def __post_init__(self) -> None:
-        for flag, value in (("steps", self.steps), ("octaves", self.octaves)):
+        for option, value in (("steps", self.steps), ("octaves", self.octaves)):
             if value < 1:
-                raise UserError(f"--{flag} must be at least 1, got {value}")
+                raise UserError(f"{option_name(option)} must be at least 1, got {value}")
         if self.learning_rate <= 0 or self.octave_scale <= 1:
-            raise UserError("--learning_rate must be positive and --octave_scale above 1")
+            raise UserError(f"{option_name('learning_rate')} must be positive and {option_name('octave_scale')} "
+                            f"above 1")
 
 
 class FilterVisualizer:
@@ -63,11 +64,11 @@ class FilterVisualizer:
                  input_mean: float, input_std: float):
         activations = graph.tensor(layer)
         if activations.shape.rank != 4:
-            raise UserError(f"--layer {activations.name} has shape {activations.shape}, not [batch, height, width, "
-                            f"filters]; name a convolutional layer's output")
+            raise UserError(f"{option_value('layer', activations.name)} has shape {activations.shape}, not [batch, "
+                            f"height, width, filters]; name a convolutional layer's output")
         self.layer = activations.name
         self.filter_count = int(activations.shape[-1])
-        images = graph.tensor(input_name, "--input_layer")
+        images = graph.tensor(input_name, "input_layer")
         self._activations = graph.function(images, activations)
         # The ascent climbs the filter's response before its ReLU: a filter silent on the starting noise
         # would give no gradient after it, and ReLU6 would stop the climb at 6.
@@ -82,8 +83,8 @@ class FilterVisualizer:
     def check_filters(self, filters: Sequence[int]) -> None:
         bad = [f for f in filters if not 0 <= f < self.filter_count]
         if bad or not filters:
-            raise UserError(f"--filters {bad[0] if bad else '(none)'}: layer {self.layer} has filters "
-                            f"0-{self.filter_count - 1}")
+            raise UserError(f"{option_value('filters', str(bad[0]) if bad else '(none)')}: layer {self.layer} has "
+                            f"filters 0-{self.filter_count - 1}")
 
     def start_images(self, count: int, seed: int = 0) -> np.ndarray:
         """Faint noise around mid-grey: the uint8 images the ascent starts from."""
@@ -158,7 +159,7 @@ def parse_filters(text: str) -> list[int]:
             first, _, last = part.strip().partition("-")
             filters.extend(range(int(first), int(last or first) + 1))
     except ValueError:
-        raise UserError(f"--filters {text!r}: use a range like 0-15 or a list like 3,7,9") from None
+        raise UserError(f"{option_value('filters', repr(text))}: use a range like 0-15 or a list like 3,7,9") from None
     return filters
 
 
@@ -179,4 +180,4 @@ def save_grid(images: np.ndarray, filters: Sequence[int], path: str | os.PathLik
         y = top + margin + (index // columns) * (height + caption + margin)
         grid.paste(Image.fromarray(tile), (x, y + caption))
         draw.text((x, y + 1), f"filter {number}", fill="black")
-    write_image(grid, path, "--output")
+    write_image(grid, path, "output")

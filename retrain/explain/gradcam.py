@@ -20,7 +20,7 @@ from PIL import Image
 from ..models.backbones import normalize_pixels
 from .conv_layers import graph_blocks, resolve_layer
 from ..data.decode import load_rgb
-from ..errors import UserError
+from ..errors import UserError, option_name, option_value
 from ..files import write_image
 from ..graph_contract import Sidecar
 from .imported_graph import ImportedGraph
@@ -44,20 +44,20 @@ class GradCam:
         graph = ImportedGraph(graph_path, trust_graph)
         self.config = config
         self.max_image_megapixels = max_image_megapixels
-        output = graph.tensor(config.output_layer, "--output_layer")
-        conv = graph.tensor(layer, "--gradcam_layer") if layer else graph.last_feature_map(output)
+        output = graph.tensor(config.output_layer, "output_layer")
+        conv = graph.tensor(layer, "gradcam_layer") if layer else graph.last_feature_map(output)
         if conv.shape.rank != 4:
-            raise UserError(f"--gradcam_layer {conv.name} has shape {conv.shape}, not [batch, height, width, "
-                            f"channels]; name a convolutional layer's output")
+            raise UserError(f"{option_value('gradcam_layer', conv.name)} has shape {conv.shape}, not [batch, height, "
+                            f"width, channels]; name a convolutional layer's output")
         self.layer = conv.name
-        self._activations = graph.function(graph.tensor(config.input_layer, "--input_layer"), conv)
+        self._activations = graph.function(graph.tensor(config.input_layer, "input_layer"), conv)
         self._logits = graph.function(conv, graph.pre_softmax(output))
 
     @classmethod
     def for_graph(cls, graph_path: str | os.PathLike, config: Sidecar, layer: str | None = None,
                   **options) -> GradCam:
         """Explain ``layer`` (a block of the graph's backbone or a tensor name), by default its last conv block."""
-        return cls(graph_path, config, resolve_layer(graph_blocks(graph_path), layer, "--gradcam_layer"), **options)
+        return cls(graph_path, config, resolve_layer(graph_blocks(graph_path), layer, "gradcam_layer"), **options)
 
     def maps(self, images: np.ndarray, classes: Sequence[int]) -> np.ndarray:
         """``[N, h, w]`` maps in [0, 1] at the layer's resolution; ``classes[i]`` is explained for image ``i``."""
@@ -67,7 +67,7 @@ class GradCam:
         except tf.errors.InvalidArgumentError as error:
             if len(images) == 1:
                 raise UserError(f"the graph rejects this input ({str(error).splitlines()[0][:160]}); check "
-                                f"--input_height/width and --gradcam_layer") from None
+                                f"{option_name('input_height')}/width and {option_name('gradcam_layer')}") from None
         # A graph with batch size 1 baked in past its input (Poets' Inception v3): one image at a time.
         return np.concatenate([self._maps(images[i:i + 1], classes[i:i + 1]) for i in range(len(images))])
 
@@ -127,7 +127,7 @@ def load_display(path: str | os.PathLike, max_side: int | None = None,
 
 def write_explanation(gradcam: GradCam, image_path: Path, label_index: int, output: str | os.PathLike) -> None:
     """Save the photo at its own size with the map of ``label_index`` blended over it (.png or .jpg)."""
-    write_image(explain_files(gradcam, [image_path], [label_index])[0], output, "--gradcam")
+    write_image(explain_files(gradcam, [image_path], [label_index])[0], output, "gradcam")
 
 
 def explain_files(gradcam: GradCam, paths: Sequence[Path], classes: Sequence[int],

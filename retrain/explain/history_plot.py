@@ -19,7 +19,7 @@ def plot_history(history: Sequence, path: str | os.PathLike, best_step: int | No
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    file_format = check_plot_path(path, "--plot_history")
+    file_format = check_plot_path(path, "plot_history")
     figure = Figure(figsize=(11, 4), layout="constrained")
     FigureCanvasAgg(figure)
     accuracy_axes, loss_axes = figure.subplots(1, 2)

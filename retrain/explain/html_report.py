@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, option_name, option_value
 from ..progress import progress_bar
 from ..files import atomic_write, check_writable_folder
 from .gradcam import GradCam, explain_shown, load_display
@@ -94,17 +94,18 @@ def mistakes_first(scored: Sequence[ScoredImage]) -> list[ScoredImage]:
 def write_html_report(directory: str | os.PathLike, labels: list[str], scored: Sequence[ScoredImage],
                       text: ReportText, gradcam: GradCam | None = None,
                       history: Sequence[EvalPoint] = (), marks: tuple[int | None, int | None] = (None, None),
-                      flag: str = "--html") -> Path:
+                      option: str = "html") -> Path:
     """Write ``directory/index.html`` and its images; returns the page's path.
 
     ``history`` adds the training curves, with ``marks`` (the early-stopping
-    restored and stopping steps) drawn on them.
+    restored and stopping steps) drawn on them; errors name ``option``, the folder's option.
     """
     directory = Path(directory)
-    check_report_folder(directory, flag)
-    check_writable_folder(directory / IMAGE_FOLDER, flag)
+    check_report_folder(directory, option)
+    check_writable_folder(directory / IMAGE_FOLDER, option)
     if not scored:
-        raise UserError(f"{flag}: no readable images in folders named after the graph's labels to report on")
+        raise UserError(f"{option_name(option)}: no readable images in folders named after the graph's labels to "
+                        f"report on")
     report = classification_report(np.array([s.truth for s in scored]), np.array([s.prediction for s in scored]),
                                    labels)
     mistakes = mistakes_first(scored)
@@ -125,7 +126,7 @@ def _holds_a_report(directory: Path) -> bool:
     return page.is_file() and GENERATOR in page.read_text(encoding="utf-8", errors="replace")
 
 
-def check_report_folder(directory: str | os.PathLike, flag: str = "--html") -> None:
+def check_report_folder(directory: str | os.PathLike, option: str = "html") -> None:
     """The report's folder must be new, empty or an earlier report (replaced), and writable.
 
     Run before the slow work. A folder of the user's own files is refused
@@ -133,9 +134,9 @@ def check_report_folder(directory: str | os.PathLike, flag: str = "--html") -> N
     """
     directory = Path(directory)
     if directory.is_dir() and any(directory.iterdir()) and not _holds_a_report(directory):
-        raise UserError(f"{flag} {directory} holds other files; choose a new or empty folder (an earlier report "
-                        f"there is replaced)")
-    check_writable_folder(directory, flag)
+        raise UserError(f"{option_value(option, directory)} holds other files; choose a new or empty folder (an "
+                        f"earlier report there is replaced)")
+    check_writable_folder(directory, option)
 
 
 def _remove_previous_report(directory: Path) -> None:
@@ -149,7 +150,8 @@ def _save_jpeg(image, path: Path) -> None:
     try:
         image.save(path, format="JPEG", quality=THUMBNAIL_QUALITY)
     except OSError as error:
-        raise UserError(f"cannot write {path}: {error.strerror}; free some space or choose another --html") from None
+        raise UserError(f"cannot write {path}: {error.strerror}; free some space or choose another "
+                        f"{option_name('html')}") from None
 
 
 def _write_gallery_images(directory: Path, mistakes: list[ScoredImage], gradcam: GradCam | None) -> list[tuple]:

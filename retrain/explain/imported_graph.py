@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..models.backbones import import_frozen_graph, load_graph_def, tensor_name
-from ..errors import UserError
+from ..errors import UserError, option_name, option_value
 
 
 class ImportedGraph:
@@ -27,14 +27,15 @@ class ImportedGraph:
         self._wrapped = import_frozen_graph(load_graph_def(self.path, trust_graph))
         self._tensor_names = [output.name for op in self._wrapped.graph.get_operations() for output in op.outputs]
 
-    def tensor(self, name: str, flag: str = "--layer"):
-        """The tensor called ``name``, or the only one whose name ends with ``/name``."""
+    def tensor(self, name: str, option: str = "layer"):
+        """The tensor called ``name``, or the only one whose name ends with ``/name``; else a UserError naming
+        ``option``, the option ``name`` came from."""
         name = tensor_name(name)
         matches = [n for n in self._tensor_names if n == name] or \
                   [n for n in self._tensor_names if n.endswith("/" + name)]
         if len(matches) != 1:
             problem = "is not a tensor of" if not matches else f"matches {len(matches)} tensors of"
-            raise UserError(f"{flag} {name} {problem} {self.path}; pass a full tensor name such as "
+            raise UserError(f"{option_value(option, name)} {problem} {self.path}; pass a full tensor name such as "
                             f"{self._example_name()}")
         return self._wrapped.graph.get_tensor_by_name(matches[0])
 
@@ -66,4 +67,5 @@ class ImportedGraph:
                 if source.name not in seen:
                     seen.add(source.name)
                     queue.append(source)
-        raise UserError(f"{self.path} has no convolutional layer before {output.name}; pass --gradcam_layer")
+        raise UserError(f"{self.path} has no convolutional layer before {output.name}; pass "
+                        f"{option_name('gradcam_layer')}")

@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from ..data.decode import LABEL_BATCH_SIZE, decode_sample
-from ..errors import UserError
+from ..errors import UserError, option_name, option_value
 from ..label.evaluation import labelled_images
 from .frozen_graph import saved_model_from_graph, write_labels
 from .check import DEFAULT_EXPORT_CHECK_SAMPLES, CheckImages, ExportCheck, check_export
@@ -32,9 +32,9 @@ from .tflite import (DEFAULT_QUANTIZE_SAMPLES, FLOAT_IO, NO_QUANTIZATION, check_
 def check_export_options(quantize: str, tflite_io: str, quantize_samples: int, export_check_samples: int) -> None:
     """Refuse impossible export flags before any slow work."""
     check_quantize_options(quantize, tflite_io)
-    for flag, value in (("quantize_samples", quantize_samples), ("export_check_samples", export_check_samples)):
+    for option, value in (("quantize_samples", quantize_samples), ("export_check_samples", export_check_samples)):
         if value < 1:
-            raise UserError(f"--{flag} must be at least 1, got {value}")
+            raise UserError(f"{option_name(option)} must be at least 1, got {value}")
 
 
 def write_tflite_model(graph: str | os.PathLike, output: str | os.PathLike, contract: Sidecar, quantize: str,
@@ -100,23 +100,26 @@ class ExportRequest:
         """Flag mistakes show at once, before TensorFlow's slow start-up and the graph's loading."""
         check_export_options(self.quantize, self.tflite_io, self.quantize_samples, self.export_check_samples)
         if self.to == "saved_model" and self.quantize != NO_QUANTIZATION:
-            raise UserError("--quantize applies to --to tflite only; a SavedModel keeps float weights")
+            raise UserError(f"{option_name('quantize')} applies to {option_value('to', repr('tflite'))} only; a "
+                            f"SavedModel keeps float weights")
         if detect_format(self.graph) != FROZEN_GRAPH:
-            raise UserError(f"--graph {self.graph} is already converted; pass the frozen graph (.pb) it came from")
+            raise UserError(f"{option_value('graph', self.graph)} is already converted; pass the frozen graph (.pb) "
+                            f"it came from")
         if self.quantize == "int8" and not self.image_dir:
-            raise UserError("--quantize int8 calibrates on real images; pass --image_dir with a few hundred of them")
+            raise UserError(f"{option_value('quantize', repr('int8'))} calibrates on real images; pass "
+                            f"{option_name('image_dir')} with a few hundred of them")
 
 
 def export_model(source: GraphLabeler, request: ExportRequest) -> Iterator[str]:
     """Convert ``request.graph``, write its labels and sidecar, check it on --image_dir; yields lines to print."""
     output = Path(request.output)
     labels_path = Path(request.output_labels or output.with_suffix(".txt"))
-    check_writable_file(labels_path, "--output_labels")
+    check_writable_file(labels_path, "output_labels")
     contract = dataclasses.replace(source.config, labels=list(source.labels))
     paths, truths = labelled_images(request.image_dir, source.labels) if request.image_dir else ([], None)
 
     if request.to == "tflite":
-        check_writable_file(output, "--output")
+        check_writable_file(output, "output")
         write_tflite_model(request.graph, output, contract, request.quantize, request.tflite_io, paths,
                            request.quantize_samples, request.max_image_megapixels)
         name = tflite_name(request.quantize)

@@ -19,7 +19,7 @@ from typing import Iterator, Sized
 import numpy as np
 
 from ..models.backbones import normalize_pixels
-from ..errors import UserError
+from ..errors import UserError, option_name, option_value
 from ..files import atomic_write
 from ..graph_contract import Sidecar
 from ..options import default
@@ -35,19 +35,22 @@ MIN_CALIBRATION_IMAGES = 10  # fewer cannot estimate activation ranges; int8 acc
 def check_quantize_options(quantize: str, tflite_io: str) -> None:
     """Refuse impossible combinations before any slow work."""
     if quantize not in QUANTIZE_MODES:
-        raise UserError(f"--quantize {quantize} is unknown; use one of {', '.join(QUANTIZE_MODES)}")
+        raise UserError(f"{option_value('quantize', repr(quantize))} is unknown; use one of "
+                        f"{', '.join(QUANTIZE_MODES)}")
     if tflite_io not in TFLITE_IO_TYPES:
-        raise UserError(f"--tflite_io {tflite_io} is unknown; use one of {', '.join(TFLITE_IO_TYPES)}")
+        raise UserError(f"{option_value('tflite_io', repr(tflite_io))} is unknown; use one of "
+                        f"{', '.join(TFLITE_IO_TYPES)}")
     if tflite_io != FLOAT_IO and quantize != "int8":
-        raise UserError(f"--tflite_io {tflite_io} needs --quantize int8: only a full-integer model has "
-                        f"integer input and output")
+        raise UserError(f"{option_value('tflite_io', repr(tflite_io))} needs {option_value('quantize', repr('int8'))}: "
+                        f"only a full-integer model has integer input and output")
 
 
 def check_calibration(images: Sized) -> None:
     """int8 needs real images to measure activation ranges on (decoded ones, or usable paths ahead of time)."""
     if len(images) < MIN_CALIBRATION_IMAGES:
-        raise UserError(f"--quantize int8 needs at least {MIN_CALIBRATION_IMAGES} readable calibration images, "
-                        f"found {len(images)}; add images to --image_dir or raise --quantize_samples")
+        raise UserError(f"{option_value('quantize', repr('int8'))} needs at least {MIN_CALIBRATION_IMAGES} readable "
+                        f"calibration images, found {len(images)}; add images to {option_name('image_dir')} or raise "
+                        f"{option_name('quantize_samples')}")
 
 
 def convert_graph(graph_path: str | os.PathLike, contract: Sidecar, quantize: str = NO_QUANTIZATION,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, option_name
 from ..progress import progress_bar
 from ..data.images import find_class_folders, iter_image_files, label_for_folder
 from .labeler import LABEL_BATCH_SIZE, GraphLabeler
@@ -43,7 +43,7 @@ def labelled_images(image_dir: str | os.PathLike, labels: list[str]) -> tuple[li
     unknown = [folder.name for label, folder in classes.items() if label not in index]
     if unknown:
         raise UserError(f"class folder(s) {', '.join(unknown)} in {image_dir} are not labels of this graph "
-                        f"({', '.join(labels)}); remove them or pass the matching --labels")
+                        f"({', '.join(labels)}); remove them or pass the matching {option_name('labels')}")
     paths, truths = [], []
     for label, folder in classes.items():
         files = iter_image_files(folder)
@@ -58,7 +58,7 @@ def evaluate_folder(labeler: GraphLabeler, image_dir: str | os.PathLike,
                     batch_size: int = LABEL_BATCH_SIZE) -> Evaluation:
     """Label every image in ``image_dir``'s class folders and score the labels against the folders."""
     if batch_size < 1:
-        raise UserError(f"--batch_size must be at least 1, got {batch_size}")
+        raise UserError(f"{option_name('batch_size')} must be at least 1, got {batch_size}")
     paths, truths = labelled_images(image_dir, labeler.labels)
     scored, scores, unreadable = [], [], []
     results = labeler.predict_files(paths, batch_size)
@@ -86,7 +86,7 @@ def plot_report(report: ClassificationReport, path: str | os.PathLike) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    file_format = check_plot_path(path, "--plot")
+    file_format = check_plot_path(path, "plot")
     n = len(report.labels)
     figure = Figure(figsize=(4 + 1.6 * n, 2.5 + 0.5 * n), layout="constrained")
     FigureCanvasAgg(figure)

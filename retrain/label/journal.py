@@ -13,7 +13,7 @@ import os
 import uuid
 from pathlib import Path
 
-from ..errors import Log, UserError
+from ..errors import Log, UserError, option_name, option_value
 from ..progress import progress_bar
 from ..files import remove_quietly
 from .placement import holds_content, place_file, temporary_for
@@ -59,7 +59,7 @@ class Journal:
             self._handle = open(self.path, "a+b")
         except OSError as error:
             raise UserError(f"cannot write the journal {self.path}: {error.strerror}; choose a writable "
-                            f"--output_dir") from None
+                            f"{option_name('output_dir')}") from None
         try:
             fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -155,7 +155,7 @@ def undo(journal_path: str | os.PathLike, log: Log = print) -> int:
     """
     journal = Journal(journal_path)
     if not journal.path.is_file():
-        raise UserError(f"--undo {journal_path} does not exist; pass the journal relabel printed "
+        raise UserError(f"{option_value('undo', journal_path)} does not exist; pass the journal relabel printed "
                         f"(<output_dir>/{JOURNAL_NAME})")
     with journal:
         done, pending = journal.operations()

@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..data.decode import LABEL_BATCH_SIZE, decoded_batches
-from ..errors import UserError
+from ..errors import UserError, option_name
 from ..graph_contract import Sidecar
 from ..models.model_file import load_model
 from ..data.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS, validate_max_megapixels
@@ -59,7 +59,8 @@ class GraphLabeler:
         elif self.config.labels:
             self.labels = list(self.config.labels)
         else:
-            raise UserError("no --labels given and no sidecar JSON beside the graph; pass the labels file")
+            raise UserError(f"no {option_name('labels')} given and no sidecar JSON beside the graph; pass the labels "
+                            f"file")
         self.model.check_input_size(self.config.input_height, self.config.input_width)
         self.model.check_labels(self.labels, self.config.input_height, self.config.input_width,
                                 (self.config.input_mean, self.config.input_std))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import Log, UserError
+from ..errors import Log, UserError, option_name, option_value
 from ..progress import progress_bar
 from ..options import default
 from ..files import atomic_write, content_key
@@ -123,28 +123,32 @@ def _current_label(path: Path, image_dir: Path, labels_by_folder: dict[str, str]
 def check_options(options: RelabelOptions) -> tuple[Path, Path | None, Path]:
     """(image_dir, output_dir, report path), resolved and checked."""
     if options.mode not in MODES:
-        raise UserError(f"--mode must be one of {', '.join(MODES)}, got {options.mode!r}")
+        raise UserError(f"{option_name('mode')} must be one of {', '.join(MODES)}, got {options.mode!r}")
     if not options.image_dir:
-        raise UserError("no --image_dir given; point it at the folder of images to sort")
+        raise UserError(f"no {option_name('image_dir')} given; point it at the folder of images to sort")
     image_dir = Path(options.image_dir).resolve()
     if not image_dir.is_dir():
-        raise UserError(f"--image_dir {options.image_dir} is not a folder; point it at the folder of images to sort")
+        raise UserError(f"{option_value('image_dir', options.image_dir)} is not a folder; point it at the folder of "
+                        f"images to sort")
     if not 0.0 <= options.min_confidence <= 1.0:
-        raise UserError(f"--min_confidence must be from 0 to 1, got {options.min_confidence}")
+        raise UserError(f"{option_name('min_confidence')} must be from 0 to 1, got {options.min_confidence}")
     if options.batch_size < 1:
-        raise UserError(f"--batch_size must be at least 1, got {options.batch_size}")
+        raise UserError(f"{option_name('batch_size')} must be at least 1, got {options.batch_size}")
     output_dir = Path(options.output_dir).resolve() if options.output_dir else None
     if output_dir is None and options.mode != "report":
-        raise UserError(f"--mode {options.mode} needs --output_dir: where the class folders go")
+        raise UserError(f"{option_value('mode', repr(options.mode))} needs {option_name('output_dir')}: where the "
+                        f"class folders go")
     if output_dir is not None and _inside(image_dir, output_dir):
-        raise UserError(f"--image_dir {options.image_dir} is inside --output_dir {options.output_dir}; "
+        raise UserError(f"{option_value('image_dir', options.image_dir)} is inside "
+                        f"{option_value('output_dir', options.output_dir)}; "
                         f"choose an output folder outside the images")
     if options.report_path:
         report_path = Path(options.report_path)
     elif output_dir is not None:
         report_path = output_dir / REPORT_NAME
     else:
-        raise UserError("--mode report needs --report FILE.csv (or --output_dir to put it in)")
+        raise UserError(f"{option_value('mode', repr('report'))} needs {option_value('report', 'FILE.csv')} (or "
+                        f"{option_name('output_dir')} to put it in)")
     return image_dir, output_dir, report_path
 
 

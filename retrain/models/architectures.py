@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from ..options import default
-from ..errors import UserError
+from ..errors import UserError, by_spelling, option_name, option_value
 
 POETS_DOWNLOADS = "https://storage.googleapis.com/download.tensorflow.org/models/"
 MOBILENET_V2_DOWNLOADS = "https://storage.googleapis.com/mobilenet_v2/checkpoints/"
@@ -232,5 +232,7 @@ def get_architecture(name: str) -> ArchitectureSpec:
         import difflib
         close = difflib.get_close_matches(name, ARCHITECTURES, n=4, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise UserError(f"unknown --architecture {name!r}; {hint}run with --list_architectures to see all, "
-                        f"or use --tfhub_module for a TF-Hub feature-vector module") from None
+        listing = by_spelling("run with --list_architectures to see all",
+                              "see all in retrain.models.architectures.ARCHITECTURES")
+        raise UserError(f"unknown {option_value('architecture', repr(name))}; {hint}{listing}, or use "
+                        f"{option_name('tfhub_module')} for a TF-Hub feature-vector module") from None

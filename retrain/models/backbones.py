@@ -16,7 +16,7 @@ import numpy as np
 
 from .architectures import ArchitectureSpec
 from .downloads import ensure_model_file
-from ..errors import UserError
+from ..errors import UserError, option_name, option_switch, option_value
 from .graph_check import check_graph_def, check_saved_model
 
 
@@ -187,7 +187,7 @@ def _load_tfhub(spec: ArchitectureSpec, model_dir: Path, trust_graph: bool) -> C
     os.environ["TFHUB_CACHE_DIR"] = _USER_TFHUB_CACHE_DIR or str(model_dir / "tfhub")
     handle = spec.url
     if "://" not in handle and not Path(handle).is_dir():
-        raise UserError(f"--tfhub_module {handle} is neither a URL nor a SavedModel folder")
+        raise UserError(f"{option_value('tfhub_module', handle)} is neither a URL nor a SavedModel folder")
     try:
         folder = hub.resolve(handle)
         if not trust_graph:
@@ -198,7 +198,8 @@ def _load_tfhub(spec: ArchitectureSpec, model_dir: Path, trust_graph: bool) -> C
     except Exception as error:  # hub/TF raise many types for an unreachable or bad module
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"cannot load TF-Hub module {handle} ({first_line[:200]}); to work offline, download "
-                        f"it on another machine and pass its SavedModel folder to --tfhub_module") from None
+                        f"it on another machine and pass its SavedModel folder to "
+                        f"{option_name('tfhub_module')}") from None
     return flatten(module)
 
 
@@ -209,8 +210,9 @@ LOADERS: dict[str, Callable[[ArchitectureSpec, Path, bool], Callable]] = {
 }
 
 
-# What retrain and extract_bottlenecks print before loading a backbone with ``trust_graph``.
-TRUST_GRAPH_WARNING = "warning: --trust_graph: the backbone's graph runs without its ops being checked"
+def trust_graph_warning() -> str:
+    """What retrain and extract_bottlenecks print before loading a backbone with ``trust_graph``."""
+    return f"warning: {option_switch('trust_graph')}: the backbone's graph runs without its ops being checked"
 
 
 def load_backbone(spec: ArchitectureSpec, model_dir: str | os.PathLike, trust_graph: bool = False) -> Backbone:
@@ -225,7 +227,7 @@ def load_backbone(spec: ArchitectureSpec, model_dir: str | os.PathLike, trust_gr
                         f"({str(error).splitlines()[0][:160]})") from None
     if spec.feature_size and size != spec.feature_size:
         raise UserError(f"backbone {spec.name} gives {size}-d features, the registry says {spec.feature_size}; "
-                        f"the file under --model_dir is not the expected model")
+                        f"the file under {option_name('model_dir')} is not the expected model")
     return Backbone(spec, compiled, size, getattr(features, "keras_model", None))
 
 

@@ -25,7 +25,7 @@ from .architectures import ArchitectureSpec
 from .backbones import (Backbone, compiled_backbone, flatten, keras_preprocess, load_graph_def, output_shape,
                         prune_graph)
 from .downloads import ensure_model_file
-from ..errors import UserError
+from ..errors import UserError, option_name, option_value
 
 # Batch-norm statistics in TF-slim graphs: fixed while fine-tuning (inference mode), as the Keras guide advises.
 FIXED_STATISTICS = ("moving_mean", "moving_variance")
@@ -61,11 +61,12 @@ def cut_tensor(spec: ArchitectureSpec, blocks: int) -> str:
     """The tensor (or Keras layer) below the top ``blocks`` blocks, or a UserError saying how many there are."""
     cuts = spec.fine_tune_cuts
     if not cuts:
-        raise UserError(f"--fine_tune_blocks is not available for {spec.name}: the registry has no block "
-                        f"boundaries for it; use --fine_tune_blocks 0")
+        raise UserError(f"{option_name('fine_tune_blocks')} is not available for {spec.name}: the registry has no "
+                        f"block boundaries for it; use {option_value('fine_tune_blocks', '0')}")
     if not 1 <= blocks <= len(cuts):
-        raise UserError(f"--fine_tune_blocks {blocks} is out of range: {spec.name} has {len(cuts)} blocks that "
-                        f"can be fine-tuned; choose 1 to {len(cuts)} (or 0 to train only the new layer)")
+        raise UserError(f"{option_value('fine_tune_blocks', str(blocks))} is out of range: {spec.name} has "
+                        f"{len(cuts)} blocks that can be fine-tuned; choose 1 to {len(cuts)} (or 0 to train only "
+                        f"the new layer)")
     return cuts[blocks - 1]
 
 
@@ -79,7 +80,8 @@ def cut_backbone(backbone: Backbone, blocks: int, model_dir: str | Path, trust_g
     elif spec.source == "keras":
         lower, top = _split_keras(backbone, cut)
     else:
-        raise UserError(f"--fine_tune_blocks is not available for {spec.source} backbones; use --fine_tune_blocks 0")
+        raise UserError(f"{option_name('fine_tune_blocks')} is not available for {spec.source} backbones; use "
+                        f"{option_value('fine_tune_blocks', '0')}")
     return CutBackbone(blocks, lower, top)
 
 
@@ -98,8 +100,8 @@ def _split_frozen_graph(backbone: Backbone, graph_def, cut: str) -> tuple[Backbo
     try:
         lower, shape = _lower_backbone(spec, cut, prune_graph(copy.deepcopy(graph_def), spec.input_tensor, cut))
     except UserError:
-        raise UserError(f"the {spec.name} graph has no block boundary {cut}; the file under --model_dir is not "
-                        f"the expected model") from None
+        raise UserError(f"the {spec.name} graph has no block boundary {cut}; the file under "
+                        f"{option_name('model_dir')} is not the expected model") from None
     upper, weight_nodes = _upper_graph(graph_def, cut, spec.feature_tensor, spec.input_tensor)
     variables = {node.name: tf.Variable(tensor_util.MakeNdarray(node.attr["value"].tensor), name=node.name)
                  for node in weight_nodes}
@@ -177,7 +179,7 @@ def _split_keras(backbone: Backbone, cut: str) -> tuple[Backbone, TrainableTop]:
     try:
         cut_output = model.get_layer(cut).output
     except ValueError:
-        raise UserError(f"the {spec.name} model has no layer {cut}; the file under --model_dir is not "
+        raise UserError(f"the {spec.name} model has no layer {cut}; the file under {option_name('model_dir')} is not "
                         f"the expected model") from None
     below = keras.Model(model.inputs, cut_output)
     above = keras.Model(cut_output, model.output)

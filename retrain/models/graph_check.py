@@ -15,13 +15,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
-from ..errors import UserError
+from ..errors import UserError, option_switch
 
 if TYPE_CHECKING:
     from tensorflow.core.framework.graph_pb2 import GraphDef
     from tensorflow.core.protobuf.meta_graph_pb2 import MetaGraphDef
 
-TRUST_FLAG = "--trust_graph"
 LOOP_OPS = frozenset({"Exit", "NextIteration", "LoopCond"})  # TF1 loop ops, valid only after an Enter
 
 PURE_OPS = frozenset({
@@ -69,7 +68,7 @@ TFLITE_FLEX_PREFIX = "Flex"
 
 def refusal(op: str, node: str, source: str | os.PathLike) -> UserError:
     return UserError(f"{source} contains op {op} (node {node}), which does more than compute (files, Python, "
-                     f"I/O); refusing to run it. If you trust where it came from, pass {TRUST_FLAG}")
+                     f"I/O); refusing to run it. If you trust where it came from, pass {option_switch('trust_graph')}")
 
 
 def check_graph_def(graph_def: GraphDef, source: str | os.PathLike) -> None:

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .backbones import load_graph_def, normalize_pixels, prune_graph
-from ..errors import UserError
+from ..errors import UserError, option_name, option_value
 from .graph_check import check_graph_def, check_saved_model, check_tflite_ops
 from ..graph_contract import FINAL_TENSOR_NAME, INPUT_NAME, SERVING_SIGNATURE
 from ..quiet import native_output_hidden
@@ -30,15 +30,21 @@ Normalization = Optional[tuple[float, float]]  # (mean, std) of uint8 pixels; No
 FORMATS_HINT = "a frozen graph (.pb), a SavedModel folder or a .tflite file written by retrain or scripts.export"
 
 
+def _input_size_advice() -> str:
+    """What to check when a model refuses the image size it was given."""
+    return f"check {option_name('input_height')} and {option_name('input_width')}"
+
+
 def detect_format(path: str | os.PathLike) -> str:
     """``FROZEN_GRAPH``, ``SAVED_MODEL`` or ``TFLITE``, from what ``path`` holds."""
     path = Path(path)
     if path.is_dir():
         if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
             return SAVED_MODEL
-        raise UserError(f"--graph {path} is a folder but not a SavedModel (no saved_model.pb); pass {FORMATS_HINT}")
+        raise UserError(f"{option_value('graph', path)} is a folder but not a SavedModel (no saved_model.pb); "
+                        f"pass {FORMATS_HINT}")
     if not path.is_file():
-        raise UserError(f"--graph {path} does not exist; pass {FORMATS_HINT}")
+        raise UserError(f"{option_value('graph', path)} does not exist; pass {FORMATS_HINT}")
     with open(path, "rb") as handle:
         head = handle.read(8)
     return TFLITE if head[4:8] == TFLITE_IDENTIFIER else FROZEN_GRAPH
@@ -108,7 +114,7 @@ class Model:
         """Refuse a size the file does not take, before it produces a confusing runtime error."""
         if self.input_size is not None and self.input_size != (height, width):
             raise UserError(f"the {self.format} {self.path} does not take {height}x{width} images (it takes "
-                            f"{self.input_size[0]}x{self.input_size[1]}); check --input_height and --input_width")
+                            f"{self.input_size[0]}x{self.input_size[1]}); {_input_size_advice()}")
 
     def check_labels(self, labels: list[str], height: int, width: int, normalization: Normalization) -> None:
         """The model's output size must match the labels (probed on one blank image, the way labelling runs it)."""
@@ -148,11 +154,11 @@ class TensorFlowModel(Model):
             if len(images) > 1:
                 raise BatchRefused() from None
             raise UserError(f"the {self.format} {self.path} does not take {images.shape[1]}x{images.shape[2]} "
-                            f"images; check --input_height and --input_width") from None
+                            f"images; {_input_size_advice()}") from None
         except tf.errors.InvalidArgumentError as error:
             if len(images) == 1:
                 raise UserError(f"the {self.format} {self.path} rejects {images.shape[1]}x{images.shape[2]} input "
-                                f"({str(error).splitlines()[0][:160]}); check --input_height/width") from None
+                                f"({str(error).splitlines()[0][:160]}); {_input_size_advice()}") from None
             raise BatchRefused() from None
         except tf.errors.OpError as error:  # a damaged graph that imports but cannot run (found by fuzzing)
             raise UserError(f"the {self.format} {self.path} cannot run ({type(error).__name__}: "
@@ -222,7 +228,8 @@ def _load_frozen_graph(path: Path, input_layer: str, output_layer: str, trust_gr
     try:
         graph_def = load_graph_def(path, trust_graph=True)  # parse only: a parse error means "not a model"
     except UserError:
-        raise UserError(f"--graph {path} is none of the model formats we read; pass {FORMATS_HINT}") from None
+        raise UserError(f"{option_value('graph', path)} is none of the model formats we read; "
+                        f"pass {FORMATS_HINT}") from None
     if not trust_graph:
         check_graph_def(graph_def, path)
     placeholder = next((node for node in graph_def.node if node.name == input_layer.split(":")[0]), None)

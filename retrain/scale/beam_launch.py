@@ -29,7 +29,7 @@ from apache_beam.runners.runner import PipelineRunner
 from ..models.architectures import ArchitectureSpec
 from .beam_extract import METRICS_NAMESPACE, ExtractJob, build_pipeline, is_local
 from ..cache.store import BottleneckCache
-from ..errors import Log, UserError
+from ..errors import Log, UserError, option_value
 from ..progress import progress_bar
 from ..data.images import IMAGE_EXTENSIONS, is_image_file
 
@@ -94,9 +94,9 @@ def measure_feature_size(spec: ArchitectureSpec, model_dir: str, trust_graph: bo
     and gives one line, instead of failing on every worker after the job has
     started.
     """
-    from ..models.backbones import TRUST_GRAPH_WARNING, load_backbone
+    from ..models.backbones import load_backbone, trust_graph_warning
     if trust_graph:
-        log(TRUST_GRAPH_WARNING)
+        log(trust_graph_warning())
     return load_backbone(spec, model_dir, trust_graph).feature_size
 
 
@@ -159,8 +159,8 @@ def _has_images(folder: Path) -> bool:
 
 
 def _no_images(image_dir: str) -> UserError:
-    return UserError(f"no images under --image_dir {image_dir} ({', '.join(sorted(IMAGE_EXTENSIONS))}, searched "
-                     f"recursively); point it at your image folder")
+    return UserError(f"no images under {option_value('image_dir', image_dir)} "
+                     f"({', '.join(sorted(IMAGE_EXTENSIONS))}, searched recursively); point it at your image folder")
 
 
 class _progress:

@@ -12,7 +12,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from ..errors import Log
+from ..errors import Log, option_value
 from ..cache.rows import FeatureRows
 
 STREAM_CHUNKS_PER_BUDGET = 4  # a streamed chunk takes a quarter of the memory budget: large reads, room to spare
@@ -81,8 +81,9 @@ def bottleneck_batches(features: np.ndarray | FeatureRows, labels: np.ndarray, d
     """Training batches from cached bottlenecks: in memory, or streamed when beyond the memory budget."""
     if not isinstance(features, FeatureRows):
         return in_memory_batches(features, labels)
-    log(f"Bottlenecks ({features.nbytes / 2 ** 30:.1f} GiB) exceed --memory_budget_gb "
-        f"{memory_budget_gb:g}: streaming them from the cache in large chunks")
+    budget = option_value("memory_budget_gb", f"{memory_budget_gb:g}")
+    log(f"Bottlenecks ({features.nbytes / 2 ** 30:.1f} GiB) exceed {budget}: streaming them from the cache in large "
+        f"chunks")
     row_bytes = features.nbytes / max(len(features), 1) or 1
     rows_per_chunk = int(memory_budget_gb * 2 ** 30 / STREAM_CHUNKS_PER_BUDGET / row_bytes)
     return streamed_batches(features, labels, draws, max(rows_per_chunk, 1))

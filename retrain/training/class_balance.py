@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import option_value
+
 CLASS_WEIGHTS = ("none", "balanced")
 IMBALANCE_WARNING_RATIO = 5  # largest class over smallest beyond which we suggest --class_weight balanced
 
@@ -29,4 +31,4 @@ def imbalance_warning(labels: np.ndarray, names: list[str], class_weight: str) -
     if class_weight != "none" or counts[largest] <= IMBALANCE_WARNING_RATIO * counts[smallest]:
         return None
     return (f"Warning: classes are imbalanced ({names[largest]!r} has {counts[largest]} training images, "
-            f"{names[smallest]!r} {counts[smallest]}); consider --class_weight balanced")
+            f"{names[smallest]!r} {counts[smallest]}); consider {option_value('class_weight', repr('balanced'))}")

@@ -11,7 +11,7 @@ from typing import Callable, Generic, TypeVar
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, option_name
 from ..cache.rows import score_rows
 
 Model = TypeVar("Model")
@@ -41,7 +41,7 @@ class EarlyStopping(Generic[Model]):
         """Record the evaluation at ``step``; True once ``patience`` evaluations in a row brought no improvement."""
         if not np.isfinite(loss):  # a diverged run has no best weights to restore
             raise UserError(f"training diverged: the validation loss at step {step} is {loss}; "
-                            f"lower --learning_rate")
+                            f"lower {option_name('learning_rate')}")
         if loss < self.best_loss:
             self.best_loss, self.best_step, self.best, self.waited = loss, step, snapshot(), 0
             return False

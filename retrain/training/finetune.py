@@ -36,13 +36,13 @@ class FineTuneConfig:
 
     def __post_init__(self) -> None:
         if self.blocks < 0:
-            raise UserError(f"--fine_tune_blocks must be 0 or more, got {self.blocks}")
+            raise UserError(f"{option_name('fine_tune_blocks')} must be 0 or more, got {self.blocks}")
         if self.blocks and self.steps < 1:
-            raise UserError(f"--fine_tune_steps must be at least 1, got {self.steps}")
+            raise UserError(f"{option_name('fine_tune_steps')} must be at least 1, got {self.steps}")
         if self.blocks and self.batch_size < 1:
-            raise UserError(f"--fine_tune_batch_size must be at least 1, got {self.batch_size}")
+            raise UserError(f"{option_name('fine_tune_batch_size')} must be at least 1, got {self.batch_size}")
         if self.blocks and self.learning_rate <= 0:
-            raise UserError(f"--fine_tune_learning_rate must be positive, got {self.learning_rate}")
+            raise UserError(f"{option_name('fine_tune_learning_rate')} must be positive, got {self.learning_rate}")
 
 
 def pooled_features(top: TrainableTop, rows: np.ndarray | FeatureRows, desc: str = "") -> np.ndarray:
@@ -175,7 +175,8 @@ def fine_tune(top: TrainableTop, head: Head, rows: np.ndarray | FeatureRows, lab
         after = validation_score(head)[1]
     if scored:
         advice = ("" if after > before or stopping else "; it did not help here: compare a run with "
-                  "--fine_tune_blocks 0, or add --early_stopping_patience to keep the best step")
+                  f"{option_value('fine_tune_blocks', '0')}, or add {option_name('early_stopping_patience')} to keep "
+                  "the best step")
         log(f"Validation accuracy: {before * 100:.1f}% with the new layer alone, {after * 100:.1f}% after "
             f"fine-tuning (N={len(validation[1])}){advice}")
     return head

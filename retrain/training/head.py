@@ -109,25 +109,25 @@ class TrainingConfig:
     early_stopping_patience: int | None = default("early_stopping_patience")  # evaluations without a lower full-validation loss; None: off
 
     def __post_init__(self) -> None:
-        for flag, value in (("how_many_training_steps", self.steps), ("train_batch_size", self.train_batch_size),
-                            ("validation_batch_size", self.validation_batch_size),
-                            ("eval_step_interval", self.eval_step_interval), ("hidden_units", self.hidden_units),
-                            ("early_stopping_patience", self.early_stopping_patience)):
+        for option, value in (("how_many_training_steps", self.steps), ("train_batch_size", self.train_batch_size),
+                              ("validation_batch_size", self.validation_batch_size),
+                              ("eval_step_interval", self.eval_step_interval), ("hidden_units", self.hidden_units),
+                              ("early_stopping_patience", self.early_stopping_patience)):
             # -1 means "all rows" for the batch sizes, as in Poets
-            if value is not None and value < 1 and not (flag.endswith("batch_size") and value == -1):
-                raise UserError(f"--{flag} must be at least 1, got {value}")
+            if value is not None and value < 1 and not (option.endswith("batch_size") and value == -1):
+                raise UserError(f"{option_name(option)} must be at least 1, got {value}")
         if self.learning_rate <= 0:
-            raise UserError(f"--learning_rate must be positive, got {self.learning_rate}")
-        for flag, value in (("dropout", self.dropout), ("label_smoothing", self.label_smoothing)):
+            raise UserError(f"{option_name('learning_rate')} must be positive, got {self.learning_rate}")
+        for option, value in (("dropout", self.dropout), ("label_smoothing", self.label_smoothing)):
             if not 0 <= value < 1:
-                raise UserError(f"--{flag} must be from 0 to under 1, got {value}")
+                raise UserError(f"{option_name(option)} must be from 0 to under 1, got {value}")
         if not self.weight_decay >= 0:
-            raise UserError(f"--weight_decay must be 0 or more, got {self.weight_decay}")
-        for flag, value, choices in (("optimizer", self.optimizer, OPTIMIZERS),
-                                     ("learning_rate_schedule", self.learning_rate_schedule, SCHEDULES),
-                                     ("class_weight", self.class_weight, CLASS_WEIGHTS)):
+            raise UserError(f"{option_name('weight_decay')} must be 0 or more, got {self.weight_decay}")
+        for option, value, choices in (("optimizer", self.optimizer, OPTIMIZERS),
+                                       ("learning_rate_schedule", self.learning_rate_schedule, SCHEDULES),
+                                       ("class_weight", self.class_weight, CLASS_WEIGHTS)):
             if value not in choices:
-                raise UserError(f"--{flag} {value!r} is unknown; use one of {', '.join(choices)}")
+                raise UserError(f"{option_value(option, repr(value))} is unknown; use one of {', '.join(choices)}")
 
     @property
     def draws(self) -> int:
@@ -191,7 +191,8 @@ def train_head(batches: BatchSource, feature_size: int, num_classes: int, config
     import tensorflow as tf
     has_validation = validation is not None and len(validation[1]) > 0
     if config.early_stopping_patience and not has_validation:
-        raise UserError("--early_stopping_patience needs validation images; raise --validation_percentage above 0")
+        raise UserError(f"{option_name('early_stopping_patience')} needs validation images; raise "
+                        f"{option_name('validation_percentage')} above 0")
     if config.class_weight != "none" and train_labels is None:
         raise ValueError("class_weight needs the training labels")
     rng = np.random.default_rng(config.seed)

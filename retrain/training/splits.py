@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cache.bottlenecks import Bottlenecks
-from ..errors import UserError
+from ..errors import UserError, option_name
 from ..cache.rows import FeatureRows, score_rows
 from .head import Head
 from ..data.images import SPLITS, ImageRecord
@@ -48,7 +48,8 @@ def check_training_data(train: SplitData, labels: list[str]) -> None:
     empty = [label for label, count in zip(labels, counts) if count == 0]
     if empty:
         raise UserError(f"class(es) {', '.join(repr(e) for e in empty)} have no usable training images; add images "
-                        f"to those folders or lower --testing_percentage/--validation_percentage")
+                        f"to those folders or lower {option_name('testing_percentage')}/"
+                        f"{option_name('validation_percentage')}")
 
 
 def evaluate_test_set(head: Head, test: SplitData, labels: list[str], batch_size: int,

@@ -6,7 +6,7 @@ import datetime
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..errors import Log, UserError
+from ..errors import Log, UserError, option_name
 from .head import EvalPoint
 from ..metrics import ClassificationReport
 
@@ -38,7 +38,7 @@ class TrainingSummaries:
         except tf.errors.OpError as error:
             reason = error.message.splitlines()[0].rsplit("; ", 1)[-1]
             raise UserError(f"cannot write TensorBoard summaries under {self.directory} ({reason}); free some "
-                            f"space or choose another --summaries_dir") from None
+                            f"space or choose another {option_name('summaries_dir')}") from None
 
     def write_eval(self, point: EvalPoint) -> None:
         self.points.append(point)
