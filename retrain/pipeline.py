@@ -15,35 +15,35 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .models.architectures import ArchitectureSpec, get_architecture, tfhub_spec
-from .cache.views import augmentation_for, get_views, with_views
-from .models.backbones import Backbone, load_backbone, trust_graph_warning
-from .training.batches import bottleneck_batches
 from .cache.bottlenecks import Bottlenecks, check_batch_size, get_bottlenecks
 from .cache.store import FLOAT16_BYTES, BottleneckCache, rounding_error
-from .training.class_balance import imbalance_warning
+from .cache.views import augmentation_for, get_views, with_views
 from .data.distortions import Distortions
+from .data.images import SPLITS, labels_of, split_images, split_summary
+from .data.pixel_budget import validate_max_megapixels
 from .errors import Log, UserError, option_name, option_value
-from .models.cut import cut_backbone, cut_tensor
-from .export.deploy import check_export_options, check_exports, check_images, write_tflite_model
-from .export.frozen_graph import export_frozen_graph, saved_model_from_graph, sidecar_for, write_labels
-from .export.check import CheckImages
-from .files import check_plot_path, check_writable_file, check_writable_folder
-from .training.finetune import FineTuneConfig, fine_tune, pooled_features
-from .freed_memory import return_freed_memory
 from .explain.gradcam import GradCam
-from .graph_contract import Sidecar, sidecar_path
-from .training.head import EvalPoint, Head, TrainingConfig, train_head
 from .explain.history_plot import plot_history
 from .explain.html_report import ReportText, ScoredImage, check_report_folder, scored_images, write_html_report
-from .data.images import SPLITS, labels_of, split_images, split_summary
+from .export.check import CheckImages
+from .export.deploy import check_export_options, check_exports, check_images, write_tflite_model
+from .export.frozen_graph import export_frozen_graph, saved_model_from_graph, sidecar_for, write_labels
+from .export.tflite import NO_QUANTIZATION, check_calibration, tflite_name
+from .files import check_plot_path, check_writable_file, check_writable_folder
+from .freed_memory import return_freed_memory
+from .graph_contract import Sidecar, sidecar_path
 from .metrics import ClassificationReport
-from .options import build, checked_values, default
+from .models.architectures import ArchitectureSpec, get_architecture, tfhub_spec
+from .models.backbones import Backbone, load_backbone, trust_graph_warning
+from .models.cut import cut_backbone, cut_tensor
 from .models.model_file import FROZEN_GRAPH, SAVED_MODEL, model_size
-from .data.pixel_budget import validate_max_megapixels
+from .options import build, checked_values, default
+from .training.batches import bottleneck_batches
+from .training.class_balance import imbalance_warning
+from .training.finetune import FineTuneConfig, fine_tune, pooled_features
+from .training.head import EvalPoint, Head, TrainingConfig, train_head
 from .training.splits import SplitData, check_training_data, evaluate_test_set, split_data
 from .training.summaries import TrainingSummaries, progress_printer
-from .export.tflite import NO_QUANTIZATION, check_calibration, tflite_name
 
 
 @dataclass

@@ -14,9 +14,15 @@ import os
 import sys
 from typing import TYPE_CHECKING, Callable, Mapping, NoReturn, Sequence
 
+from retrain.errors import (
+    EXIT_EXPORT_MISMATCH,
+    EXIT_INTERRUPTED,
+    EXIT_USER_ERROR,
+    ExportMismatch,
+    UserError,
+    command_line_spelling,
+)
 from retrain.models.architectures import ARCHITECTURES
-from retrain.errors import (EXIT_EXPORT_MISMATCH, EXIT_INTERRUPTED, EXIT_USER_ERROR, ExportMismatch, UserError,
-                            command_line_spelling)
 from retrain.options import options_of
 from retrain.quiet import silence_tensorflow_startup
 

@@ -17,9 +17,9 @@ import argparse
 import sys
 from typing import Sequence
 
+from retrain.cli.common import add_options, load_labeler, run_cli
 from retrain.export.deploy import ExportRequest, export_model
 from retrain.export.tflite import QUANTIZE_MODES, TFLITE_IO_TYPES
-from retrain.cli.common import add_options, load_labeler, run_cli
 
 TARGETS = ("tflite", "saved_model")
 

@@ -17,13 +17,14 @@ import sys
 from types import ModuleType
 from typing import Sequence
 
+from retrain.cli.common import add_options, run_cli
 from retrain.errors import UserError
 from retrain.files import check_writable_folder
 from retrain.pipeline import backbone_spec
-from retrain.cli.common import add_options, run_cli
+
 
 def beam_modules() -> tuple[ModuleType, ModuleType]:
-    """``retrain.scale.beam_extract`` and ``retrain.scale.beam_launch``; a one-line error when the Beam extra is missing."""
+    """The modules ``retrain.scale.beam_extract`` and ``beam_launch``; one error line when Beam is missing."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # Beam warns at import about Google Cloud clients that only Dataflow needs

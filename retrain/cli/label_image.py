@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from retrain.cli.common import add_options, load_gradcam, load_labeler, run_cli
 from retrain.errors import UserError
 from retrain.files import check_image_file
-from retrain.cli.common import add_options, load_gradcam, load_labeler, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,10 +22,18 @@ import argparse
 import sys
 from typing import Sequence
 
-from retrain.label.journal import undo
-from retrain.label.relabel import (FAILED, MODES, PAST_TENSE, SORTED_EARLIER, UNREADABLE, RelabelOptions, check_options,
-                             relabel)
 from retrain.cli.common import add_options, load_gradcam, load_labeler, run_cli
+from retrain.label.journal import undo
+from retrain.label.relabel import (
+    FAILED,
+    MODES,
+    PAST_TENSE,
+    SORTED_EARLIER,
+    UNREADABLE,
+    RelabelOptions,
+    check_options,
+    relabel,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,9 +19,9 @@ import argparse
 import sys
 from typing import Sequence
 
+from retrain.cli.common import add_options, run_cli
 from retrain.models.architectures import ARCHITECTURES
 from retrain.pipeline import retrain_options, run_retrain
-from retrain.cli.common import add_options, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,10 +19,11 @@ import sys
 from pathlib import Path
 from typing import Mapping, NamedTuple, Sequence
 
+from retrain.cli.common import add_options, run_cli, warn_if_trusted
 from retrain.errors import UserError
 from retrain.explain.filters import FilterOptions, parse_filters
 from retrain.files import check_image_file
-from retrain.cli.common import add_options, run_cli, warn_if_trusted
+
 
 def build_parser() -> argparse.ArgumentParser:
     """visualize_filters' flags: every option of "visualize_filters" in ``retrain.options``."""
