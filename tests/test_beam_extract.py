@@ -17,17 +17,17 @@ import h5py
 import numpy as np
 import pytest
 
+from retrain.cache.bottlenecks import get_bottlenecks
+from retrain.cache.store import BottleneckCache, rounding_error
+from retrain.data.decode import load_rgb
+from retrain.files import DEFAULT_MODEL_DIR, hash_files
+from retrain.models.architectures import DEFAULT_ARCHITECTURE, get_architecture, tfhub_spec
+from retrain.models.backbones import load_backbone
+from retrain.pipeline import RetrainOptions, run_retrain
 from retrain.scale import beam_extract
 from retrain.scale.beam_extract import ExtractJob
 from retrain.scale.beam_launch import run_extract
-from retrain.models.architectures import DEFAULT_ARCHITECTURE, get_architecture, tfhub_spec
-from retrain.models.backbones import load_backbone
-from retrain.cache.bottlenecks import get_bottlenecks
-from retrain.cache.store import BottleneckCache
 from retrain.training.head import TrainingConfig
-from retrain.data.decode import load_rgb
-from retrain.files import DEFAULT_MODEL_DIR, hash_files
-from retrain.pipeline import RetrainOptions, run_retrain
 from tests.conftest import FLOWERS, PROJECT, make_dataset, make_image, tiny_spec
 from tests.test_backbones import save_tiny_hub_module
 from tests.test_cli import run_script
@@ -206,17 +206,37 @@ def test_bad_input_is_one_line_and_exit_code_2(case, message, tmp_path):
 
 
 def test_retrain_never_imports_apache_beam():
-    code = ("import sys, retrain.pipeline, retrain.label.labeler, retrain.label.relabel, retrain.label.evaluation, scripts.retrain, "
-            "scripts.label_image, scripts.relabel, scripts.evaluate; "
+    code = ("import sys, retrain.pipeline, retrain.label.labeler, retrain.label.relabel, retrain.label.evaluation, "
+            "scripts.retrain, scripts.label_image, scripts.relabel, scripts.evaluate; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'apache_beam'))")
     result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
 
 
+# How far apart the same backbone puts a float32 feature when it sums in another order (other batches, other
+# threads): a few float32 units of the largest activations (ReLU6, so at most 6), seen 2.4e-7 apart near zero.
+BACKBONE_REORDERING = 8 * float(np.spacing(np.float32(6)))
+
+
+def rewritten_by_retrain(bottleneck_dir: Path, cache_id: str, vectors: dict[bytes, np.ndarray]) -> Path:
+    """A cache holding ``vectors`` (by key), written by retrain's own writer."""
+    features = np.stack(list(vectors.values()))
+    BottleneckCache(bottleneck_dir, cache_id, features.shape[1]).write_shard([key.decode() for key in vectors],
+                                                                             features)
+    return bottleneck_dir
+
+
 @pytest.mark.integration
 def test_real_flowers_through_beam_give_retrain_the_same_vectors_and_graph(flowers_retrained, tmp_path,
                                                                            worker_path):
+    """Beam's vectors are retrain's within the cache's float16 rounding, and train the same graph.
+
+    Not bit for bit: Beam's workers run the backbone on other batches and threads than retrain, so a float32
+    value can come out a few units apart (``BACKBONE_REORDERING``) and round to a neighbouring float16. So the
+    vectors agree within that and the cache's rounding, and the graph trained from Beam's cache is compared with
+    one trained from retrain's own writer holding the same vectors: how Beam writes shards changes nothing.
+    """
     spec = get_architecture(DEFAULT_ARCHITECTURE)
     job = ExtractJob(str(FLOWERS), spec, str(DEFAULT_MODEL_DIR), str(tmp_path / "beam_bn"))
     summary = run_extract(job, log=lambda message: None)
@@ -227,15 +247,17 @@ def test_real_flowers_through_beam_give_retrain_the_same_vectors_and_graph(flowe
     _, single = shard_rows(flowers_retrained.out / "bottlenecks")
     assert sorted(from_beam) == sorted(single)
     for key, vector in single.items():
-        np.testing.assert_array_equal(from_beam[key], vector)
+        apart = np.abs(from_beam[key].astype(np.float32) - vector.astype(np.float32))
+        assert np.all(apart <= rounding_error(from_beam[key]) + rounding_error(vector) + BACKBONE_REORDERING), key
 
     graphs, messages = [], []
-    for name, bottleneck_dir in (("beam", tmp_path / "beam_bn"), ("single", flowers_retrained.out / "bottlenecks")):
+    same_vectors = rewritten_by_retrain(tmp_path / "same_vectors_bn", spec.cache_id, from_beam)
+    for name, bottleneck_dir in (("beam", tmp_path / "beam_bn"), ("single", same_vectors)):
         out = tmp_path / name
         run_retrain(RetrainOptions(image_dir=str(FLOWERS), architecture=spec, output_graph=str(out / "g.pb"),
                                    output_labels=str(out / "labels.txt"), summaries_dir=str(out / "logs"),
                                    bottleneck_dir=str(bottleneck_dir), training=TrainingConfig(steps=200, seed=3)),
                     log=messages.append)
         graphs.append((out / "g.pb").read_bytes())
-    assert any(m.startswith(f"Bottlenecks: {total} of {total} images found in the cache") for m in messages)
+    assert sum(m.startswith(f"Bottlenecks: {total} of {total} images found in the cache") for m in messages) == 2
     assert graphs[0] == graphs[1]
