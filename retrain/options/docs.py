@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from ..files import PROJECT_ROOT
@@ -42,23 +41,27 @@ def help_text(option: Option) -> str:
     return option.help.replace("%(default)s", str(option.default)).replace("%%", "%")
 
 
-def _first_sentence(text: str) -> str:
-    """Up to the first full stop before a new sentence, or the first semicolon: what the option is, for the table."""
-    match = re.match(r"(.+?)(?:\.\s+(?=[A-Z-])|;\s)", text)
-    return match.group(1).rstrip(".") + "." if match else text
-
-
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
 def flags_table() -> str:
-    """One Markdown table of every option of every tool: flag, default, tools, what it does (its first sentence)."""
-    rows = ["| flag | default | tools | what it does |", "| --- | --- | --- | --- |"]
+    """README's summary: one row per --help section, its tools and its flags with their defaults.
+
+    The help of every flag is in docs/flags.md (``flags_page``) and in each tool's --help.
+    """
+    sections: dict[str, dict[str, Option]] = {}  # a name declared apart for two tools is listed once
     for option in OPTIONS:
-        tools = "all" if option.tools == TOOLS else ", ".join(option.tools)
-        rows.append(f"| `--{option.name}` | {_cell(shown_default(option))} | {tools} | "
-                    f"{_cell(_first_sentence(help_text(option)))} |")
+        # Options outside a named section are grouped by the tools that take them, so the row says whose they are.
+        title = option.group or f"own options of {', '.join(option.tools)}"
+        sections.setdefault(title, {}).setdefault(option.name, option)
+    rows = ["| section | tools | flags (default) |", "| --- | --- | --- |"]
+    for title, named in sections.items():
+        options = list(named.values())
+        tools = [tool for tool in TOOLS if any(tool in option.tools for option in options)]
+        flags = ", ".join(f"`--{option.name}`" + (f" {shown_default(option)}" if shown_default(option) else "")
+                          for option in options)
+        rows.append(f"| {_cell(title)} | {'all' if tuple(tools) == TOOLS else ', '.join(tools)} | {_cell(flags)} |")
     return "\n".join(rows)
 
 
