@@ -53,7 +53,8 @@ class Result:
         mean = statistics.mean(self.accuracies)
         spread = statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
         runs = ", ".join(f"{a:.1f}" for a in self.accuracies)
-        return (f"{self.name:34} test accuracy {mean:5.1f}% +- {spread:3.1f} ({runs}); cold {self.cold_seconds:5.0f} s, "
+        return (f"{self.name:34} test accuracy {mean:5.1f}% +- {spread:3.1f} ({runs}); "
+                f"cold {self.cold_seconds:5.0f} s, "
                 f"warm {self.warm_seconds:5.0f} s, peak RSS {self.peak_rss_mb:5.0f} MB, cache {self.cache_mb:6.0f} MB")
 
 
@@ -96,9 +97,9 @@ def timing_backbone(name: str):
     (no Keras weights can be downloaded here), the same network with random weights: what an epoch costs
     depends on the shapes of the products, not on the values of the weights.
     """
+    from retrain.files import DEFAULT_MODEL_DIR
     from retrain.models.architectures import get_architecture
     from retrain.models.backbones import compiled_backbone, keras_features, load_backbone
-    from retrain.files import DEFAULT_MODEL_DIR
     spec = get_architecture(name)
     if spec.source != "keras" or (Path(DEFAULT_MODEL_DIR) / spec.model_file).exists():
         return load_backbone(spec, DEFAULT_MODEL_DIR), "pretrained weights"
@@ -111,11 +112,11 @@ def epoch_ratio(image_dir: Path, architecture: str, blocks: int, images: int = 9
 
     The two are timed in alternation, ``rounds`` times each, so a change in the shared machine's load hits both.
     """
-    from retrain.models.cut import cut_backbone
     from retrain.data.decode import load_rgb
+    from retrain.files import DEFAULT_MODEL_DIR
+    from retrain.models.cut import cut_backbone
     from retrain.training.finetune import FineTuneConfig, trainer
     from retrain.training.head import Head
-    from retrain.files import DEFAULT_MODEL_DIR
     batch = FineTuneConfig().batch_size
     backbone, weights = timing_backbone(architecture)
     size = backbone.input_size
@@ -191,7 +192,8 @@ def main(argv=None) -> int:
         best = max(tuned, key=lambda r: statistics.mean(r.accuracies))
         margin = statistics.mean(best.accuracies) - linear
         print(f"RESULT best fine-tuned: {best.name}, {statistics.mean(best.accuracies):.1f}% vs linear {linear:.1f}% "
-              f"= {margin:+.1f} points (target >= +{MARGIN_TARGET:g}: {'met' if margin >= MARGIN_TARGET else 'NOT met'})")
+              f"= {margin:+.1f} points "
+              f"(target >= +{MARGIN_TARGET:g}: {'met' if margin >= MARGIN_TARGET else 'NOT met'})")
     for architecture in dict.fromkeys(name for name, _ in ratios):
         blocks, ratio = max(((n, r) for (name, n), r in ratios.items() if name == architecture), key=lambda x: x[1])
         print(f"RESULT {architecture}: epoch from the cut cache vs through the whole backbone: best {ratio:.1f}x at "

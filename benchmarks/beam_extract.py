@@ -25,13 +25,13 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.common import PROJECT, WORK_DIR, generate_jpegs, machine  # noqa: E402
+from retrain.cache.bottlenecks import get_bottlenecks  # noqa: E402
+from retrain.cache.store import BottleneckCache  # noqa: E402
+from retrain.files import DEFAULT_MODEL_DIR  # noqa: E402
 from retrain.models.architectures import DEFAULT_ARCHITECTURE, get_architecture  # noqa: E402
 from retrain.models.backbones import load_backbone  # noqa: E402
 from retrain.scale.beam_extract import ExtractJob  # noqa: E402
 from retrain.scale.beam_launch import run_extract  # noqa: E402
-from retrain.cache.bottlenecks import get_bottlenecks  # noqa: E402
-from retrain.cache.store import BottleneckCache  # noqa: E402
-from retrain.files import DEFAULT_MODEL_DIR  # noqa: E402
 
 STARTUP_IMAGES = 20
 

@@ -28,12 +28,12 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.common import FLOWERS, machine  # noqa: E402
-from retrain.models.architectures import DEFAULT_ARCHITECTURE, get_architecture  # noqa: E402
-from retrain.models.backbones import load_backbone  # noqa: E402
 from retrain.cache.bottlenecks import get_bottlenecks  # noqa: E402
 from retrain.cache.store import BottleneckCache  # noqa: E402
 from retrain.data.images import split_images  # noqa: E402
 from retrain.files import DEFAULT_MODEL_DIR  # noqa: E402
+from retrain.models.architectures import DEFAULT_ARCHITECTURE, get_architecture  # noqa: E402
+from retrain.models.backbones import load_backbone  # noqa: E402
 
 TARGET = 0.90
 

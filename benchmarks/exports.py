@@ -81,10 +81,10 @@ def main() -> None:
     tf.config.threading.set_intra_op_parallelism_threads(THREADS)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     from retrain.data.decode import decode_sample
-    from retrain.export.deploy import write_tflite_model
-    from retrain.graph_contract import Sidecar
     from retrain.data.images import labels_of, split_images
+    from retrain.export.deploy import write_tflite_model
     from retrain.export.tflite import FLOAT_IO, QUANTIZE_MODES, tflite_name
+    from retrain.graph_contract import Sidecar
 
     print(machine())
     out = WORK_DIR / "exports"

@@ -49,16 +49,16 @@ def main(argv=None) -> int:
 
     import tensorflow as tf
 
-    from retrain.models.architectures import DEFAULT_ARCHITECTURE, get_architecture
-    from retrain.models.backbones import load_backbone
-    from retrain.training.batches import in_memory_batches
-    from retrain.models.cut import cut_backbone
     from retrain.data.decode import DEFAULT_MAX_IMAGE_MEGAPIXELS, load_rgb
     from retrain.data.distortions import Distortions, distort_image
+    from retrain.data.images import labels_of, split_images
     from retrain.files import DEFAULT_MODEL_DIR
+    from retrain.models.architectures import DEFAULT_ARCHITECTURE, get_architecture
+    from retrain.models.backbones import load_backbone
+    from retrain.models.cut import cut_backbone
+    from retrain.training.batches import in_memory_batches
     from retrain.training.finetune import FineTuneConfig, pooled_features, trainer
     from retrain.training.head import TrainingConfig, train_head
-    from retrain.data.images import labels_of, split_images
 
     print(machine())
     records = split_images(args.image_dir, testing_percentage=args.testing_percentage)

@@ -160,8 +160,8 @@ def model_worker(seed: int) -> None:
 
 def _seed_graphs(work: Path) -> list:
     """Our exported tiny graph and a Poets-style retrained graph (batch 1 baked in), as GraphDefs."""
-    from retrain.models.backbones import load_backbone, load_graph_def
     from retrain.export.frozen_graph import export_frozen_graph
+    from retrain.models.backbones import load_backbone, load_graph_def
     from retrain.training.head import Head
     from tests.conftest import TINY_FEATURES, tiny_graph_def, tiny_spec
     from tests.test_poets_graph import write_poets_graph

@@ -27,9 +27,9 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.common import WORK_DIR, folder_size_mb, machine, peak_rss_mb, rss_mb, run_timed  # noqa: E402
-from retrain.training.batches import bottleneck_batches  # noqa: E402
 from retrain.cache.bottlenecks import Bottlenecks  # noqa: E402
 from retrain.cache.store import DEFAULT_MEMORY_BUDGET_GB, KEY_DTYPE, BottleneckCache  # noqa: E402
+from retrain.training.batches import bottleneck_batches  # noqa: E402
 from retrain.training.head import TrainingConfig, train_head  # noqa: E402
 from retrain.training.splits import SplitData, evaluate_test_set  # noqa: E402
 

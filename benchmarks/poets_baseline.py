@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from retrain.models.architectures import get_architecture
 from retrain.data.images import labels_of, split_images
 from retrain.files import DEFAULT_MODEL_DIR
+from retrain.models.architectures import get_architecture
 
 
 def bottleneck_path(bottleneck_dir: Path, record) -> Path:

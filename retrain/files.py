@@ -7,8 +7,8 @@ import hashlib
 import os
 import sysconfig
 import tempfile
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import IO, Iterator, Sequence
 
 from .errors import UserError, option_name, option_value

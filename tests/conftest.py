@@ -93,8 +93,8 @@ def tiny_spec(url: str = "http://127.0.0.1:9/tiny_v1_frozen.tgz", name: str = "t
 
 def tiny_retrain_options(image_dir: Path, model_dir: Path, work: Path, steps: int = 20):
     """RetrainOptions for the tiny backbone, seeded, with the graph and labels under ``work/out``."""
-    from retrain.training.head import TrainingConfig
     from retrain.pipeline import RetrainOptions
+    from retrain.training.head import TrainingConfig
     return RetrainOptions(image_dir=str(image_dir), architecture=tiny_spec(), model_dir=str(model_dir),
                           output_graph=str(work / "out" / "g.pb"), output_labels=str(work / "out" / "labels.txt"),
                           summaries_dir=str(work / "logs"), bottleneck_dir=str(work / "bn"),

@@ -5,12 +5,17 @@ import numpy as np
 import pytest
 
 import retrain.cache.bottlenecks as bottlenecks
-from retrain.cache.views import (DEFAULT_AUGMENT_DISTORTIONS, DISTORTION_FLAG_COPIES, Augmentation, augmentation_for,
-                             get_views)
 from retrain.cache.store import BottleneckCache
-from retrain.files import content_key
+from retrain.cache.views import (
+    DEFAULT_AUGMENT_DISTORTIONS,
+    DISTORTION_FLAG_COPIES,
+    Augmentation,
+    augmentation_for,
+    get_views,
+)
 from retrain.data.distortions import Distortions
 from retrain.errors import UserError
+from retrain.files import content_key
 from tests.conftest import TINY_SIZE
 
 DISTORTIONS = Distortions(flip_left_right=True, random_crop=20, random_scale=20, random_brightness=20)
@@ -89,4 +94,5 @@ def test_a_run_killed_while_caching_views_resumes_to_the_same_rows(setup, monkey
     resumed = _views(paths, backbone, cache, augmentation)
     assert 0 < resumed.computed < 12
     order = lambda views: np.lexsort((views.view, views.image))  # noqa: E731
-    np.testing.assert_array_equal(np.asarray(fresh.features)[order(fresh)], np.asarray(resumed.features)[order(resumed)])
+    np.testing.assert_array_equal(np.asarray(fresh.features)[order(fresh)],
+                                  np.asarray(resumed.features)[order(resumed)])

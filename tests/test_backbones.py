@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
+from retrain.errors import UserError
 from retrain.models.architectures import ARCHITECTURES, get_architecture, tfhub_spec
 from retrain.models.backbones import load_backbone
-from retrain.errors import UserError
 from tests.conftest import TINY_FEATURES, TINY_SIZE, tiny_graph_def, tiny_spec, tiny_tarball
 
 
@@ -132,6 +132,7 @@ def test_tfhub_bad_handle_is_a_user_error(tmp_path):
 
 def test_keras_application_loads_from_a_local_weights_file(tmp_path):
     import keras
+
     from retrain.models.architectures import ArchitectureSpec
     model_dir = tmp_path / "models"
     weights = model_dir / "keras" / "tiny_mobilenet_v2.weights.h5"

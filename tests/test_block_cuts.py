@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrain.models.backbones import load_backbone
 from retrain.models.architectures import INCEPTION_V3_CUTS, RESNET50_CUTS, VGG16_CUTS, get_architecture
+from retrain.models.backbones import load_backbone
 from retrain.models.cut import cut_backbone
 from retrain.training.early_stopping import loss_and_accuracy
 from retrain.training.finetune import FineTuneConfig, fine_tune, pooled_features
@@ -37,6 +37,7 @@ def test_mobilenet_v1_block_boundaries_are_tensors_of_the_real_graph():
 
 def test_a_keras_row_fine_tunes_its_own_layers_with_batch_norm_in_inference_mode(tmp_path):
     import keras
+
     from tests.conftest import tiny_spec
     model = keras.applications.MobileNet(include_top=False, weights=None, pooling="avg", alpha=0.25,
                                          input_shape=(32, 32, 3))

@@ -6,9 +6,9 @@ import threading
 import numpy as np
 import pytest
 
-from retrain.models.backbones import load_backbone
 from retrain.cache.bottlenecks import get_bottlenecks
 from retrain.cache.store import BottleneckCache
+from retrain.models.backbones import load_backbone
 from tests.conftest import make_image, tiny_spec
 
 

@@ -6,18 +6,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrain.data.decode import load_rgb
-from retrain.export.deploy import ExportRequest, export_model
-from retrain.errors import ExportMismatch, UserError, command_line_spelling
-from retrain.export.check import CheckImages, agreeing, check_export, predict_export
-from retrain.label.labeler import GraphLabeler
-from retrain.models.model_file import FROZEN_GRAPH, SAVED_MODEL, TFLITE, detect_format, load_model, tflite_interpreter
-from retrain.data.images import split_images
-from retrain.pipeline import run_retrain
 from retrain.cli import evaluate as evaluate_script
 from retrain.cli import export as export_script
 from retrain.cli import label_image as label_image_script
 from retrain.cli.common import run_cli
+from retrain.data.decode import load_rgb
+from retrain.data.images import split_images
+from retrain.errors import ExportMismatch, UserError, command_line_spelling
+from retrain.export.check import CheckImages, agreeing, check_export, predict_export
+from retrain.export.deploy import ExportRequest, export_model
+from retrain.label.labeler import GraphLabeler
+from retrain.models.model_file import FROZEN_GRAPH, SAVED_MODEL, TFLITE, detect_format, load_model, tflite_interpreter
+from retrain.pipeline import run_retrain
 from tests.conftest import FLOWERS, TINY_SIZE, make_dataset
 from tests.test_pipeline import options as pipeline_options
 from tests.test_poets_graph import POETS_FLAGS, poets_graph, poets_predictions  # noqa: F401 (fixture)

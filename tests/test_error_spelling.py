@@ -4,8 +4,7 @@ import contextlib
 import pytest
 
 from retrain.data.decode import decoded_batches
-from retrain.errors import (UserError, by_spelling, command_line_spelling, option_name, option_switch,
-                            option_value)
+from retrain.errors import UserError, by_spelling, command_line_spelling, option_name, option_switch, option_value
 from retrain.models.architectures import get_architecture
 from retrain.pipeline import RetrainOptions
 from retrain.training.finetune import FineTuneConfig

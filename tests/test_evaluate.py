@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from retrain.cli import evaluate as evaluate_script
 from retrain.data.decode import load_rgb
 from retrain.errors import UserError
 from retrain.label.evaluation import evaluate_folder, plot_report
 from retrain.metrics import classification_report
-from retrain.cli import evaluate as evaluate_script
 from tests.conftest import CLASS_COLOURS, TINY_SIZE, make_dataset, make_image
 from tests.test_export import poets_style_run
 from tests.test_relabel import LABELS, labeler, tiny_graph  # noqa: F401 (module-scoped fixtures)

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrain.errors import UserError, command_line_spelling
-from retrain.label.evaluation import evaluate_folder
-from retrain.pipeline import run_retrain
 from retrain.cli import evaluate as evaluate_script
 from retrain.cli import label_image as label_image_script
 from retrain.cli import relabel as relabel_script
+from retrain.errors import UserError, command_line_spelling
+from retrain.label.evaluation import evaluate_folder
+from retrain.pipeline import run_retrain
 from tests.conftest import CLASS_COLOURS, make_image
 from tests.test_cli import run_script
 from tests.test_evaluate import mislabelled_dataset

@@ -4,12 +4,12 @@ import json
 import numpy as np
 import pytest
 
-from retrain.models.backbones import load_backbone, normalize_pixels
 from retrain.data.decode import load_rgb
 from retrain.errors import UserError
-from retrain.export.frozen_graph import export_frozen_graph, saved_model_from_graph, write_labels, sidecar_for
-from retrain.training.head import Head
+from retrain.export.frozen_graph import export_frozen_graph, saved_model_from_graph, sidecar_for, write_labels
 from retrain.label.labeler import GraphLabeler
+from retrain.models.backbones import load_backbone, normalize_pixels
+from retrain.training.head import Head
 from tests.conftest import TINY_FEATURES, TINY_SIZE, tiny_spec
 
 LABELS = ["blue", "green", "red"]
@@ -102,6 +102,7 @@ def test_saved_model_gives_the_same_answers(exported, tmp_path):
 
 def keras_backbone(tmp_path):
     import keras
+
     from retrain.models.architectures import ArchitectureSpec
     model_dir = tmp_path / "models"
     weights = model_dir / "keras" / "tiny.weights.h5"

@@ -22,12 +22,12 @@ import pytest
 
 import retrain.cache.bottlenecks as bottlenecks
 import retrain.cache.store as cache_store
-from retrain.models.backbones import load_backbone
 from retrain.cache.bottlenecks import get_bottlenecks
 from retrain.cache.store import SHARD_HEADER_BYTES, SHARD_MAGIC, BottleneckCache
+from retrain.cli.common import run_cli
 from retrain.data.decode import load_rgb
 from retrain.files import atomic_write
-from retrain.cli.common import run_cli
+from retrain.models.backbones import load_backbone
 from tests.conftest import PROJECT, make_dataset, make_image, tiny_spec
 from tests.test_backbones import save_tiny_hub_module
 

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrain.models.architectures import get_architecture
+from retrain.cli import visualize_filters
 from retrain.errors import UserError, command_line_spelling
-from retrain.files import DEFAULT_MODEL_DIR
 from retrain.explain.filters import FilterOptions, FilterVisualizer, parse_filters, save_grid, total_variation
 from retrain.explain.imported_graph import ImportedGraph
-from retrain.cli import visualize_filters
+from retrain.files import DEFAULT_MODEL_DIR
+from retrain.models.architectures import get_architecture
 from tests.conftest import TINY_FEATURES, TINY_SIZE
 from tests.hostile_files import graph_writing_file
 from tests.test_cli import run_script

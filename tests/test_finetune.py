@@ -6,15 +6,15 @@ import re
 import numpy as np
 import pytest
 
-from retrain.models.backbones import load_backbone, load_graph_def
 from retrain.cache.bottlenecks import BottleneckCache, get_bottlenecks
-from retrain.models.cut import cut_backbone
-from retrain.training.early_stopping import loss_and_accuracy
+from retrain.data.images import labels_of, split_images
 from retrain.errors import UserError
 from retrain.export.frozen_graph import export_frozen_graph, sidecar_for
+from retrain.models.backbones import load_backbone, load_graph_def
+from retrain.models.cut import cut_backbone
+from retrain.training.early_stopping import loss_and_accuracy
 from retrain.training.finetune import FineTuneConfig, fine_tune, pooled_features
 from retrain.training.head import Head
-from retrain.data.images import labels_of, split_images
 from tests.conftest import TINY_SIZE
 from tests.tiny_blocks import TINY_BLOCKS, tiny_blocks_model_dir, tiny_blocks_spec
 

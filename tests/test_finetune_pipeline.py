@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import retrain.cache.bottlenecks as bottlenecks
-from retrain.training.finetune import FineTuneConfig
-from retrain.training.head import TrainingConfig
 from retrain.label.labeler import GraphLabeler
 from retrain.pipeline import RetrainOptions, run_retrain
+from retrain.training.finetune import FineTuneConfig
+from retrain.training.head import TrainingConfig
 from tests.test_cli import run_script
 from tests.tiny_blocks import tiny_blocks_model_dir, tiny_blocks_spec
 

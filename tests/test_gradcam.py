@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrain.models.backbones import load_backbone
-from retrain.training.batches import in_memory_batches
 from retrain.data.decode import load_rgb
 from retrain.errors import UserError
-from retrain.export.frozen_graph import export_frozen_graph, write_labels, sidecar_for
 from retrain.explain.gradcam import GradCam, explain_files, overlay
+from retrain.export.frozen_graph import export_frozen_graph, sidecar_for, write_labels
 from retrain.graph_contract import Sidecar
-from retrain.training.head import Head, TrainingConfig, train_head
 from retrain.label.labeler import resolve_graph_config
+from retrain.models.backbones import load_backbone
+from retrain.training.batches import in_memory_batches
+from retrain.training.head import Head, TrainingConfig, train_head
 from tests.conftest import CLASS_COLOURS, TINY_FEATURES, TINY_SIZE, tiny_spec
 from tests.hostile_files import graph_writing_file
 from tests.test_poets_graph import poets_graph  # noqa: F401 (module-scoped fixture)

@@ -4,10 +4,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from retrain.models.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, get_architecture
-from retrain.models.backbones import Backbone, load_backbone, load_graph_def
 from retrain.errors import UserError
 from retrain.export.frozen_graph import export_frozen_graph, saved_model_from_graph, sidecar_for
+from retrain.models.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, get_architecture
+from retrain.models.backbones import Backbone, load_backbone, load_graph_def
 from retrain.models.graph_check import check_graph_def, check_saved_model, check_tflite_ops
 from retrain.training.head import DenseLayer, Head
 from tests.conftest import PROJECT, tiny_graph_def, tiny_spec

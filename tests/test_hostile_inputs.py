@@ -5,11 +5,11 @@ import sys
 
 import pytest
 
-from retrain.errors import UserError
-from retrain.pipeline import run_retrain
 from retrain.cli import evaluate as evaluate_script
 from retrain.cli import label_image as label_image_script
 from retrain.cli import relabel as relabel_script
+from retrain.errors import UserError
+from retrain.pipeline import run_retrain
 from tests.conftest import PROJECT, TINY_SIZE, make_dataset, tiny_retrain_options
 from tests.hostile_files import gif_bomb, graph_writing_file, png_bomb, tiff_bomb
 

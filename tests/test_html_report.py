@@ -10,8 +10,8 @@ import pytest
 from retrain.errors import UserError
 from retrain.explain.gradcam import GradCam
 from retrain.explain.html_report import AUDIT_TEXT, ReportText, ScoredImage, mistakes_first, write_html_report
-from retrain.training.head import EvalPoint
 from retrain.label.labeler import GraphLabeler, resolve_graph_config
+from retrain.training.head import EvalPoint
 from tests.conftest import CLASS_COLOURS, FLOWERS, make_dataset, make_image
 from tests.test_cli import run_script
 from tests.test_relabel import LABELS, labeler, tiny_graph  # noqa: F401 (module-scoped fixtures)

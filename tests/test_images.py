@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from retrain.errors import UserError
 from retrain.data.images import hash_percentage, label_for_folder, split_images
+from retrain.errors import UserError
 from tests.conftest import make_dataset, make_image
 
 

@@ -56,7 +56,8 @@ def independent_top1(graph_path, info, paths):
                 image.draft("RGB", (size[0] * 2, size[1] * 2))
                 pixels = np.asarray(ImageOps.exif_transpose(image).convert("RGB").resize(size, Image.BILINEAR),
                                     np.float32)
-            scores = session.run("final_result:0", {"input:0": ((pixels - info["input_mean"]) / info["input_std"])[None]})
+            normalised = (pixels - info["input_mean"]) / info["input_std"]
+            scores = session.run("final_result:0", {"input:0": normalised[None]})
             results.append(int(np.argmax(scores[0])))
     return results
 

@@ -4,9 +4,9 @@ import pytest
 
 from retrain.cache.views import DISTORTION_FLAG_COPIES
 from retrain.data.distortions import Distortions
-from retrain.training.head import TrainingConfig
 from retrain.label.labeler import GraphLabeler
 from retrain.pipeline import RetrainOptions, run_retrain
+from retrain.training.head import TrainingConfig
 from tests.conftest import tiny_spec
 
 

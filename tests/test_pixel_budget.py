@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrain.errors import UserError
 from retrain.data.pixel_budget import OverPixelBudget, open_within_budget, validate_max_megapixels
+from retrain.errors import UserError
 from tests.hostile_files import gif_bomb, png_bomb, tiff_bomb
 
 DRAFT = (448, 448)

@@ -2,13 +2,13 @@
 import numpy as np
 import pytest
 
+from retrain.cli import evaluate as evaluate_script
+from retrain.cli import label_image as label_image_script
+from retrain.cli import relabel as relabel_script
 from retrain.data.decode import load_rgb
 from retrain.label.evaluation import evaluate_folder
 from retrain.label.labeler import GraphLabeler
 from retrain.label.relabel import REPORT_NAME
-from retrain.cli import evaluate as evaluate_script
-from retrain.cli import label_image as label_image_script
-from retrain.cli import relabel as relabel_script
 from tests.conftest import TINY_FEATURES, TINY_SIZE, make_dataset, tiny_graph_def
 from tests.test_evaluate import independent_scores, mislabelled_dataset
 from tests.test_export import poets_style_run
@@ -37,7 +37,8 @@ def write_poets_graph(path, head, reshape_to_batch_1: bool) -> None:
             bottleneck_input = tf.compat.v1.placeholder_with_default(bottleneck, [None, TINY_FEATURES],
                                                                      name="BottleneckInputPlaceholder")
         with tf.name_scope("final_training_ops"):
-            logits = tf.matmul(bottleneck_input, tf.constant(head.layers[0].weights)) + tf.constant(head.layers[0].biases)
+            layer = head.layers[0]
+            logits = tf.matmul(bottleneck_input, tf.constant(layer.weights)) + tf.constant(layer.biases)
         tf.nn.softmax(logits, name="final_result")
     path.write_bytes(graph.as_graph_def().SerializeToString())
 

@@ -14,17 +14,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrain.models.backbones import load_backbone
 from retrain.data.decode import load_rgb
 from retrain.errors import UserError
-from retrain.export.frozen_graph import export_frozen_graph, write_labels, sidecar_for
-from retrain.training.head import Head
-from retrain.label.labeler import GraphLabeler
+from retrain.export.frozen_graph import export_frozen_graph, sidecar_for, write_labels
 from retrain.label.journal import JOURNAL_NAME, Journal, undo
+from retrain.label.labeler import GraphLabeler
 from retrain.label.placement import place_file
 from retrain.label.relabel import REPORT_NAME, UNCERTAIN_FOLDER, RelabelOptions, relabel, report_probability
-from tests.conftest import CLASS_COLOURS, FLOWERS, PROJECT, TINY_SIZE, make_dataset, make_image, tiny_graph_def, \
-    tiny_spec
+from retrain.models.backbones import load_backbone
+from retrain.training.head import Head
+from tests.conftest import (
+    CLASS_COLOURS,
+    FLOWERS,
+    PROJECT,
+    TINY_SIZE,
+    make_dataset,
+    make_image,
+    tiny_graph_def,
+    tiny_spec,
+)
 from tests.test_cli import run_script
 from tests.test_integration import independent_top1
 

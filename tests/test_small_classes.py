@@ -1,8 +1,16 @@
 """Small classes get a validation and a test image; the hash split is otherwise kept."""
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from retrain.data.images import (MIN_PHOTOS_PER_CLASS_FOR_HOLDOUT, SPLITS, ensure_every_split, hash_percentage,
-                            split_at, split_images, split_summary)
+from retrain.data.images import (
+    MIN_PHOTOS_PER_CLASS_FOR_HOLDOUT,
+    SPLITS,
+    ensure_every_split,
+    hash_percentage,
+    split_at,
+    split_images,
+    split_summary,
+)
 from tests.conftest import make_image
 
 

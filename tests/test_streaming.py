@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from retrain.training.batches import in_memory_batches, streamed_batches
-from retrain.cache.store import BottleneckCache
 from retrain.cache.rows import within_budget
+from retrain.cache.store import BottleneckCache
+from retrain.training.batches import in_memory_batches, streamed_batches
 from retrain.training.head import Head, TrainingConfig, train_head
 from tests.test_pipeline import options
 
@@ -109,6 +109,7 @@ def test_retrain_beyond_the_memory_budget_streams_and_still_learns(image_dir, tm
 
 def test_every_evaluation_reaches_tensorboard(image_dir, tmp_path, tiny_model_dir):
     import tensorflow as tf
+
     from retrain.pipeline import run_retrain
     run_retrain(options(image_dir, tmp_path, tiny_model_dir,
                         training=TrainingConfig(steps=35, eval_step_interval=10, learning_rate=0.5, seed=0)),

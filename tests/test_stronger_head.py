@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from retrain.training.head import TrainingConfig
 from retrain.label.labeler import GraphLabeler
 from retrain.pipeline import run_retrain
+from retrain.training.head import TrainingConfig
 from tests.conftest import make_image
 from tests.test_cli import run_script
 from tests.test_pipeline import options

@@ -4,10 +4,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from retrain.training.class_balance import class_weights, imbalance_warning
-from retrain.training.early_stopping import EarlyStopping, loss_and_accuracy
 from retrain.errors import UserError
 from retrain.explain.history_plot import plot_history
+from retrain.training.class_balance import class_weights, imbalance_warning
+from retrain.training.early_stopping import EarlyStopping, loss_and_accuracy
 
 
 def test_balanced_class_weights_make_every_class_weigh_the_same():

@@ -16,14 +16,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .store import DEFAULT_MEMORY_BUDGET_GB, KEY_DTYPE, BottleneckCache
-from .rows import FeatureRows
-from ..options import default
 from ..data.decode import decoded_batches
-from ..errors import Log, UserError, option_name
-from ..progress import progress_bar
-from ..files import hash_files
 from ..data.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
+from ..errors import Log, UserError, option_name
+from ..files import hash_files
+from ..options import default
+from ..progress import progress_bar
+from .rows import FeatureRows
+from .store import DEFAULT_MEMORY_BUDGET_GB, KEY_DTYPE, BottleneckCache
 
 FLUSH_EVERY_IMAGES = 512
 FLUSH_EVERY_SECONDS = 30.0

@@ -64,7 +64,8 @@ class FeatureRows:
 
     def joined(self, other: FeatureRows) -> FeatureRows:
         """These rows followed by ``other``'s, all still on disk (training rows and their augmented views)."""
-        return FeatureRows(self.datasets + other.datasets, np.concatenate([self.shard, other.shard + len(self.datasets)]),
+        shards = np.concatenate([self.shard, other.shard + len(self.datasets)])
+        return FeatureRows(self.datasets + other.datasets, shards,
                            np.concatenate([self.row, other.row]), self.shape[1])
 
     def __getitem__(self, positions: np.ndarray | slice) -> np.ndarray:

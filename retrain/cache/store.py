@@ -36,10 +36,10 @@ import h5py
 import numpy as np
 
 from ..errors import Log
-from .rows import FeatureRows, rows_per_read, within_budget
 from ..files import atomic_write, digest_rest, remove_quietly
 from ..freed_memory import return_freed_memory
 from ..options import default
+from .rows import FeatureRows, rows_per_read, within_budget
 
 KEY_DTYPE = "S40"
 MERGE_WHEN_SHARDS_EXCEED = 8

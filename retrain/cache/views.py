@@ -17,15 +17,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .bottlenecks import DEFAULT_BATCH_SIZE, compute_and_store
-from .store import DEFAULT_MEMORY_BUDGET_GB, KEY_DTYPE, BottleneckCache
 from ..data.decode import load_rgb
 from ..data.distortions import Distortions, distort_image
+from ..data.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
 from ..errors import Log, UserError, option_name
-from .rows import FeatureRows
 from ..files import hash_files
 from ..options import DISTORTION_FLAG_COPIES
-from ..data.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
+from .bottlenecks import DEFAULT_BATCH_SIZE, compute_and_store
+from .rows import FeatureRows
+from .store import DEFAULT_MEMORY_BUDGET_GB, KEY_DTYPE, BottleneckCache
 
 # Distortions for --augment_copies when no distortion flag is given: mild, as Poets' README suggested.
 DEFAULT_AUGMENT_DISTORTIONS = Distortions(flip_left_right=True, random_crop=10, random_scale=10,

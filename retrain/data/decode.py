@@ -19,8 +19,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS, open_within_budget
 from ..options import default
+from .pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS, open_within_budget
 
 # Images per call through a graph when labelling or checking one: batches amortise TensorFlow's per-call cost.
 LABEL_BATCH_SIZE = default("batch_size")

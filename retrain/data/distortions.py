@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .decode import load_rgb
 from ..options import default
+from .decode import load_rgb
 
 
 @dataclass(frozen=True)

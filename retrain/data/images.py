@@ -103,7 +103,8 @@ def find_class_folders(image_dir: str | os.PathLike) -> dict[str, Path]:
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         label = label_for_folder(folder.name)
         if not label:
-            raise UserError(f"class folder {folder.name!r} gives an empty label; rename it to include letters or digits")
+            raise UserError(f"class folder {folder.name!r} gives an empty label; "
+                            "rename it to include letters or digits")
         if label in classes:
             raise UserError(f"class folders {classes[label].name!r} and {folder.name!r} both give the label "
                             f"{label!r}; rename one of them")

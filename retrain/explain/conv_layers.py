@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
-from ..models.architectures import ARCHITECTURES
 from ..errors import UserError, option_value
 from ..graph_contract import Sidecar
+from ..models.architectures import ARCHITECTURES
 
 
 def graph_blocks(graph_path: str | os.PathLike) -> Mapping[str, str]:

@@ -19,9 +19,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..models.backbones import normalize_pixels
 from ..errors import UserError, option_name, option_value
 from ..files import write_image
+from ..models.backbones import normalize_pixels
 from ..options import default
 from .imported_graph import ImportedGraph
 

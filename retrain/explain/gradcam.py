@@ -17,14 +17,14 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from ..models.backbones import normalize_pixels
-from .conv_layers import graph_blocks, resolve_layer
 from ..data.decode import load_rgb
+from ..data.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
 from ..errors import UserError, option_name, option_value
 from ..files import write_image
 from ..graph_contract import Sidecar
+from ..models.backbones import normalize_pixels
+from .conv_layers import graph_blocks, resolve_layer
 from .imported_graph import ImportedGraph
-from ..data.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
 
 OVERLAY_OPACITY = 0.5  # heatmap over photo: enough colour to read, enough photo to recognise
 EXIF_ORIENTATION = 0x0112

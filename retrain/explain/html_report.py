@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from ..data.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
 from ..errors import UserError, option_name, option_value
-from ..progress import progress_bar
 from ..files import atomic_write, check_writable_folder
-from .gradcam import GradCam, explain_shown, load_display
-from ..training.head import EvalPoint
-from .history_plot import plot_history
 from ..label.labeler import REPORT_TOP_K
 from ..metrics import ClassificationReport, classification_report
-from ..data.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
+from ..progress import progress_bar
+from ..training.head import EvalPoint
+from .gradcam import GradCam, explain_shown, load_display
+from .history_plot import plot_history
 
 if TYPE_CHECKING:
     from ..label.relabel import Verdict

@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from ..models.backbones import import_frozen_graph, load_graph_def, tensor_name
 from ..errors import UserError, option_name, option_value
+from ..models.backbones import import_frozen_graph, load_graph_def, tensor_name
 
 
 class ImportedGraph:

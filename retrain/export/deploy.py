@@ -16,17 +16,24 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from ..data.decode import LABEL_BATCH_SIZE, decode_sample
+from ..data.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
 from ..errors import UserError, option_name, option_value
-from ..label.evaluation import labelled_images
-from .frozen_graph import saved_model_from_graph, write_labels
-from .check import DEFAULT_EXPORT_CHECK_SAMPLES, CheckImages, ExportCheck, check_export
 from ..files import check_writable_file
 from ..graph_contract import Sidecar, sidecar_path
+from ..label.evaluation import labelled_images
 from ..label.labeler import GraphLabeler
 from ..models.model_file import FROZEN_GRAPH, SAVED_MODEL, detect_format, model_size
-from ..data.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
-from .tflite import (DEFAULT_QUANTIZE_SAMPLES, FLOAT_IO, NO_QUANTIZATION, check_quantize_options, convert_graph,
-                     tflite_name, write_tflite)
+from .check import DEFAULT_EXPORT_CHECK_SAMPLES, CheckImages, ExportCheck, check_export
+from .frozen_graph import saved_model_from_graph, write_labels
+from .tflite import (
+    DEFAULT_QUANTIZE_SAMPLES,
+    FLOAT_IO,
+    NO_QUANTIZATION,
+    check_quantize_options,
+    convert_graph,
+    tflite_name,
+    write_tflite,
+)
 
 
 def check_export_options(quantize: str, tflite_io: str, quantize_samples: int, export_check_samples: int) -> None:

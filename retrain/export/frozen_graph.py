@@ -16,10 +16,10 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..models.backbones import Backbone, load_graph_def, prune_graph
 from ..errors import UserError
 from ..files import atomic_write
 from ..graph_contract import FINAL_TENSOR_NAME, INPUT_NAME, SERVING_SIGNATURE, Sidecar
+from ..models.backbones import Backbone, load_graph_def, prune_graph
 from ..training.head import Head
 
 

@@ -18,10 +18,10 @@ from typing import Iterator, Sized
 
 import numpy as np
 
-from ..models.backbones import normalize_pixels
 from ..errors import UserError, option_name, option_value
 from ..files import atomic_write
 from ..graph_contract import Sidecar
+from ..models.backbones import normalize_pixels
 from ..options import default
 from ..quiet import native_output_hidden
 

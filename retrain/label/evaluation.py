@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError, option_name
-from ..progress import progress_bar
 from ..data.images import find_class_folders, iter_image_files, label_for_folder
-from .labeler import LABEL_BATCH_SIZE, GraphLabeler
-from ..metrics import ClassificationReport, classification_report
+from ..errors import UserError, option_name
 from ..files import atomic_write, check_plot_path
+from ..metrics import ClassificationReport, classification_report
+from ..progress import progress_bar
+from .labeler import LABEL_BATCH_SIZE, GraphLabeler
 
 
 @dataclass

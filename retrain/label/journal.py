@@ -14,8 +14,8 @@ import uuid
 from pathlib import Path
 
 from ..errors import Log, UserError, option_name, option_value
-from ..progress import progress_bar
 from ..files import remove_quietly
+from ..progress import progress_bar
 from .placement import holds_content, place_file, temporary_for
 
 JOURNAL_NAME = "relabel_journal.jsonl"

@@ -15,10 +15,10 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..data.decode import LABEL_BATCH_SIZE, decoded_batches
+from ..data.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS, validate_max_megapixels
 from ..errors import UserError, option_name
 from ..graph_contract import Sidecar
 from ..models.model_file import load_model
-from ..data.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS, validate_max_megapixels
 
 REPORT_TOP_K = 3  # labels shown per image in a report: relabel's CSV and the HTML gallery
 

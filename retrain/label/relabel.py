@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import Log, UserError, option_name, option_value
-from ..progress import progress_bar
-from ..options import default
-from ..files import atomic_write, content_key
 from ..data.images import iter_image_files, label_for_folder
+from ..errors import Log, UserError, option_name, option_value
+from ..files import atomic_write, content_key
+from ..options import default
+from ..progress import progress_bar
 from .journal import JOURNAL_NAME, Journal
 from .labeler import REPORT_TOP_K, GraphLabeler
 from .placement import candidate_names, folder_for_label, holds_content, place_file

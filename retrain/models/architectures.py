@@ -17,8 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from ..options import default
 from ..errors import UserError, by_spelling, option_name, option_value
+from ..options import default
 
 POETS_DOWNLOADS = "https://storage.googleapis.com/download.tensorflow.org/models/"
 MOBILENET_V2_DOWNLOADS = "https://storage.googleapis.com/mobilenet_v2/checkpoints/"

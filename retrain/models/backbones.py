@@ -14,9 +14,9 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import UserError, option_name, option_switch, option_value
 from .architectures import ArchitectureSpec
 from .downloads import ensure_model_file
-from ..errors import UserError, option_name, option_switch, option_value
 from .graph_check import check_graph_def, check_saved_model
 
 

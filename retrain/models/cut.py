@@ -21,11 +21,10 @@ from typing import Callable
 
 import numpy as np
 
-from .architectures import ArchitectureSpec
-from .backbones import (Backbone, compiled_backbone, flatten, keras_preprocess, load_graph_def, output_shape,
-                        prune_graph)
-from .downloads import ensure_model_file
 from ..errors import UserError, option_name, option_value
+from .architectures import ArchitectureSpec
+from .backbones import Backbone, compiled_backbone, flatten, keras_preprocess, load_graph_def, output_shape, prune_graph
+from .downloads import ensure_model_file
 
 # Batch-norm statistics in TF-slim graphs: fixed while fine-tuning (inference mode), as the Keras guide advises.
 FIXED_STATISTICS = ("moving_mean", "moving_variance")
@@ -165,7 +164,7 @@ def _is_weight(node) -> bool:
         return False
     if not node.attr["value"].tensor.tensor_shape.dim:
         return False
-    return not node.name.split("/")[-1] in FIXED_STATISTICS
+    return node.name.split("/")[-1] not in FIXED_STATISTICS
 
 
 def _split_keras(backbone: Backbone, cut: str) -> tuple[Backbone, TrainableTop]:

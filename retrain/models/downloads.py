@@ -10,8 +10,8 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import UserError
-from ..progress import progress_bar
 from ..files import BUNDLED_MODEL_DIRS, file_digest
+from ..progress import progress_bar
 
 CHUNK_BYTES = 1 << 20
 

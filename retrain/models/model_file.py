@@ -18,11 +18,11 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .backbones import load_graph_def, normalize_pixels, prune_graph
 from ..errors import UserError, option_name, option_value
-from .graph_check import check_graph_def, check_saved_model, check_tflite_ops
 from ..graph_contract import FINAL_TENSOR_NAME, INPUT_NAME, SERVING_SIGNATURE
 from ..quiet import native_output_hidden
+from .backbones import load_graph_def, normalize_pixels, prune_graph
+from .graph_check import check_graph_def, check_saved_model, check_tflite_ops
 
 FROZEN_GRAPH, SAVED_MODEL, TFLITE = "frozen graph", "SavedModel", "TFLite"
 TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier, at bytes 4..8 of every TFLite model

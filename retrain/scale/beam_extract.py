@@ -38,13 +38,13 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 
-from ..models.architectures import ArchitectureSpec
 from ..cache.bottlenecks import DEFAULT_BATCH_SIZE, FLUSH_EVERY_IMAGES, FLUSH_EVERY_SECONDS, check_batch_size
 from ..cache.store import BottleneckCache
 from ..data.decode import UnreadableImage, load_rgb
-from ..files import CONTENT_KEY_ALGORITHM, DEFAULT_BOTTLENECK_DIR, DEFAULT_MODEL_DIR, digest_rest
 from ..data.images import is_image_file
 from ..data.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS, validate_max_megapixels
+from ..files import CONTENT_KEY_ALGORITHM, DEFAULT_BOTTLENECK_DIR, DEFAULT_MODEL_DIR, digest_rest
+from ..models.architectures import ArchitectureSpec
 from ..quiet import silence_tensorflow_startup
 
 # Beam imports this module in each worker process before anything there imports TensorFlow.

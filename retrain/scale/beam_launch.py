@@ -26,12 +26,12 @@ from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.runners.portability.portable_runner import JobServiceHandle
 from apache_beam.runners.runner import PipelineRunner
 
-from ..models.architectures import ArchitectureSpec
-from .beam_extract import METRICS_NAMESPACE, ExtractJob, build_pipeline, is_local
 from ..cache.store import BottleneckCache
-from ..errors import Log, UserError, option_value
-from ..progress import progress_bar
 from ..data.images import IMAGE_EXTENSIONS, is_image_file
+from ..errors import Log, UserError, option_value
+from ..models.architectures import ArchitectureSpec
+from ..progress import progress_bar
+from .beam_extract import METRICS_NAMESPACE, ExtractJob, build_pipeline, is_local
 
 # No --runner: Beam's FnApiRunner with one worker process per core, workers logging errors only. Beam 2.77's
 # DirectRunner would first try Prism, a Go binary it downloads from GitHub on first use (impossible offline),

@@ -12,8 +12,8 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from ..errors import Log, option_value
 from ..cache.rows import FeatureRows
+from ..errors import Log, option_value
 
 STREAM_CHUNKS_PER_BUDGET = 4  # a streamed chunk takes a quarter of the memory budget: large reads, room to spare
 

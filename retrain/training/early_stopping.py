@@ -11,8 +11,8 @@ from typing import Callable, Generic, TypeVar
 
 import numpy as np
 
-from ..errors import UserError, option_name
 from ..cache.rows import score_rows
+from ..errors import UserError, option_name
 
 Model = TypeVar("Model")
 SMALLEST_PROBABILITY = 1e-30  # float32 softmax can round a hopeless class to 0; its loss is then -log of this

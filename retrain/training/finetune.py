@@ -14,12 +14,12 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..models.cut import TrainableTop
-from .early_stopping import EarlyStopping, loss_and_accuracy
+from ..cache.rows import FeatureRows
 from ..errors import Log, UserError, option_name, option_value
+from ..models.cut import TrainableTop
 from ..options import default
 from ..progress import progress_bar
-from ..cache.rows import FeatureRows
+from .early_stopping import EarlyStopping, loss_and_accuracy
 from .head import DenseLayer, Head, dense_logits
 from .optimizers import ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON
 

@@ -14,11 +14,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..errors import Log, UserError, option_name, option_value
+from ..options import default
 from .batches import BatchSource, sample_rows
 from .class_balance import CLASS_WEIGHTS, class_weights
 from .early_stopping import EarlyStopping, loss_and_accuracy
-from ..errors import Log, UserError, option_name, option_value
-from ..options import default
 from .head_step import StepOptions, head_step
 from .optimizers import OPTIMIZERS, SCHEDULES, Optimizer, learning_rate_at
 
@@ -99,14 +99,16 @@ class TrainingConfig:
     validation_batch_size: int = default("validation_batch_size")
     eval_step_interval: int = default("eval_step_interval")
     seed: int | None = default("random_seed")
-    hidden_units: int | None = default("hidden_units")  # width of a Dense+ReLU layer before the softmax; None: Poets' linear head
+    # width of a Dense+ReLU layer before the softmax; None: Poets' linear head
+    hidden_units: int | None = default("hidden_units")
     dropout: float = default("dropout")
     label_smoothing: float = default("label_smoothing")
     optimizer: str = default("optimizer")
     learning_rate_schedule: str = default("learning_rate_schedule")
     weight_decay: float = default("weight_decay")
     class_weight: str = default("class_weight")
-    early_stopping_patience: int | None = default("early_stopping_patience")  # evaluations without a lower full-validation loss; None: off
+    # evaluations without a lower full-validation loss; None: off
+    early_stopping_patience: int | None = default("early_stopping_patience")
 
     def __post_init__(self) -> None:
         for option, value in (("how_many_training_steps", self.steps), ("train_batch_size", self.train_batch_size),
@@ -229,7 +231,8 @@ def train_head(batches: BatchSource, feature_size: int, num_classes: int, config
                 return index + 1, tf.identity(logits), tf.identity(batch_labels)
 
         _, logits, batch_labels = tf.while_loop(
-            lambda index, *_: index < steps, step, [tf.constant(0), tf.zeros([0, num_classes]), tf.zeros([0], tf.int32)],
+            lambda index, *_: index < steps, step,
+            [tf.constant(0), tf.zeros([0, num_classes]), tf.zeros([0], tf.int32)],
             shape_invariants=[tf.TensorShape([]), tf.TensorShape([None, num_classes]), tf.TensorShape([None])])
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=batch_labels, logits=logits))
         predicted = tf.argmax(logits, 1, output_type=tf.int32)

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from ..cache.bottlenecks import Bottlenecks
-from ..errors import UserError, option_name
 from ..cache.rows import FeatureRows, score_rows
-from .head import Head
 from ..data.images import SPLITS, ImageRecord
+from ..errors import UserError, option_name
 from ..metrics import ClassificationReport, classification_report
+from .head import Head
 
 
 @dataclass

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import Log, UserError, option_name
-from .head import EvalPoint
 from ..metrics import ClassificationReport
+from .head import EvalPoint
 
 
 class TrainingSummaries:
