@@ -57,6 +57,25 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     sys.exit(code or 0)
 
 
+def tool_parser(tool: str, description: str | None, choices: Mapping[str, Sequence[str]] | None = None,
+                epilog: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``tool``: its docstring as the description, then every option it takes (``add_options``).
+
+    Args:
+        tool: the tool's name in the table (``"retrain"``); it runs as ``python -m scripts.<tool>``.
+        description: the text --help starts with (the tool module's docstring).
+        choices: option name -> the values it takes, from the library's registry for them.
+        epilog: the text --help ends with, if any.
+
+    Returns:
+        The parser.
+    """
+    parser = argparse.ArgumentParser(prog=f"python -m scripts.{tool}", description=description, epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_options(parser, tool, choices)
+    return parser
+
+
 def add_options(parser: argparse.ArgumentParser, tool: str, choices: Mapping[str, Sequence[str]] | None = None) -> None:
     """Add every option of ``tool`` in ``retrain.options`` to ``parser``, in its --help sections.
 

@@ -17,15 +17,12 @@ import argparse
 import sys
 from typing import Sequence
 
-from retrain.cli.common import add_options, load_gradcam, load_labeler, run_cli
+from retrain.cli.common import load_gradcam, load_labeler, run_cli, tool_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     """evaluate's flags: every option of "evaluate" in ``retrain.options``."""
-    parser = argparse.ArgumentParser(prog="python -m scripts.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_options(parser, "evaluate")
-    return parser
+    return tool_parser("evaluate", __doc__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from retrain.cli.common import add_options, load_labeler, run_cli
+from retrain.cli.common import load_labeler, run_cli, tool_parser
 from retrain.export.deploy import ExportRequest, export_model
 from retrain.export.tflite import QUANTIZE_MODES, TFLITE_IO_TYPES
 
@@ -26,10 +26,8 @@ TARGETS = ("tflite", "saved_model")
 
 def build_parser() -> argparse.ArgumentParser:
     """export's flags: every option of "export" in ``retrain.options``, the formats from the library's lists."""
-    parser = argparse.ArgumentParser(prog="python -m scripts.export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_options(parser, "export", choices={"to": TARGETS, "quantize": QUANTIZE_MODES, "tflite_io": TFLITE_IO_TYPES})
-    return parser
+    return tool_parser("export", __doc__,
+                       choices={"to": TARGETS, "quantize": QUANTIZE_MODES, "tflite_io": TFLITE_IO_TYPES})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,7 @@ import sys
 from types import ModuleType
 from typing import Sequence
 
-from retrain.cli.common import add_options, run_cli
+from retrain.cli.common import run_cli, tool_parser
 from retrain.errors import UserError
 from retrain.files import check_writable_folder
 from retrain.pipeline import backbone_spec
@@ -41,11 +41,8 @@ def beam_modules() -> tuple[ModuleType, ModuleType]:
 
 def build_parser() -> argparse.ArgumentParser:
     """extract_bottlenecks' flags: every option of "extract_bottlenecks" in ``retrain.options``; the rest go to Beam."""
-    parser = argparse.ArgumentParser(prog="python -m scripts.extract_bottlenecks", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Any other option (--runner, --project, --num_workers, ...) goes to Beam.")
-    add_options(parser, "extract_bottlenecks")
-    return parser
+    return tool_parser("extract_bottlenecks", __doc__,
+                       epilog="Any other option (--runner, --project, --num_workers, ...) goes to Beam.")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

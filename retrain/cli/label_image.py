@@ -16,17 +16,14 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from retrain.cli.common import add_options, load_gradcam, load_labeler, run_cli
+from retrain.cli.common import load_gradcam, load_labeler, run_cli, tool_parser
 from retrain.errors import UserError
 from retrain.files import check_image_file
 
 
 def build_parser() -> argparse.ArgumentParser:
     """label_image's flags: every option of "label_image" in ``retrain.options``."""
-    parser = argparse.ArgumentParser(prog="python -m scripts.label_image", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_options(parser, "label_image")
-    return parser
+    return tool_parser("label_image", __doc__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,7 +22,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from retrain.cli.common import add_options, load_gradcam, load_labeler, run_cli
+from retrain.cli.common import load_gradcam, load_labeler, run_cli, tool_parser
 from retrain.label.journal import undo
 from retrain.label.relabel import (
     FAILED,
@@ -38,10 +38,7 @@ from retrain.label.relabel import (
 
 def build_parser() -> argparse.ArgumentParser:
     """relabel's flags: every option of "relabel" in ``retrain.options``, --mode limited to the library's modes."""
-    parser = argparse.ArgumentParser(prog="python -m scripts.relabel", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_options(parser, "relabel", choices={"mode": MODES})
-    return parser
+    return tool_parser("relabel", __doc__, choices={"mode": MODES})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

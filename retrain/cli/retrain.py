@@ -19,17 +19,14 @@ import argparse
 import sys
 from typing import Sequence
 
-from retrain.cli.common import add_options, run_cli
+from retrain.cli.common import run_cli, tool_parser
 from retrain.models.architectures import ARCHITECTURES
 from retrain.pipeline import retrain_options, run_retrain
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The retrain tool's flags: every option of "retrain" in ``retrain.options``."""
-    parser = argparse.ArgumentParser(prog="python -m scripts.retrain", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_options(parser, "retrain")
-    return parser
+    return tool_parser("retrain", __doc__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Mapping, NamedTuple, Sequence
 
-from retrain.cli.common import add_options, run_cli, warn_if_trusted
+from retrain.cli.common import run_cli, tool_parser, warn_if_trusted
 from retrain.errors import UserError
 from retrain.explain.filters import FilterOptions, parse_filters
 from retrain.files import check_image_file
@@ -27,10 +27,7 @@ from retrain.files import check_image_file
 
 def build_parser() -> argparse.ArgumentParser:
     """visualize_filters' flags: every option of "visualize_filters" in ``retrain.options``."""
-    parser = argparse.ArgumentParser(prog="python -m scripts.visualize_filters", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_options(parser, "visualize_filters")
-    return parser
+    return tool_parser("visualize_filters", __doc__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
