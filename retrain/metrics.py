@@ -77,3 +77,46 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: list[s
     recall = _safe_divide(true_positive, confusion.sum(axis=1).astype(np.float64))
     f1 = _safe_divide(2 * precision * recall, precision + recall)
     return ClassificationReport(list(labels), confusion, precision, recall, f1, confusion.sum(axis=1))
+
+
+CALIBRATION_BINS = 15  # equal-width confidence bins, as in Guo et al. 2017 ("On Calibration of Modern Neural Networks")
+
+
+@dataclass
+class ReliabilityBins:
+    """Per equal-width bin of top-1 confidence: how many images fell in it, their mean confidence and accuracy."""
+    counts: np.ndarray  # [bins]
+    confidence: np.ndarray  # [bins]; 0 where a bin is empty
+    accuracy: np.ndarray  # [bins]; 0 where a bin is empty
+
+    @property
+    def expected_calibration_error(self) -> float:
+        """Sum over bins of (images in the bin / all images) * |accuracy - mean confidence|."""
+        total = self.counts.sum()
+        return float((self.counts * np.abs(self.accuracy - self.confidence)).sum() / total) if total else 0.0
+
+
+def reliability_bins(probabilities: np.ndarray, truths: np.ndarray, bins: int = CALIBRATION_BINS) -> ReliabilityBins:
+    """Bin each image by its top-1 probability into ``bins`` equal-width bins of (0, 1] and score each bin.
+
+    Args:
+        probabilities: ``[N, classes]`` softmax outputs.
+        truths: ``[N]`` the true class of each row.
+        bins: how many bins.
+
+    Returns:
+        The bins' counts, mean confidences and accuracies (bin b holds confidences in (b/bins, (b+1)/bins]).
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    confidence = probabilities.max(axis=1)
+    correct = (probabilities.argmax(axis=1) == np.asarray(truths)).astype(np.float64)
+    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    counts = np.bincount(index, minlength=bins).astype(np.float64)
+    return ReliabilityBins(counts.astype(np.int64),
+                           _safe_divide(np.bincount(index, confidence, minlength=bins), counts),
+                           _safe_divide(np.bincount(index, correct, minlength=bins), counts))
+
+
+def expected_calibration_error(probabilities: np.ndarray, truths: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
+    """ECE of the top-1 probability over ``bins`` equal-width bins (see ``reliability_bins``)."""
+    return reliability_bins(probabilities, truths, bins).expected_calibration_error
