@@ -67,3 +67,14 @@ def test_calibrate_builds_the_temperature_into_the_graph_and_keeps_every_top1(im
     np.testing.assert_allclose(answers["cal"], rescaled / rescaled.sum(axis=1, keepdims=True), atol=1e-4)
     page = (tmp_path / "report" / "index.html").read_text()
     assert "<svg class='reliability'" in page and "ECE = " in page
+
+
+def test_a_fine_tuned_run_is_calibrated_on_its_tuned_features(image_dir, tmp_path):
+    from tests.test_finetune_pipeline import options as fine_tune_options
+    from tests.tiny_blocks import tiny_blocks_model_dir
+    messages = []
+    result = run_retrain(fine_tune_options(image_dir, tmp_path / "out", tiny_blocks_model_dir(tmp_path / "models"),
+                                           calibrate=True, augment_copies=0), log=messages.append)
+    assert any(m.startswith("Calibrated: temperature") for m in messages)
+    assert Sidecar.read(tmp_path / "out" / "g.pb").temperature == result.head.temperature != 1.0
+    assert any(m.startswith("Checked ") for m in messages)  # the graph agrees with the tuned model, T included
