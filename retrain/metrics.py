@@ -120,3 +120,30 @@ def reliability_bins(probabilities: np.ndarray, truths: np.ndarray, bins: int = 
 def expected_calibration_error(probabilities: np.ndarray, truths: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
     """ECE of the top-1 probability over ``bins`` equal-width bins (see ``reliability_bins``)."""
     return reliability_bins(probabilities, truths, bins).expected_calibration_error
+
+
+def auroc(negative_scores: np.ndarray, positive_scores: np.ndarray) -> float:
+    """Area under the ROC curve: the chance a positive scores above a negative, ties counting half.
+
+    Args:
+        negative_scores: ``[N]`` scores of the negatives (e.g. images of the known classes).
+        positive_scores: ``[M]`` scores of the positives (e.g. images of other things).
+
+    Returns:
+        From 0 to 1; 0.5 is chance.
+    """
+    negative, positive = np.asarray(negative_scores, np.float64), np.asarray(positive_scores, np.float64)
+    ranks = _average_ranks(np.concatenate([negative, positive]))
+    positive_ranks = ranks[len(negative):].sum()
+    return float((positive_ranks - len(positive) * (len(positive) + 1) / 2) / (len(negative) * len(positive)))
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from 1, tied values sharing their mean rank (the Mann-Whitney U statistic's ranks)."""
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    ends = np.r_[starts[1:], len(values)]
+    ranks = np.empty(len(values))
+    ranks[order] = np.repeat((starts + ends + 1) / 2, ends - starts)
+    return ranks
