@@ -45,6 +45,9 @@ class Sidecar:
     feature_size: int = 0
     labels: list[str] = field(default_factory=list)
     fine_tuned_blocks: int = 0  # top blocks of the backbone retrained with the head (--fine_tune_blocks)
+    # what the graph divides its logits by before the softmax (--calibrate); already applied, recorded for the
+    # reader; a sidecar from before --calibrate has none: 1
+    temperature: float = 1.0
 
     def write(self, graph_path: str | os.PathLike) -> Path:
         """Write this as JSON beside ``graph_path``, atomically; returns the sidecar's path."""

@@ -39,6 +39,7 @@ from .models.cut import cut_backbone, cut_tensor
 from .models.model_file import FROZEN_GRAPH, SAVED_MODEL, model_size
 from .options import build, checked_values, default
 from .training.batches import bottleneck_batches
+from .training.calibration import calibrate_head, calibration_line
 from .training.class_balance import imbalance_warning
 from .training.finetune import FineTuneConfig, fine_tune, pooled_features
 from .training.head import EvalPoint, Head, TrainingConfig, train_head
@@ -61,6 +62,7 @@ class RetrainOptions:
     validation_percentage: float = default("validation_percentage")
     test_batch_size: int = default("test_batch_size")
     print_misclassified_test_images: bool = default("print_misclassified_test_images")
+    calibrate: bool = default("calibrate")
     final_tensor_name: str = default("final_tensor_name")
     intermediate_output_graphs_dir: str = default("intermediate_output_graphs_dir")
     intermediate_store_frequency: int = default("intermediate_store_frequency")
@@ -242,6 +244,9 @@ def _train(options: RetrainOptions, log: Log) -> _Trained:
                          patience=options.training.early_stopping_patience)
         backbone = cut.top.tuned_backbone()
         test = SplitData(test.paths, test.labels, pooled_features(cut.top, test.features, "Pooling test activations"))
+    if options.calibrate:  # on the features the final head sees: a fine-tuned top pools them anew
+        head = calibrate_head(head, pooled_features(cut.top, validation.features, "Pooling validation activations")
+                              if cut and len(validation.labels) else features["validation"], validation.labels, log)
 
     test_report = None
     if len(test.labels):
@@ -249,6 +254,7 @@ def _train(options: RetrainOptions, log: Log) -> _Trained:
         test_report, rows, probabilities = evaluate_test_set(head, test, labels, options.test_batch_size, rng)
         log(f"Final test accuracy = {test_report.accuracy * 100:.1f}% (N={test_report.count})")
         log(test_report.to_text())
+        log(calibration_line(head, test.features[rows], test.labels[rows]))
         summaries.write_test(test_report, options.training.steps)
         if options.print_misclassified_test_images:
             log("=== MISCLASSIFIED TEST IMAGES ===")
@@ -259,7 +265,7 @@ def _train(options: RetrainOptions, log: Log) -> _Trained:
         log(f"No test images ({option_value('testing_percentage', '0')}): skipping the test-set report")
     summaries.close()
 
-    contract = sidecar_for(backbone, labels, options.final_tensor_name, blocks)
+    contract = sidecar_for(backbone, labels, options.final_tensor_name, blocks, head.temperature)
     written = _write_graph(options, backbone, head, contract)
     scored = (scored_images([test.paths[row] for row in rows], test.labels[rows], probabilities)
               if options.html and test_report else None)

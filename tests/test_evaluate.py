@@ -90,6 +90,7 @@ def test_evaluate_cli_prints_the_report_and_saves_a_plot(tiny_graph, tmp_path, c
     assert evaluate_script.main(["--graph", str(tiny_graph), "--image_dir", str(image_dir), "--plot", str(plot)]) == 0
     output = capsys.readouterr()
     assert "Accuracy = " in output.out and "(N=17)" in output.out and "Confusion matrix" in output.out
+    assert any(line.startswith("ECE = 0.") and len(line) == len("ECE = 0.000") for line in output.out.splitlines())
     assert "broken.jpg" in output.err
     with Image.open(plot) as image:
         assert image.format == "PNG" and image.width > 300 and image.height > 200

@@ -31,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from retrain.explain.html_report import check_report_folder
         check_report_folder(args.html)  # before TensorFlow's slow start-up
     from retrain.label.evaluation import evaluate_folder, plot_report
+    from retrain.metrics import expected_calibration_error
     labeler = load_labeler(args)
     gradcam = load_gradcam(args, labeler) if args.html else None  # a bad --gradcam_layer fails before the work
     evaluation = evaluate_folder(labeler, args.image_dir, args.batch_size)
@@ -40,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Accuracy = {report.accuracy * 100:.1f}% (N={report.count}), macro precision = "
           f"{report.macro_precision:.3f}, macro recall = {report.macro_recall:.3f}, macro F1 = {report.macro_f1:.3f}")
     print(report.to_text())
+    print(f"ECE = {expected_calibration_error(evaluation.probabilities, evaluation.truths):.3f}")
     if args.plot:
         plot_report(report, args.plot)
         print(f"Plot: {args.plot}")

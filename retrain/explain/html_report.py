@@ -20,11 +20,12 @@ from ..data.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
 from ..errors import UserError, option_name, option_value
 from ..files import atomic_write, check_writable_folder
 from ..label.labeler import REPORT_TOP_K
-from ..metrics import ClassificationReport, classification_report
+from ..metrics import ClassificationReport, classification_report, reliability_bins
 from ..progress import progress_bar
 from ..training.head import EvalPoint
 from .gradcam import GradCam, explain_shown, load_display
 from .history_plot import plot_history
+from .reliability import reliability_svg
 
 if TYPE_CHECKING:
     from ..label.relabel import Verdict
@@ -115,7 +116,11 @@ def write_html_report(directory: str | os.PathLike, labels: list[str], scored: S
     if history:
         curves = CURVES
         plot_history(history, directory / CURVES, *marks)
-    page = _page(report, labels, mistakes, cards, text, curves)
+    bins = reliability_bins(np.stack([s.probabilities for s in scored]), np.array([s.truth for s in scored]))
+    reliability = (f"<section><h2>Reliability</h2>{reliability_svg(bins)}<p class='hint'>Accuracy per confidence "
+                   f"bin; the dashed diagonal is a calibrated model. ECE = {bins.expected_calibration_error:.3f}</p>"
+                   f"</section>")
+    page = _page(report, labels, mistakes, cards, text, curves, reliability)
     with atomic_write(directory / "index.html", "w") as handle:  # last: a finished page has all its images
         handle.write(page)
     return directory / "index.html"
@@ -226,7 +231,7 @@ def _card(mistake: ScoredImage, labels: list[str], photo: str, heatmap: str, tex
 
 
 def _page(report: ClassificationReport, labels: list[str], mistakes: list[ScoredImage], cards: list[tuple],
-          text: ReportText, curves: str) -> str:
+          text: ReportText, curves: str, reliability: str) -> str:
     gallery = "".join(_card(m, labels, photo, heatmap, text) for m, (photo, heatmap) in zip(mistakes, cards))
     curves_section = f"<section><h2>Training curves</h2><img class='curves' src='{curves}' alt='training curves'>" \
                      f"</section>" if curves else ""
@@ -239,7 +244,7 @@ def _page(report: ClassificationReport, labels: list[str], mistakes: list[Scored
 <b id="mistake-total">{len(mistakes)}</b> misclassified.</p>
 <div class="tables"><section><h2>Per class</h2>{_scores_table(report)}</section>
 <section><h2>Confusion matrix</h2>{_confusion_table(report, text)}
-<p class="hint">Click a number off the diagonal to see its images.</p></section></div>
+<p class="hint">Click a number off the diagonal to see its images.</p></section>{reliability}</div>
 {curves_section}
 <section><h2>{html.escape(text.gallery_name)}</h2>
 <p class="filter-status"><span id="filter-text">All {len(mistakes)}, most confident first.</span>

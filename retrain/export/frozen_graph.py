@@ -32,6 +32,9 @@ def inference_function(backbone: Backbone, head: Head, final_tensor_name: str = 
                  autograph=False)
     def classify(images):
         logits = head.logits(backbone.features_from_normalized(images), name="final_logits")
+        if head.temperature != 1.0:  # --calibrate; without it the graph is Poets' op for op
+            logits = tf.divide(logits, tf.constant(head.temperature, tf.float32, name="temperature"),
+                               name="calibrated_logits")
         return tf.nn.softmax(logits, name=final_tensor_name)
 
     return classify.get_concrete_function()
@@ -74,14 +77,14 @@ def write_labels(labels: list[str], path: str | os.PathLike) -> None:
 
 
 def sidecar_for(backbone: Backbone, labels: list[str], final_tensor_name: str = FINAL_TENSOR_NAME,
-                fine_tuned_blocks: int = 0) -> Sidecar:
+                fine_tuned_blocks: int = 0, temperature: float = 1.0) -> Sidecar:
     """Everything our tools need to feed a model exported from ``backbone`` (every format takes the same),
-    and what was fine-tuned."""
+    what was fine-tuned and the temperature built into the graph."""
     spec = backbone.spec
     return Sidecar(architecture=spec.name, input_layer=INPUT_NAME, output_layer=final_tensor_name,
                    input_height=spec.input_size, input_width=spec.input_size, input_mean=spec.input_mean,
                    input_std=spec.input_std, feature_size=backbone.feature_size, labels=list(labels),
-                   fine_tuned_blocks=fine_tuned_blocks)
+                   fine_tuned_blocks=fine_tuned_blocks, temperature=temperature)
 
 
 def saved_model_from_graph(graph: str | os.PathLike, contract: Sidecar, directory: str | os.PathLike,

@@ -30,6 +30,9 @@ TRAINING = (
            _TRAINING, _RETRAIN),
     Option("random_seed", None, "Seed for weight initialisation and batch sampling: two runs with the same seed give "
            "the same graph. (default: random)", _TRAINING, _RETRAIN, type=int, field="training.seed"),
+    Option("calibrate", False, "After training, fit a temperature on the whole validation set and build it into "
+           "the graph, so that a score of 0.8 is right about 80%% of the time; the top label never changes. The "
+           "test report prints the expected calibration error (ECE) before and after.", _TRAINING, _RETRAIN),
     Option("print_misclassified_test_images", False, "List every test image the final model gets wrong.", _TRAINING,
            _RETRAIN),
     Option("summaries_dir", "/tmp/retrain_logs", "TensorBoard summaries go to a new timestamped folder in here each "

@@ -47,8 +47,13 @@ def dense_logits(features, layers: Sequence[tuple], name: str | None = None):
 
 @dataclass
 class Head:
-    """The trained layers: ``softmax`` of dense layers with ReLU between them (Poets' head is one layer)."""
+    """The trained layers: ``softmax`` of dense layers with ReLU between them (Poets' head is one layer).
+
+    ``temperature`` divides the logits before the softmax (``--calibrate``): the top-1 stays, the confidence
+    is rescaled; 1 is Poets' softmax and adds no op to the exported graph.
+    """
     layers: list[DenseLayer]
+    temperature: float = 1.0
 
     @classmethod
     def linear(cls, weights: np.ndarray, biases: np.ndarray) -> Head:
@@ -73,14 +78,21 @@ class Head:
         error = feature_error.astype(np.float64)
         for layer in self.layers:
             error = error @ np.abs(layer.weights.astype(np.float64))
-        return error
+        return error / self.temperature
 
-    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+    def logits_of(self, features: np.ndarray) -> np.ndarray:
+        """The logits before the temperature, in float32 as the exported graph computes them (``[N, classes]``)."""
         outputs = features.astype(np.float32)
         for number, layer in enumerate(self.layers):
             if number:
                 outputs = np.maximum(outputs, 0)
             outputs = outputs @ layer.weights + layer.biases
+        return outputs
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        outputs = self.logits_of(features)
+        if self.temperature != 1.0:
+            outputs = outputs / np.float32(self.temperature)
         outputs -= outputs.max(axis=1, keepdims=True)
         exp = np.exp(outputs)
         return exp / exp.sum(axis=1, keepdims=True)
