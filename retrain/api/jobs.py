@@ -1,7 +1,6 @@
 """The jobs of the command-line tools, as Python calls: ``train`` (retrain), ``relabel`` and ``undo``."""
 from __future__ import annotations
 
-import difflib
 import os
 from typing import Any
 
@@ -10,6 +9,7 @@ from ..label.journal import undo as undo_journal
 from ..label.relabel import RelabelOptions, RelabelResult
 from ..label.relabel import relabel as relabel_images
 from ..options import checked_values, default
+from ..options.values import refuse_unknown
 from ..pipeline import retrain_options, run_retrain
 from .model import Model, load
 from .saving import check_path
@@ -69,10 +69,10 @@ def relabel(model: Model, image_dir: str | os.PathLike, output_dir: str | os.Pat
             ``mode="report"`` when ``report`` is given.
         mode: ``"copy"``, ``"move"`` or ``"symlink"`` each image, or ``"report"``: only write the CSV.
         log: where progress and warning lines go.
-        **options: ``min_confidence`` (an image whose best score is below it goes to ``_uncertain``; default
-            0.5), ``batch_size`` (images per call through the model), ``report`` (the CSV's
-            path; default ``output_dir/relabel_report.csv``) and ``journal`` (default
-            ``output_dir/relabel_journal.jsonl``).
+        **options: ``min_confidence`` (an image whose best score is below it goes to ``_uncertain``),
+            ``batch_size`` (images per call through the model), ``report`` (the CSV's path; default
+            ``output_dir/relabel_report.csv``) and ``journal`` (default ``output_dir/relabel_journal.jsonl``);
+            their defaults are relabel's flags' (docs/flags.md).
 
     Returns:
         The ``RelabelResult``: ``verdicts`` (one per image, suspected mislabels first), ``suspected_mislabels``,
@@ -84,11 +84,7 @@ def relabel(model: Model, image_dir: str | os.PathLike, output_dir: str | os.Pat
     if not isinstance(model, Model):
         raise UserError(f"{option_name('model')} must be a retrain.Model (from retrain.train or retrain.load), "
                         f"got {type(model).__name__}")
-    unknown = sorted(set(options) - set(RELABEL_KEYWORDS))
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], RELABEL_KEYWORDS, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise UserError(f"unknown option {unknown[0]!r} for relabel; {hint}it takes {', '.join(RELABEL_KEYWORDS)}")
+    refuse_unknown(sorted(options), RELABEL_KEYWORDS, "relabel")
     values = checked_values("relabel", {"image_dir": image_dir, "output_dir": output_dir, "mode": mode, **options})
     settings = RelabelOptions(values["image_dir"], values["output_dir"], values["mode"], values["min_confidence"],
                               values["batch_size"], values["report"], values["journal"])

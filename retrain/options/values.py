@@ -5,7 +5,7 @@ import difflib
 import numbers
 import os
 import typing
-from typing import Any, Mapping
+from typing import Any, Collection, Iterable, Mapping
 
 from ..errors import UserError
 from .option import Option
@@ -31,13 +31,24 @@ def checked_values(tool: str, values: Mapping[str, Any]) -> dict[str, Any]:
             type.
     """
     declared = {option.name: option for option in options_of(tool)}
-    for name in values:
-        if name not in declared:
-            close = difflib.get_close_matches(name, declared, n=1)
-            raise UserError(f"unknown option {name!r}" + (f"; did you mean {close[0]!r}?" if close else
-                                                          f" for {tool}"))
+    refuse_unknown(values, declared, tool)
     return {name: _checked(option, values[name]) if name in values else option.default
             for name, option in declared.items()}
+
+
+def refuse_unknown(names: Iterable[str], known: Collection[str], tool: str) -> None:
+    """Raise a UserError for the first of ``names`` that is not in ``known``, suggesting the closest known name.
+
+    Args:
+        names: the keywords a caller gave.
+        known: the keywords ``tool`` takes.
+        tool: the tool, named in the message when no known name is close.
+    """
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            raise UserError(f"unknown option {name!r}" + (f"; did you mean {close[0]!r}?" if close else
+                                                          f" for {tool}; it takes {', '.join(known)}"))
 
 
 def _checked(option: Option, value: Any) -> Any:
