@@ -127,7 +127,8 @@ def epoch_ratio(image_dir: Path, architecture: str, blocks: int, images: int = 9
     head = Head.linear(np.zeros((backbone.feature_size, 5), np.float32), np.zeros(5, np.float32))
     rows = np.concatenate([cut.lower(decoded[i:i + batch]) for i in range(0, len(decoded), batch)])
     rows = rows.astype(np.float16)  # as cached
-    training = trainer(cut.top, head, rows.shape[1], rows.dtype, 1e-4)
+    config = FineTuneConfig(learning_rate=1e-4)  # constant rate: the steps planned do not change a step's time
+    training = trainer(cut.top, head, rows.shape[1], rows.dtype, config, config.steps_for(len(rows)))
     training.step(rows[:batch], labels[:batch])  # compile
     from_cache, lower = [], []
     for _ in range(rounds):

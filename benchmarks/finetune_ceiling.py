@@ -95,7 +95,9 @@ def main(argv=None) -> int:
     for blocks in args.blocks:
         for learning_rate in args.learning_rates:
             cut = cut_backbone(backbone, blocks, DEFAULT_MODEL_DIR)
-            training = trainer(cut.top, linear, int(np.prod(cut.top.cut_shape)), tf.float32, learning_rate)
+            config = FineTuneConfig(learning_rate=learning_rate, epochs=args.epochs)  # constant rate, as measured
+            training = trainer(cut.top, linear, int(np.prod(cut.top.cut_shape)), tf.float32, config,
+                               config.steps_for(len(split["train"])))
 
             def predict(name: str) -> np.ndarray:
                 x = pixels[name]

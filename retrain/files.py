@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import sysconfig
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -162,3 +163,23 @@ def hash_files(paths: Sequence[Path], workers: int = 4) -> list[str | None]:
             return None
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(safe_key, paths))
+
+
+def free_bytes(folder: str | os.PathLike) -> int:
+    """Bytes free for us on the file system that holds ``folder``, or would: its nearest existing parent's.
+
+    Args:
+        folder: a folder, made or not yet.
+
+    Returns:
+        ``shutil.disk_usage``'s free bytes (what an unprivileged writer may use).
+    """
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def megabytes(size: float) -> str:
+    """A size in bytes as the run's messages say it: ``295 MB``, ``0.4 MB`` (a tenth below 10 MB)."""
+    return f"{size / 2 ** 20:.{0 if size >= 10 * 2 ** 20 else 1}f} MB"

@@ -16,7 +16,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from .cache.bottlenecks import Bottlenecks, check_batch_size, get_bottlenecks
-from .cache.store import FLOAT16_BYTES, BottleneckCache, rounding_error
+from .cache.disk_space import planned_cache_bytes
+from .cache.store import BottleneckCache, rounding_error
 from .cache.views import augmentation_for, get_views, with_views
 from .data.distortions import Distortions
 from .data.images import SPLITS, labels_of, split_images, split_summary
@@ -185,13 +186,10 @@ def _train(options: RetrainOptions, log: Log) -> _Trained:
     cut = cut_backbone(backbone, blocks, options.model_dir, options.trust_graph) if blocks else None
     extractor = cut.lower if cut else backbone  # what the cache holds: activations at the cut, or pooled vectors
     cache_rows = len(records) + sum(r.split == "train" for r in records) * augmentation.copies
-    cache_bytes = cache_rows * extractor.feature_size * FLOAT16_BYTES
-    log(f"Cache: {cache_rows} rows of {extractor.feature_size} float16 values ({cache_bytes / 2 ** 20:.0f} MB on disk "
-        f"at most) in {options.bottleneck_dir}" + (f", {augmentation.copies} distorted views per training image"
-                                               if augmentation.copies else ""))
+    cache = BottleneckCache(options.bottleneck_dir, extractor.spec.cache_id, extractor.feature_size)
+    cache_bytes = planned_cache_bytes(cache, cache_rows, augmentation.copies, blocks, log)  # and it fits the disk
     # Training rows and their views are streamed together or held together (see augment.with_views).
     budget = options.memory_budget_gb if cache_bytes <= options.memory_budget_gb * 2 ** 30 else 0.0
-    cache = BottleneckCache(options.bottleneck_dir, extractor.spec.cache_id, extractor.feature_size)
     bottlenecks = get_bottlenecks([r.path for r in records], extractor, backbone.input_size, cache,
                                   batch_size=options.bottleneck_batch_size, log=log, memory_budget_gb=budget,
                                   max_megapixels=options.max_image_megapixels)
@@ -238,7 +236,6 @@ def _train(options: RetrainOptions, log: Log) -> _Trained:
     if options.plot_history:
         _plot(history, options, log)
     if cut:
-        log(f"Fine-tuning the top {blocks} block(s) and the head: {options.fine_tune.steps} steps")
         head = fine_tune(cut.top, head, train_rows, train_labels, options.fine_tune, options.training.seed, log,
                          validation=(validation.features, validation.labels),
                          patience=options.training.early_stopping_patience)

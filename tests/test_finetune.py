@@ -160,7 +160,8 @@ def test_fine_tuning_scores_the_whole_validation_set_and_early_stopping_restores
                           log=lines.append, validation=validation, patience=patience)
         runs.append((cut, validation, tuned, lines, _validation_losses(lines)))
     *_, lines, losses = runs[0]
-    assert len(losses) == 11 and all("(N=12)" in line for line in lines[:11])
+    scores = [line for line in lines if not line.startswith("Fine-tuning plan:")][:11]  # the plan has no score
+    assert len(losses) == 11 and all("(N=12)" in line for line in scores)
     assert lines[-1].startswith("Validation accuracy: ") and "% after fine-tuning (N=12)" in lines[-1]
     assert min(losses) < losses[-1]  # without patience the last step is kept, and here it is not the best
 

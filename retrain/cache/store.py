@@ -36,7 +36,7 @@ import h5py
 import numpy as np
 
 from ..errors import Log
-from ..files import atomic_write, digest_rest, remove_quietly
+from ..files import atomic_write, digest_rest, free_bytes, megabytes, remove_quietly
 from ..freed_memory import return_freed_memory
 from ..options import default
 from .rows import FeatureRows, rows_per_read, within_budget
@@ -222,7 +222,7 @@ class BottleneckCache:
                 return False
             index = self._index(None, log)
             try:
-                if len(index.paths) < 2:
+                if len(index.paths) < 2 or not self._room_to_merge(index.paths, log):
                     return False
                 rows = index.rows(np.arange(len(index)))
                 chunks = rows.chunks(rows_per_read(index.datasets[0]))
@@ -233,6 +233,15 @@ class BottleneckCache:
             for path in index.paths:
                 remove_quietly(path)
             return True
+
+    def _room_to_merge(self, paths: list[Path], log: Log) -> bool:
+        """Whether the disk holds a merged copy of ``paths`` beside them; if not, say so (merging is optional)."""
+        size, free = sum(path.stat().st_size for path in paths), free_bytes(self.directory)
+        if size <= free:
+            return True
+        log(f"warning: not merging {len(paths)} cache shards: the merged copy needs {megabytes(size)} and the disk "
+            f"has {megabytes(free)} free; the cache works unmerged, only a little slower to open")
+        return False
 
     class _Lock:
         def __init__(self, path: Path, mode: int):

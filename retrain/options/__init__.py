@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from .option import TOOLS, Option
 from .table import OPTIONS, default, find, options_of
-from .training import DISTORTION_FLAG_COPIES
+from .training import DISTORTION_FLAG_COPIES, FINE_TUNE_STEPS
 from .values import build, checked_values
 
-__all__ = ["DISTORTION_FLAG_COPIES", "OPTIONS", "TOOLS", "Option", "build", "checked_values", "default", "find",
-           "options_of"]
+__all__ = ["DISTORTION_FLAG_COPIES", "FINE_TUNE_STEPS", "OPTIONS", "TOOLS", "Option", "build", "checked_values",
+           "default", "find", "options_of"]

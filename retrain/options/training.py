@@ -5,6 +5,8 @@ from .option import Option
 
 # Views per training image when only Poets' distortion flags are given (they used to mean per-step distortion).
 DISTORTION_FLAG_COPIES = 4
+# Fine-tuning steps when neither --fine_tune_steps nor --fine_tune_epochs is given.
+FINE_TUNE_STEPS = 150
 
 _TRAINING = "training"
 _HEAD = "a stronger head (each off by default: Poets' single softmax layer and plain gradient descent)"
@@ -78,8 +80,17 @@ FINE_TUNING = (
     Option("fine_tune_learning_rate", 2e-5, "Adam learning rate for the top blocks and the head after the head alone "
            "has been trained; keep it small so the pretrained weights are only nudged.", _FINE_TUNING, _RETRAIN,
            field="fine_tune.learning_rate"),
-    Option("fine_tune_steps", 150, "Fine-tuning steps, each on --fine_tune_batch_size cached rows.", _FINE_TUNING,
-           _RETRAIN, field="fine_tune.steps"),
+    Option("fine_tune_steps", None, "Fine-tuning steps, each on --fine_tune_batch_size cached rows; given, it wins "
+           f"over --fine_tune_epochs. (default: {FINE_TUNE_STEPS}, or what --fine_tune_epochs asks for)", _FINE_TUNING,
+           _RETRAIN, type=int, field="fine_tune.steps"),
+    Option("fine_tune_epochs", None, "Fine-tuning budget in passes over the cached training rows, views included "
+           "(e.g. 4): steps = passes * rows / --fine_tune_batch_size, rounded up, so the budget grows with the data. "
+           f"(default: none, {FINE_TUNE_STEPS} steps)", _FINE_TUNING, _RETRAIN, type=float, field="fine_tune.epochs"),
+    Option("fine_tune_schedule", "constant", "Fine-tuning learning rate: constant, or cosine (falls smoothly to 0 at "
+           "the last step, after the warm-up).", _FINE_TUNING, _RETRAIN, field="fine_tune.schedule"),
+    Option("fine_tune_warmup", 0.0, "Fraction of the fine-tuning steps (0 to under 1, e.g. 0.05) over which the "
+           "learning rate rises linearly to --fine_tune_learning_rate before its schedule starts.", _FINE_TUNING,
+           _RETRAIN, field="fine_tune.warmup"),
     Option("fine_tune_batch_size", 32, "Cached rows (images or views) per fine-tuning step.", _FINE_TUNING, _RETRAIN,
            field="fine_tune.batch_size"),
     Option("augment_copies", 0, "Cache K distorted views of every training image (never of validation or test "

@@ -5,9 +5,17 @@ pooled features come from running the untouched top blocks over the cached
 cut rows once). Stage two then trains the top blocks' weights and the head
 at a lower learning rate, with Adam, on random batches of cached rows: only
 the top blocks run per step, never the frozen part below the cut.
+
+Its budget is ``--fine_tune_steps``, or ``--fine_tune_epochs`` passes over
+the cached training rows (views included), so it grows with the data; with
+neither, 150 steps as before. Its rate follows the head's schedules
+(``optimizers.learning_rate_at``) after an optional linear warm-up. Once a
+few steps are timed, the run prints its plan: rows, passes, steps, batch and
+the time it expects.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -17,13 +25,15 @@ import numpy as np
 from ..cache.rows import FeatureRows
 from ..errors import Log, UserError, option_name, option_value
 from ..models.cut import TrainableTop
-from ..options import default
+from ..options import FINE_TUNE_STEPS, default
 from ..progress import progress_bar
 from .early_stopping import EarlyStopping, loss_and_accuracy
 from .head import DenseLayer, Head, dense_logits
-from .optimizers import ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON
+from .optimizers import ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON, SCHEDULES, learning_rate_at
 
 PREDICT_BATCH = 64  # cut rows per forward pass when computing pooled features
+# Steps timed for the plan's estimate, after the first (which also pays for TensorFlow's one-off graph setup).
+PLAN_TIMED_STEPS = 3
 
 
 @dataclass
@@ -31,18 +41,47 @@ class FineTuneConfig:
     """What ``--fine_tune_*`` set; ``blocks`` 0 trains only the new layer, as Poets did."""
     blocks: int = default("fine_tune_blocks")
     learning_rate: float = default("fine_tune_learning_rate")
-    steps: int = default("fine_tune_steps")
+    steps: int | None = default("fine_tune_steps")  # given, it wins over ``epochs``
     batch_size: int = default("fine_tune_batch_size")
+    epochs: float | None = default("fine_tune_epochs")  # passes over the cached training rows, views included
+    schedule: str = default("fine_tune_schedule")
+    warmup: float = default("fine_tune_warmup")  # fraction of the steps
 
     def __post_init__(self) -> None:
         if self.blocks < 0:
             raise UserError(f"{option_name('fine_tune_blocks')} must be 0 or more, got {self.blocks}")
-        if self.blocks and self.steps < 1:
+        if self.blocks and self.steps is not None and self.steps < 1:
             raise UserError(f"{option_name('fine_tune_steps')} must be at least 1, got {self.steps}")
+        if self.blocks and self.epochs is not None and not self.epochs > 0:
+            raise UserError(f"{option_name('fine_tune_epochs')} must be positive, got {self.epochs}")
+        if self.blocks and not 0 <= self.warmup < 1:
+            raise UserError(f"{option_name('fine_tune_warmup')} must be from 0 to under 1, got {self.warmup}")
+        if self.blocks and self.schedule not in SCHEDULES:
+            raise UserError(f"{option_value('fine_tune_schedule', repr(self.schedule))} is unknown; use one of "
+                            f"{', '.join(SCHEDULES)}")
         if self.blocks and self.batch_size < 1:
             raise UserError(f"{option_name('fine_tune_batch_size')} must be at least 1, got {self.batch_size}")
         if self.blocks and self.learning_rate <= 0:
             raise UserError(f"{option_name('fine_tune_learning_rate')} must be positive, got {self.learning_rate}")
+
+    def steps_for(self, rows: int) -> int:
+        """Stage two's steps on ``rows`` cached training rows: ``steps`` if given, else ``epochs`` passes, else 150.
+
+        Args:
+            rows: the training rows stage two samples from, views included.
+
+        Returns:
+            At least 1 step; ``epochs`` passes are rounded up to whole batches.
+        """
+        if self.steps is not None:
+            return self.steps
+        if self.epochs is None:
+            return FINE_TUNE_STEPS
+        return max(1, math.ceil(self.epochs * rows / self.batch_size))
+
+    def warmup_steps(self, steps: int) -> int:
+        """The first of ``steps`` whose learning rate rises linearly, ``warmup`` of them rounded."""
+        return round(self.warmup * steps)
 
 
 def pooled_features(top: TrainableTop, rows: np.ndarray | FeatureRows, desc: str = "") -> np.ndarray:
@@ -56,22 +95,22 @@ def pooled_features(top: TrainableTop, rows: np.ndarray | FeatureRows, desc: str
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 
 
-def _batches(rows: np.ndarray | FeatureRows, labels: np.ndarray, config: FineTuneConfig, rng: np.random.Generator,
-             rows_per_chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``config.steps`` random batches; streamed rows are sampled one large sequential chunk at a time."""
+def _batches(rows: np.ndarray | FeatureRows, labels: np.ndarray, steps: int, batch_size: int,
+             rng: np.random.Generator, rows_per_chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``steps`` random batches; streamed rows are sampled one large sequential chunk at a time."""
     if not isinstance(rows, FeatureRows):
-        for _ in range(config.steps):
-            picked = np.sort(rng.integers(0, len(labels), config.batch_size))
+        for _ in range(steps):
+            picked = np.sort(rng.integers(0, len(labels), batch_size))
             yield rows[picked], labels[picked]
         return
     chunks = rows.chunks(rows_per_chunk)
-    steps_per_chunk = max(1, -(-config.steps // len(chunks)))
+    steps_per_chunk = max(1, -(-steps // len(chunks)))
     done = 0
-    while done < config.steps:
+    while done < steps:
         for chunk in (chunks[i] for i in rng.permutation(len(chunks))):
             held = rows.read(chunk)
-            for _ in range(min(steps_per_chunk, config.steps - done)):
-                picked = np.sort(rng.integers(0, len(chunk), config.batch_size))
+            for _ in range(min(steps_per_chunk, steps - done)):
+                picked = np.sort(rng.integers(0, len(chunk), batch_size))
                 yield held[picked], labels[chunk[picked]]
                 done += 1
 
@@ -83,8 +122,11 @@ class Trainer:
     head: Callable[[], Head]
 
 
-def trainer(top: TrainableTop, head: Head, row_size: int, dtype, learning_rate: float) -> Trainer:
-    """Compile the training step once: tracing imports the top blocks' graph, which takes a moment."""
+def trainer(top: TrainableTop, head: Head, row_size: int, dtype, config: FineTuneConfig, steps: int) -> Trainer:
+    """Compile the training step once: tracing imports the top blocks' graph, which takes a moment.
+
+    The learning rate follows ``config``'s warm-up and schedule over ``steps`` (the head's schedule code).
+    """
     import tensorflow as tf
     layers = [(tf.Variable(layer.weights), tf.Variable(layer.biases)) for layer in head.layers]
     trainable = [*top.variables, *(variable for layer in layers for variable in layer)]
@@ -97,11 +139,13 @@ def trainer(top: TrainableTop, head: Head, row_size: int, dtype, learning_rate: 
         # Symbolic gradients, not a GradientTape: the tape does not see ops that import_graph_def created.
         gradients = tf.gradients(loss, trainable)
         count = step_count.assign_add(1.0)
+        rate = learning_rate_at(config.learning_rate, config.schedule, count - 1.0, steps,
+                                config.warmup_steps(steps))
         # One fused kernel per variable (Adam's moments and update in one pass over the weights), not ten
         # element-wise ops that each read and write all of them: the top blocks hold millions of weights.
         updates = [tf.raw_ops.ResourceApplyAdam(
             var=variable.handle, m=mean.handle, v=square.handle, beta1_power=ADAM_BETA_1 ** count,
-            beta2_power=ADAM_BETA_2 ** count, lr=learning_rate, beta1=ADAM_BETA_1, beta2=ADAM_BETA_2,
+            beta2_power=ADAM_BETA_2 ** count, lr=rate, beta1=ADAM_BETA_1, beta2=ADAM_BETA_2,
             epsilon=ADAM_EPSILON, grad=gradient)
             for variable, gradient, (mean, square) in zip(trainable, gradients, moments)]
         with tf.control_dependencies(updates):
@@ -114,6 +158,44 @@ def trainer(top: TrainableTop, head: Head, row_size: int, dtype, learning_rate: 
     def step(batch: np.ndarray, batch_labels: np.ndarray):
         return compiled(tf.constant(batch), tf.constant(batch_labels, tf.int32))
     return Trainer(step, lambda: Head([DenseLayer(w.numpy(), b.numpy()) for w, b in layers]))
+
+
+def plan_line(config: FineTuneConfig, rows: int, steps: int, step_seconds: list[float], evaluations: int,
+              validation_seconds: float) -> str:
+    """Stage two's plan in one line: rows, passes, steps, batch, learning rate and the time it expects.
+
+    Args:
+        config: the fine-tuning options.
+        rows: the cached training rows, views included.
+        steps: the steps planned (``config.steps_for(rows)``).
+        step_seconds: how long each of the first steps took; the first also pays for one-off setup, so the
+            later ones, when there are any, set the pace of the rest.
+        evaluations: the validation passes still to come (one per progress line).
+        validation_seconds: how long one validation pass took (the one before the first step).
+
+    Returns:
+        The line, e.g. ``Fine-tuning plan: the top 2 block(s) and the head on 1200 cached training rows (views
+        included), 4.0 passes = 150 steps of 32 rows, Adam at 2e-05, constant; about 2 min (...)``.
+    """
+    timed = step_seconds[1:] or step_seconds
+    pace = sum(timed) / len(timed)
+    expected = sum(step_seconds) + pace * (steps - len(step_seconds)) + evaluations * validation_seconds
+    warmup = config.warmup_steps(steps)
+    rate = f"Adam at {config.learning_rate:g}" + (f", {warmup} warm-up steps" if warmup else "") + (
+        ", cosine decay" if config.schedule == "cosine" else ", constant")
+    span = f"steps 2-{len(step_seconds)}" if len(step_seconds) > 2 else f"step {len(step_seconds)}"
+    how = f"{span} timed at {pace:.2f} s each" + (
+        f", {evaluations} validation passes of {validation_seconds:.1f} s" if evaluations else "")
+    return (f"Fine-tuning plan: the top {config.blocks} block(s) and the head on {rows} cached training rows (views "
+            f"included), {steps * config.batch_size / rows:.1f} passes = {steps} steps of {config.batch_size} rows, "
+            f"{rate}; about {_duration(expected)} ({how})")
+
+
+def _duration(seconds: float) -> str:
+    """A time as a person says it: seconds, minutes or hours."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
 
 
 def fine_tune(top: TrainableTop, head: Head, rows: np.ndarray | FeatureRows, labels: np.ndarray,
@@ -129,9 +211,10 @@ def fine_tune(top: TrainableTop, head: Head, rows: np.ndarray | FeatureRows, lab
     one are restored, as the head's ``--early_stopping_patience`` does; the untouched blocks are a candidate
     too, so fine-tuning that only hurts is undone.
     """
-    training = trainer(top, head, rows.shape[1], rows.dtype, config.learning_rate)
+    steps = config.steps_for(len(labels))
+    training = trainer(top, head, rows.shape[1], rows.dtype, config, steps)
     rng = np.random.default_rng(seed)
-    report_every = max(1, config.steps // 10)
+    report_every = max(1, steps // 10)
     scored = validation is not None and len(validation[1]) > 0
     stopping = EarlyStopping(patience) if patience and scored else None
 
@@ -144,17 +227,29 @@ def fine_tune(top: TrainableTop, head: Head, rows: np.ndarray | FeatureRows, lab
         return loss, accuracy, (f"validation accuracy = {accuracy * 100:.1f}% (N={len(validation[1])}), "
                                 f"validation cross entropy = {loss:.4f}")
 
+    validation_seconds = 0.0
     if scored:
+        started = time.monotonic()
         validation_loss, before, words = validation_score(head)
+        validation_seconds = time.monotonic() - started
         log(f"Before fine-tuning: {words}")
         if stopping:
             stopping.should_stop(0, validation_loss, snapshot)
+    evaluations = (steps // report_every + (1 if steps % report_every else 0)) if scored else 0
+    plan_after = min(1 + PLAN_TIMED_STEPS, report_every, steps)  # before the first progress line
+    step_seconds: list[float] = []
     started = time.monotonic()
-    for number, (batch, batch_labels) in enumerate(_batches(rows, labels, config, rng, rows_per_chunk), 1):
+    for number, (batch, batch_labels) in enumerate(_batches(rows, labels, steps, config.batch_size, rng,
+                                                            rows_per_chunk), 1):
+        step_started = time.monotonic()
         loss, accuracy = training.step(batch, batch_labels)
-        if number % report_every and number != config.steps:
+        if number <= plan_after:
+            step_seconds.append(time.monotonic() - step_started)
+            if number == plan_after:
+                log(plan_line(config, len(labels), steps, step_seconds, evaluations, validation_seconds))
+        if number % report_every and number != steps:
             continue
-        line = (f"Fine-tune step {number}/{config.steps}: batch accuracy = {float(accuracy) * 100:.1f}%, "
+        line = (f"Fine-tune step {number}/{steps}: batch accuracy = {float(accuracy) * 100:.1f}%, "
                 f"cross entropy = {float(loss):.4f}")
         if scored:
             validation_loss, after, words = validation_score(training.head())
@@ -171,7 +266,7 @@ def fine_tune(top: TrainableTop, head: Head, rows: np.ndarray | FeatureRows, lab
         restored = (f"the weights of step {stopping.best_step}" if stopping.best_step else
                     "the weights from before fine-tuning") + f" (lowest validation loss {stopping.best_loss:.4f})"
         log(f"Fine-tuning stopped early at step {number}: no lower validation loss in {stopping.patience} "
-            f"evaluations; restored {restored}" if number < config.steps else f"Fine-tuning: restored {restored}")
+            f"evaluations; restored {restored}" if number < steps else f"Fine-tuning: restored {restored}")
         after = validation_score(head)[1]
     if scored:
         advice = ("" if after > before or stopping else "; it did not help here: compare a run with "

@@ -1,4 +1,4 @@
-"""Update rules and learning-rate schedules for the head, as plain TensorFlow ops.
+"""Update rules and learning-rate schedules for the head (the schedules for stage two too), as plain TensorFlow ops.
 
 The head trains inside one compiled ``tf.while_loop`` (see head.py), where
 Keras optimizers do not fit: they keep Python-side state and cost dozens of
@@ -25,13 +25,29 @@ ADAM_BETA_2 = 0.999
 ADAM_EPSILON = 1e-7
 
 
-def learning_rate_at(base: float, schedule: str, step, total_steps: int):
-    """The learning rate at ``step`` (a scalar tensor counting from 0): constant, or cosine-annealed to 0."""
+def learning_rate_at(base: float, schedule: str, step, total_steps: int, warmup_steps: int = 0):
+    """The learning rate at a step: after a linear warm-up, constant or cosine-annealed towards 0.
+
+    Args:
+        base: the peak learning rate.
+        schedule: one of ``SCHEDULES``.
+        step: a scalar tensor counting from 0.
+        total_steps: the run's steps, warm-up included; cosine reaches 0 one step after the last.
+        warmup_steps: the first steps, whose rate rises linearly to ``base`` (``base / warmup_steps`` at step 0);
+            cosine decay starts after them. 0 (the head's case) adds no op.
+
+    Returns:
+        The rate, a float32 scalar tensor.
+    """
     import tensorflow as tf
     rate = tf.constant(base, tf.float32)
     if schedule == "cosine":
-        progress = tf.cast(step, tf.float32) / float(max(total_steps, 1))
+        after_warmup = tf.cast(step, tf.float32) - warmup_steps if warmup_steps else tf.cast(step, tf.float32)
+        progress = after_warmup / float(max(total_steps - warmup_steps, 1))
         rate = rate * 0.5 * (1.0 + tf.cos(math.pi * progress))
+    if warmup_steps:
+        warming = tf.cast(step, tf.float32) + 1.0
+        rate = tf.where(warming <= warmup_steps, base * warming / warmup_steps, rate)
     return rate
 
 
