@@ -9,115 +9,38 @@
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
 
 import numpy as np
 
-from .cache.bottlenecks import Bottlenecks, check_batch_size, get_bottlenecks
+from .cache.bottlenecks import Bottlenecks, get_bottlenecks
 from .cache.disk_space import planned_cache_bytes
 from .cache.store import BottleneckCache, rounding_error
 from .cache.views import augmentation_for, get_views, with_views
-from .data.distortions import Distortions
 from .data.images import SPLITS, labels_of, split_images, split_summary
-from .data.pixel_budget import validate_max_megapixels
-from .errors import Log, UserError, option_name, option_value
+from .errors import Log, option_value
 from .explain.gradcam import GradCam
 from .explain.history_plot import plot_history
-from .explain.html_report import ReportText, ScoredImage, check_report_folder, scored_images, write_html_report
+from .explain.html_report import ReportText, ScoredImage, scored_images, write_html_report
 from .export.check import CheckImages
-from .export.deploy import check_export_options, check_exports, check_images, write_tflite_model
+from .export.deploy import check_exports, check_images, write_tflite_model
 from .export.frozen_graph import export_frozen_graph, saved_model_from_graph, sidecar_for, write_labels
 from .export.tflite import NO_QUANTIZATION, check_calibration, tflite_name
-from .files import check_plot_path, check_writable_file, check_writable_folder
 from .freed_memory import return_freed_memory
 from .graph_contract import Sidecar, sidecar_path
+from .job_options import RetrainOptions, check_outputs_writable, retrain_options
 from .metrics import ClassificationReport
-from .models.architectures import ArchitectureSpec, get_architecture, tfhub_spec
 from .models.backbones import Backbone, load_backbone, trust_graph_warning
 from .models.cut import cut_backbone, cut_tensor
 from .models.model_file import FROZEN_GRAPH, SAVED_MODEL, model_size
-from .options import build, checked_values, default
 from .training.batches import bottleneck_batches
 from .training.calibration import calibrate_head, calibration_line
 from .training.class_balance import imbalance_warning
-from .training.finetune import FineTuneConfig, fine_tune, pooled_features
-from .training.head import EvalPoint, Head, TrainingConfig, train_head
+from .training.finetune import fine_tune, pooled_features
+from .training.head import EvalPoint, Head, train_head
 from .training.splits import SplitData, check_training_data, evaluate_test_set, split_data
 from .training.summaries import TrainingSummaries, progress_printer
-
-
-@dataclass
-class RetrainOptions:
-    """Everything one retrain run needs; each field's default is its option's (``retrain.options``)."""
-    image_dir: str
-    architecture: ArchitectureSpec
-    output_graph: str = default("output_graph")
-    output_labels: str = default("output_labels", "retrain")
-    summaries_dir: str = default("summaries_dir")
-    model_dir: str = default("model_dir")
-    bottleneck_dir: str = default("bottleneck_dir")
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    testing_percentage: float = default("testing_percentage")
-    validation_percentage: float = default("validation_percentage")
-    test_batch_size: int = default("test_batch_size")
-    print_misclassified_test_images: bool = default("print_misclassified_test_images")
-    calibrate: bool = default("calibrate")
-    final_tensor_name: str = default("final_tensor_name")
-    intermediate_output_graphs_dir: str = default("intermediate_output_graphs_dir")
-    intermediate_store_frequency: int = default("intermediate_store_frequency")
-    distortions: Distortions = field(default_factory=Distortions)
-    saved_model_dir: str = default("saved_model_dir")
-    bottleneck_batch_size: int = default("bottleneck_batch_size")
-    memory_budget_gb: float = default("memory_budget_gb")
-    plot_history: str = default("plot_history")
-    max_image_megapixels: float = default("max_image_megapixels")
-    trust_graph: bool = default("trust_graph")
-    html: str = default("html")  # folder for the HTML report on the test split (with training curves); "" for none
-    fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
-    augment_copies: int = default("augment_copies")
-    output_tflite: str = default("output_tflite")
-    quantize: str = default("quantize")
-    quantize_samples: int = default("quantize_samples")
-    tflite_io: str = default("tflite_io")
-    export_check_samples: int = default("export_check_samples")
-    def __post_init__(self) -> None:
-        validate_max_megapixels(self.max_image_megapixels)
-        check_batch_size(self.bottleneck_batch_size)
-        check_export_options(self.quantize, self.tflite_io, self.quantize_samples, self.export_check_samples)
-        if self.quantize != NO_QUANTIZATION and not self.output_tflite:
-            raise UserError(f"{option_value('quantize', repr(self.quantize))} applies to the TFLite file; add "
-                            f"{option_value('output_tflite', 'PATH')}")
-        if self.memory_budget_gb <= 0:
-            raise UserError(f"{option_name('memory_budget_gb')} must be positive, got {self.memory_budget_gb}")
-        if self.test_batch_size < 1 and self.test_batch_size != -1:
-            raise UserError(f"{option_name('test_batch_size')} must be at least 1, or -1 for the whole test set; "
-                            f"got {self.test_batch_size}")
-
-
-def backbone_spec(values: Mapping[str, Any]) -> ArchitectureSpec:
-    """The registry row, or TF-Hub module, that the options architecture, tfhub_module and tfhub_image_size name."""
-    return (tfhub_spec(values["tfhub_module"], values["tfhub_image_size"]) if values["tfhub_module"]
-            else get_architecture(values["architecture"]))
-
-
-def retrain_options(values: Mapping[str, Any]) -> RetrainOptions:
-    """The options of one retrain run, from the retrain tool's option keywords (its flags without the dashes).
-
-    Args:
-        values: keyword -> value, e.g. ``{"image_dir": "photos", "how_many_training_steps": 500}``; every option
-            not given takes its default (``python -m scripts.retrain --help`` lists them).
-
-    Returns:
-        The nested ``RetrainOptions``, its own checks passed.
-
-    Raises:
-        UserError: an unknown keyword (with the closest option's name), a value of the wrong type, or one the
-            options' checks refuse.
-    """
-    checked = checked_values("retrain", values)
-    return build(RetrainOptions, "retrain", checked, architecture=backbone_spec(checked))
 
 
 @dataclass
@@ -128,25 +51,6 @@ class RetrainResult:
     data: dict[str, SplitData]  # by split name
     head: Head
     history: list[EvalPoint]
-
-
-def _check_outputs_writable(options: RetrainOptions) -> None:
-    """Fail in seconds, not after the bottlenecks are computed, when an output cannot be written."""
-    check_writable_file(options.output_graph, "output_graph")
-    check_writable_file(options.output_labels, "output_labels")
-    check_writable_folder(options.bottleneck_dir, "bottleneck_dir")
-    check_writable_folder(options.summaries_dir, "summaries_dir")
-    if options.intermediate_store_frequency > 0:
-        check_writable_folder(options.intermediate_output_graphs_dir, "intermediate_output_graphs_dir")
-    if options.saved_model_dir:
-        check_writable_folder(Path(options.saved_model_dir).parent, "saved_model_dir")
-    if options.plot_history:
-        check_plot_path(options.plot_history, "plot_history")
-        check_writable_file(options.plot_history, "plot_history")
-    if options.html:
-        check_report_folder(options.html)
-    if options.output_tflite:
-        check_writable_file(options.output_tflite, "output_tflite")
 
 
 def run_retrain(options: RetrainOptions, log: Log = print) -> RetrainResult:
@@ -178,7 +82,7 @@ def _train(options: RetrainOptions, log: Log) -> _Trained:
     records = split_images(options.image_dir, options.testing_percentage, options.validation_percentage)
     labels = labels_of(records)
     log(split_summary(records))
-    _check_outputs_writable(options)
+    check_outputs_writable(options)
     if options.trust_graph:
         log(trust_graph_warning())
     backbone = load_backbone(options.architecture, options.model_dir, options.trust_graph)
@@ -351,4 +255,4 @@ def _write_test_report(options: RetrainOptions, labels: list[str], scored: list[
     log(f"Wrote HTML report {page}")
 
 
-__all__ = ["RetrainOptions", "RetrainResult", "backbone_spec", "retrain_options", "run_retrain"]
+__all__ = ["RetrainOptions", "RetrainResult", "retrain_options", "run_retrain"]

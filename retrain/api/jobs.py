@@ -5,12 +5,13 @@ import os
 from typing import Any
 
 from ..errors import Log, UserError, option_name
+from ..job_options import retrain_options
 from ..label.journal import undo as undo_journal
 from ..label.relabel import RelabelOptions, RelabelResult
 from ..label.relabel import relabel as relabel_images
 from ..options import checked_values, default
 from ..options.values import refuse_unknown
-from ..pipeline import retrain_options, run_retrain
+from ..pipeline import run_retrain
 from .model import Model, load
 from .saving import check_path
 

@@ -20,7 +20,7 @@ from typing import Sequence
 from retrain.cli.common import run_cli, tool_parser
 from retrain.errors import UserError
 from retrain.files import check_writable_folder
-from retrain.pipeline import backbone_spec
+from retrain.job_options import backbone_spec
 
 
 def beam_modules() -> tuple[ModuleType, ModuleType]:

@@ -20,8 +20,9 @@ import sys
 from typing import Sequence
 
 from retrain.cli.common import run_cli, tool_parser
+from retrain.job_options import retrain_options
 from retrain.models.architectures import ARCHITECTURES
-from retrain.pipeline import retrain_options, run_retrain
+from retrain.pipeline import run_retrain
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """Every option of every tool, declared once: name, default, help, --help section and the tools that take it.
 
-argparse (``retrain.cli.common.add_options``), the Python API's keyword arguments (``retrain.pipeline
+argparse (``retrain.cli.common.add_options``), the Python API's keyword arguments (``retrain.job_options
 .retrain_options``), the library's dataclass defaults (``default``) and the flags documentation
 (``python -m retrain.options``) all read this table. It sits just above ``errors``, ``files`` and
 ``graph_contract`` and below everything else.
