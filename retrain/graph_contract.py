@@ -20,6 +20,9 @@ from .files import atomic_write
 
 INPUT_NAME = "input"
 FINAL_TENSOR_NAME = "final_result"
+# The optional second output: how far an image's features are from every class the head was trained on (the
+# squared Mahalanobis distance to the nearest class mean); above the sidecar's unknown_threshold it is "none of these".
+UNKNOWN_SCORE_NAME = "unknown_score"
 SERVING_SIGNATURE = "serving_default"  # the SavedModel signature our exports write and our tools read
 
 
@@ -48,6 +51,9 @@ class Sidecar:
     # what the graph divides its logits by before the softmax (--calibrate); already applied, recorded for the
     # reader; a sidecar from before --calibrate has none: 1
     temperature: float = 1.0
+    # the unknown score above which an image is none of the labels (--unknown_quantile of the validation images
+    # pass); None: the model has no unknown_score output (a Poets graph, or one exported before it existed)
+    unknown_threshold: float | None = None
 
     def write(self, graph_path: str | os.PathLike) -> Path:
         """Write this as JSON beside ``graph_path``, atomically; returns the sidecar's path."""
