@@ -32,7 +32,7 @@ TIE = 1e-5  # top-1 classes closer than this in the reference are a tie: either 
 # (frozen graph, SavedModel, TFLite float) FLOAT_UNKNOWN_TOLERANCE: float32 against the float64 reference, through
 # a whitening whose ridge allows a condition number near 1e3 (measured up to 8e-4 apart).
 FLOAT_UNKNOWN_TOLERANCE = 0.01
-UNKNOWN_TOLERANCE = {"TFLite float16": 0.05, "TFLite dynamic": 0.25, "TFLite int8": 0.5}
+UNKNOWN_TOLERANCE = {"TFLite float16": 0.05, "TFLite dynamic": 0.25}  # int8 files carry no score
 
 
 @dataclass
@@ -88,17 +88,21 @@ def _size_text(size: int) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
 
 
-def predict_export(path: str | os.PathLike, pixels: np.ndarray,
-                   trust_graph: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """Probabilities and unknown scores (None: no such output) from the written file, loaded with its sidecar
-    exactly as ``label_image`` loads it."""
+def predict_export(path: str | os.PathLike, pixels: np.ndarray, trust_graph: bool = False) -> np.ndarray:
+    """Probabilities from the written file, loaded with its sidecar exactly as ``label_image`` loads it."""
+    return predict_export_with_unknown(path, pixels, trust_graph)[0]
+
+
+def predict_export_with_unknown(path: str | os.PathLike, pixels: np.ndarray, trust_graph: bool = False
+                                ) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """Probabilities, unknown scores (None: no such output) and whether the file's sidecar promises them."""
     labeler = GraphLabeler(path, trust_graph=trust_graph)
     normalization = (labeler.config.input_mean, labeler.config.input_std)
     batches = [labeler.model.predict_with_unknown(pixels[i:i + LABEL_BATCH_SIZE], normalization)
                for i in range(0, len(pixels), LABEL_BATCH_SIZE)]
     probabilities = np.concatenate([p for p, _ in batches] or [np.zeros((0, len(labeler.labels)), np.float32)])
     scores = np.concatenate([s for _, s in batches] or [np.zeros(0)]) if labeler.model.has_unknown_score else None
-    return probabilities, scores
+    return probabilities, scores, labeler.config.unknown_threshold is not None
 
 
 def check_unknown_scores(path: Path, name: str, images: CheckImages, scores: np.ndarray | None) -> float:
@@ -140,7 +144,7 @@ def check_export(path: str | os.PathLike, name: str, images: CheckImages, labels
     ``trust_graph`` as for the source: a backbone the user trusted past ``graph_check`` is in the export too.
     """
     path = Path(path)
-    probabilities, scores = predict_export(path, images.pixels, trust_graph)
+    probabilities, scores, promised = predict_export_with_unknown(path, images.pixels, trust_graph)
     if probabilities.shape != images.reference.shape:
         raise ExportMismatch(f"{path} ({name}) gives {probabilities.shape[-1]} outputs per image, "
                              f"{images.reference_name} {images.reference.shape[-1]}; do not use this file")
@@ -154,7 +158,9 @@ def check_export(path: str | os.PathLike, name: str, images: CheckImages, labels
             f"{labels[predicted[first]]} ({probabilities[first, predicted[first]]:.3f}), {images.reference_name} says "
             f"{labels[expected[first]]} ({images.reference[first, expected[first]]:.3f}); do not use this file")
     accuracy = None if images.truths is None else float(np.mean(predicted == images.truths))
-    unknown = None if images.unknown is None else check_unknown_scores(path, name, images, scores)
+    # a file whose sidecar has no threshold was written without the score on purpose (int8: see tflite.py)
+    checked = images.unknown is not None and (promised or scores is not None)
+    unknown = check_unknown_scores(path, name, images, scores) if checked else None
     return ExportCheck(name, path, exact, len(rows), float(agrees.mean()) if len(rows) else 1.0,
                        float(np.abs(probabilities - images.reference).max(initial=0.0)), accuracy,
                        images.reference_accuracy(), model_size(path), reference_size, images.reference_name, unknown)

@@ -50,6 +50,9 @@ def write_tflite_model(graph: str | os.PathLike, output: str | os.PathLike, cont
     """Convert ``graph`` to ``output`` and write ``contract`` as its sidecar; int8 calibrates on the paths."""
     calibration = None
     if quantize == "int8":
+        # Integer arithmetic collapses the unknown score (every image scored 0 on the tiny test model): an int8
+        # file carries the softmax only, and its sidecar says so.
+        contract = dataclasses.replace(contract, unknown_threshold=None)
         _, calibration = decode_sample(calibration_paths, quantize_samples, contract.input_height,
                                        contract.input_width, max_megapixels=max_megapixels)
     write_tflite(convert_graph(graph, contract, quantize, tflite_io, calibration), output)
