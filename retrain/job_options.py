@@ -40,6 +40,7 @@ class RetrainOptions:
     test_batch_size: int = default("test_batch_size")
     print_misclassified_test_images: bool = default("print_misclassified_test_images")
     calibrate: bool = default("calibrate")
+    unknown_quantile: float = default("unknown_quantile")
     final_tensor_name: str = default("final_tensor_name")
     intermediate_output_graphs_dir: str = default("intermediate_output_graphs_dir")
     intermediate_store_frequency: int = default("intermediate_store_frequency")
@@ -67,6 +68,8 @@ class RetrainOptions:
                             f"{option_value('output_tflite', 'PATH')}")
         if self.memory_budget_gb <= 0:
             raise UserError(f"{option_name('memory_budget_gb')} must be positive, got {self.memory_budget_gb}")
+        if not 0 <= self.unknown_quantile <= 1:
+            raise UserError(f"{option_name('unknown_quantile')} must be from 0 (off) to 1, got {self.unknown_quantile}")
         if self.test_batch_size < 1 and self.test_batch_size != -1:
             raise UserError(f"{option_name('test_batch_size')} must be at least 1, or -1 for the whole test set; "
                             f"got {self.test_batch_size}")

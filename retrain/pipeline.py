@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ from .training.finetune import fine_tune, pooled_features
 from .training.head import EvalPoint, Head, train_head
 from .training.splits import SplitData, check_training_data, evaluate_test_set, split_data
 from .training.summaries import TrainingSummaries, progress_printer
+from .training.unknown import fit_unknown_threshold
 
 
 @dataclass
@@ -145,9 +147,17 @@ def _train(options: RetrainOptions, log: Log) -> _Trained:
                          patience=options.training.early_stopping_patience)
         backbone = cut.top.tuned_backbone()
         test = SplitData(test.paths, test.labels, pooled_features(cut.top, test.features, "Pooling test activations"))
-    if options.calibrate:  # on the features the final head sees: a fine-tuned top pools them anew
-        head = calibrate_head(head, pooled_features(cut.top, validation.features, "Pooling validation activations")
-                              if cut and len(validation.labels) else features["validation"], validation.labels, log)
+    # Calibration and the unknown score work on the features the final head sees: a fine-tuned top pools them anew.
+    final_validation = features["validation"]
+    if cut and len(validation.labels) and (options.calibrate or options.unknown_quantile):
+        final_validation = pooled_features(cut.top, validation.features, "Pooling validation activations")
+    if options.calibrate:
+        head = calibrate_head(head, final_validation, validation.labels, log)
+    if options.unknown_quantile:  # on the training images themselves, not their augmented views
+        final_train = (pooled_features(cut.top, train.features, "Pooling training activations") if cut
+                       else train.features)
+        head = dataclasses.replace(head, unknown=fit_unknown_threshold(final_train, train.labels, final_validation,
+                                                                       options.unknown_quantile, log))
 
     test_report = None
     if len(test.labels):
@@ -166,7 +176,8 @@ def _train(options: RetrainOptions, log: Log) -> _Trained:
         log(f"No test images ({option_value('testing_percentage', '0')}): skipping the test-set report")
     summaries.close()
 
-    contract = sidecar_for(backbone, labels, options.final_tensor_name, blocks, head.temperature)
+    contract = sidecar_for(backbone, labels, options.final_tensor_name, blocks, head.temperature,
+                           head.unknown.threshold if head.unknown else None)
     written = _write_graph(options, backbone, head, contract)
     scored = (scored_images([test.paths[row] for row in rows], test.labels[rows], probabilities)
               if options.html and test_report else None)
@@ -211,12 +222,23 @@ def _check_images(options: RetrainOptions, data: dict[str, SplitData], head: Hea
 
         def logit_error(positions: np.ndarray) -> np.ndarray:
             return head.logit_error(rounding_error(split.features[positions]))
+
+        def unknown(positions: np.ndarray, _: np.ndarray) -> np.ndarray:
+            return head.unknown.scores(split.features[positions])
+
+        def unknown_error(positions: np.ndarray) -> np.ndarray:
+            return head.unknown.score_error(split.features[positions], rounding_error(split.features[positions]))
     else:
         def reference(_: np.ndarray, pixels: np.ndarray) -> np.ndarray:
             return head.predict_proba(tuned(pixels))
-        logit_error = None
+
+        def unknown(_: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+            return head.unknown.scores(tuned(pixels))
+        logit_error = unknown_error = None
+    has_unknown = head.unknown is not None
     return check_images(split.paths, split.labels, options.export_check_samples, contract, reference,
-                        "the trained model", options.max_image_megapixels, logit_error)
+                        "the trained model", options.max_image_megapixels, logit_error,
+                        unknown if has_unknown else None, unknown_error if has_unknown else None)
 
 
 def _convert_check_and_report(options: RetrainOptions, trained: _Trained, log: Log) -> None:

@@ -7,6 +7,8 @@ export must pick the same top-1 class on every image; a disagreement means a
 broken contract (mean/std, input or output names, label order), the failure
 Poets users met only on their phones. Quantised exports are expected to
 differ a little: they report agreement and accuracy next to the float model.
+A model with an unknown score must reproduce it too, within a relative
+tolerance per format (``UNKNOWN_TOLERANCE``), every format failing beyond it.
 """
 from __future__ import annotations
 
@@ -19,12 +21,18 @@ import numpy as np
 
 from ..data.decode import LABEL_BATCH_SIZE
 from ..errors import ExportMismatch
+from ..graph_contract import UNKNOWN_SCORE_NAME
 from ..label.labeler import GraphLabeler
 from ..models.model_file import model_size
 from ..options import default
 
 DEFAULT_EXPORT_CHECK_SAMPLES = default("export_check_samples")
 TIE = 1e-5  # top-1 classes closer than this in the reference are a tie: either answer agrees
+# How far (relative) a written file's unknown score may be from the reference's, by report name; float files
+# (frozen graph, SavedModel, TFLite float) FLOAT_UNKNOWN_TOLERANCE: float32 against the float64 reference, through
+# a whitening whose ridge allows a condition number near 1e3 (measured up to 8e-4 apart).
+FLOAT_UNKNOWN_TOLERANCE = 0.01
+UNKNOWN_TOLERANCE = {"TFLite float16": 0.05, "TFLite dynamic": 0.25}  # int8 files carry no score
 
 
 @dataclass
@@ -38,6 +46,8 @@ class CheckImages:
     # [N, C]: the most each reference logit may be off (answers from float16 cached features); a class whose
     # logit could reach the top one's is a tie, as the model itself could have answered either.
     logit_error: np.ndarray | None = None
+    unknown: np.ndarray | None = None  # [N] the reference's unknown scores; None: the model has no such output
+    unknown_error: np.ndarray | None = None  # [N] the most each may be off (float16 cached features), as logit_error
 
     def reference_accuracy(self) -> float | None:
         return None if self.truths is None else float(np.mean(self.reference.argmax(axis=1) == self.truths))
@@ -57,17 +67,21 @@ class ExportCheck:
     size: int
     reference_size: int | None
     reference_name: str
+    unknown_difference: float | None = None  # the largest relative unknown score difference; None: no score
 
     def summary(self) -> str:
         """One line, e.g. ``TFLite int8: 97.8% agreement, accuracy 91.2% vs 92.0% float, 4.1 MB vs 16.9 MB``."""
+        unknown = ("" if self.unknown_difference is None else
+                   f", unknown score within {self.unknown_difference:.1e} (relative)")
         if self.exact:
             return (f"{self.name}: same top-1 as {self.reference_name} on all {self.count} check images "
-                    f"(max probability difference {self.max_difference:.1e}), {_size_text(self.size)}")
+                    f"(max probability difference {self.max_difference:.1e}{unknown}), {_size_text(self.size)}")
         accuracy = ("" if self.accuracy is None else
                     f", accuracy {self.accuracy * 100:.1f}% vs {self.reference_accuracy * 100:.1f}% float")
         size = _size_text(self.size) + ("" if self.reference_size is None else
                                         f" vs {_size_text(self.reference_size)}")
-        return f"{self.name}: {self.agreement * 100:.1f}% agreement on {self.count} check images{accuracy}, {size}"
+        return (f"{self.name}: {self.agreement * 100:.1f}% agreement on {self.count} check images{accuracy}{unknown}, "
+                f"{size}")
 
 
 def _size_text(size: int) -> str:
@@ -76,10 +90,39 @@ def _size_text(size: int) -> str:
 
 def predict_export(path: str | os.PathLike, pixels: np.ndarray, trust_graph: bool = False) -> np.ndarray:
     """Probabilities from the written file, loaded with its sidecar exactly as ``label_image`` loads it."""
+    return predict_export_with_unknown(path, pixels, trust_graph)[0]
+
+
+def predict_export_with_unknown(path: str | os.PathLike, pixels: np.ndarray, trust_graph: bool = False
+                                ) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """Probabilities, unknown scores (None: no such output) and whether the file's sidecar promises them."""
     labeler = GraphLabeler(path, trust_graph=trust_graph)
-    return np.concatenate([labeler.predict(pixels[i:i + LABEL_BATCH_SIZE])
-                           for i in range(0, len(pixels), LABEL_BATCH_SIZE)]
-                          or [np.zeros((0, len(labeler.labels)), np.float32)])
+    normalization = (labeler.config.input_mean, labeler.config.input_std)
+    batches = [labeler.model.predict_with_unknown(pixels[i:i + LABEL_BATCH_SIZE], normalization)
+               for i in range(0, len(pixels), LABEL_BATCH_SIZE)]
+    probabilities = np.concatenate([p for p, _ in batches] or [np.zeros((0, len(labeler.labels)), np.float32)])
+    scores = np.concatenate([s for _, s in batches] or [np.zeros(0)]) if labeler.model.has_unknown_score else None
+    return probabilities, scores, labeler.config.unknown_threshold is not None
+
+
+def check_unknown_scores(path: Path, name: str, images: CheckImages, scores: np.ndarray | None) -> float:
+    """The largest relative difference of the written file's unknown ``scores`` from the reference's.
+
+    Raises:
+        ExportMismatch: the file has no unknown score, or one is further off than its format allows.
+    """
+    if scores is None:
+        raise ExportMismatch(f"{path} ({name}) has no {UNKNOWN_SCORE_NAME} output but {images.reference_name} "
+                             f"has one; do not use this file")
+    tolerance = UNKNOWN_TOLERANCE.get(name, FLOAT_UNKNOWN_TOLERANCE)
+    difference = np.abs(scores.astype(np.float64) - images.unknown)
+    allowed = tolerance * np.abs(images.unknown) + (0 if images.unknown_error is None else images.unknown_error)
+    off = np.flatnonzero(difference > allowed)
+    if len(off):
+        raise ExportMismatch(f"{path} ({name}) gives unknown score {scores[off[0]]:.4g} on {images.paths[off[0]]}, "
+                             f"{images.reference_name} {images.unknown[off[0]]:.4g} (at most {tolerance:.1%} apart "
+                             f"allowed); do not use this file")
+    return float((difference / np.maximum(np.abs(images.unknown), 1e-12)).max(initial=0.0))
 
 
 def agreeing(images: CheckImages, probabilities: np.ndarray) -> np.ndarray:
@@ -101,7 +144,7 @@ def check_export(path: str | os.PathLike, name: str, images: CheckImages, labels
     ``trust_graph`` as for the source: a backbone the user trusted past ``graph_check`` is in the export too.
     """
     path = Path(path)
-    probabilities = predict_export(path, images.pixels, trust_graph)
+    probabilities, scores, promised = predict_export_with_unknown(path, images.pixels, trust_graph)
     if probabilities.shape != images.reference.shape:
         raise ExportMismatch(f"{path} ({name}) gives {probabilities.shape[-1]} outputs per image, "
                              f"{images.reference_name} {images.reference.shape[-1]}; do not use this file")
@@ -115,6 +158,9 @@ def check_export(path: str | os.PathLike, name: str, images: CheckImages, labels
             f"{labels[predicted[first]]} ({probabilities[first, predicted[first]]:.3f}), {images.reference_name} says "
             f"{labels[expected[first]]} ({images.reference[first, expected[first]]:.3f}); do not use this file")
     accuracy = None if images.truths is None else float(np.mean(predicted == images.truths))
+    # a file whose sidecar has no threshold was written without the score on purpose (int8: see tflite.py)
+    checked = images.unknown is not None and (promised or scores is not None)
+    unknown = check_unknown_scores(path, name, images, scores) if checked else None
     return ExportCheck(name, path, exact, len(rows), float(agrees.mean()) if len(rows) else 1.0,
                        float(np.abs(probabilities - images.reference).max(initial=0.0)), accuracy,
-                       images.reference_accuracy(), model_size(path), reference_size, images.reference_name)
+                       images.reference_accuracy(), model_size(path), reference_size, images.reference_name, unknown)

@@ -50,6 +50,9 @@ def write_tflite_model(graph: str | os.PathLike, output: str | os.PathLike, cont
     """Convert ``graph`` to ``output`` and write ``contract`` as its sidecar; int8 calibrates on the paths."""
     calibration = None
     if quantize == "int8":
+        # Integer arithmetic collapses the unknown score (every image scored 0 on the tiny test model): an int8
+        # file carries the softmax only, and its sidecar says so.
+        contract = dataclasses.replace(contract, unknown_threshold=None)
         _, calibration = decode_sample(calibration_paths, quantize_samples, contract.input_height,
                                        contract.input_width, max_megapixels=max_megapixels)
     write_tflite(convert_graph(graph, contract, quantize, tflite_io, calibration), output)
@@ -60,12 +63,15 @@ def write_tflite_model(graph: str | os.PathLike, output: str | os.PathLike, cont
 def check_images(paths: Sequence[Path], truths: np.ndarray | None, count: int, contract: Sidecar,
                  reference: Callable[[np.ndarray, np.ndarray], np.ndarray], reference_name: str,
                  max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS,
-                 logit_error: Callable[[np.ndarray], np.ndarray] | None = None) -> CheckImages:
+                 logit_error: Callable[[np.ndarray], np.ndarray] | None = None,
+                 unknown: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+                 unknown_error: Callable[[np.ndarray], np.ndarray] | None = None) -> CheckImages:
     """Up to ``count`` of ``paths`` decoded, with the reference model's probabilities on them.
 
     ``reference(positions in paths, uint8 pixels)`` answers from the pixels (a source graph) or from what
     is already known about those images (the trained head on their cached bottlenecks), in which case
     ``logit_error(positions)`` says how far those answers' logits may be off (see ``CheckImages``).
+    ``unknown`` and ``unknown_error``, likewise, give the reference's unknown scores, for a model with them.
     """
     checked, pixels = decode_sample(paths, count, contract.input_height, contract.input_width,
                                     max_megapixels=max_megapixels)
@@ -78,7 +84,10 @@ def check_images(paths: Sequence[Path], truths: np.ndarray | None, count: int, c
     empty = np.zeros((0, len(contract.labels)))
     answers = np.concatenate([reference(*batch) for batch in batches] or [empty])
     errors = None if logit_error is None else np.concatenate([logit_error(batch[0]) for batch in batches] or [empty])
-    return CheckImages(checked, pixels, answers, truths, reference_name, errors)
+    scores = None if unknown is None else np.concatenate([unknown(*batch) for batch in batches] or [np.zeros(0)])
+    score_errors = (None if unknown_error is None else
+                    np.concatenate([unknown_error(batch[0]) for batch in batches] or [np.zeros(0)]))
+    return CheckImages(checked, pixels, answers, truths, reference_name, errors, scores, score_errors)
 
 
 def check_exports(artifacts: Sequence[tuple[Path, str, bool]], images: CheckImages, labels: Sequence[str],
@@ -137,9 +146,12 @@ def export_model(source: GraphLabeler, request: ExportRequest) -> Iterator[str]:
     write_labels(source.labels, labels_path)
 
     if paths:
+        normalization = (source.config.input_mean, source.config.input_std)
+        unknown = ((lambda _, pixels: source.model.unknown_scores(pixels, normalization))
+                   if source.model.has_unknown_score else None)
         images = check_images(paths, truths, request.export_check_samples, contract,
                               lambda _, pixels: source.predict(pixels),
-                              "the source graph", request.max_image_megapixels)
+                              "the source graph", request.max_image_megapixels, unknown=unknown)
         for check in check_exports([(output, name, request.quantize == NO_QUANTIZATION)], images, source.labels,
                                    model_size(request.graph), request.trust_graph):
             yield f"Checked {check.summary()}"

@@ -18,24 +18,31 @@ from typing import Callable, Iterator
 
 from ..errors import UserError
 from ..files import atomic_write
-from ..graph_contract import FINAL_TENSOR_NAME, INPUT_NAME, SERVING_SIGNATURE, Sidecar
+from ..graph_contract import FINAL_TENSOR_NAME, INPUT_NAME, SERVING_SIGNATURE, UNKNOWN_SCORE_NAME, Sidecar
 from ..models.backbones import Backbone, load_graph_def, prune_graph
 from ..training.head import Head
 
 
 def inference_function(backbone: Backbone, head: Head, final_tensor_name: str = FINAL_TENSOR_NAME):
-    """Concrete function: normalised images named ``input`` -> softmax named ``final_tensor_name``."""
+    """Concrete function: normalised images named ``input`` -> softmax named ``final_tensor_name``.
+
+    With ``head.unknown`` a second output, ``unknown_score`` ``[N]``, from the same bottleneck tensor.
+    """
     import tensorflow as tf
     size = backbone.input_size
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_NAME)],
                  autograph=False)
     def classify(images):
-        logits = head.logits(backbone.features_from_normalized(images), name="final_logits")
+        features = backbone.features_from_normalized(images)  # the bottleneck both outputs read
+        logits = head.logits(features, name="final_logits")
         if head.temperature != 1.0:  # --calibrate; without it the graph is Poets' op for op
             logits = tf.divide(logits, tf.constant(head.temperature, tf.float32, name="temperature"),
                                name="calibrated_logits")
-        return tf.nn.softmax(logits, name=final_tensor_name)
+        probabilities = tf.nn.softmax(logits, name=final_tensor_name)
+        if head.unknown is None:  # without --unknown_quantile the graph has Poets' one output
+            return probabilities
+        return probabilities, head.unknown.graph_scores(features, name=UNKNOWN_SCORE_NAME)
 
     return classify.get_concrete_function()
 
@@ -77,29 +84,36 @@ def write_labels(labels: list[str], path: str | os.PathLike) -> None:
 
 
 def sidecar_for(backbone: Backbone, labels: list[str], final_tensor_name: str = FINAL_TENSOR_NAME,
-                fine_tuned_blocks: int = 0, temperature: float = 1.0) -> Sidecar:
+                fine_tuned_blocks: int = 0, temperature: float = 1.0,
+                unknown_threshold: float | None = None) -> Sidecar:
     """Everything our tools need to feed a model exported from ``backbone`` (every format takes the same),
-    what was fine-tuned and the temperature built into the graph."""
+    what was fine-tuned, the temperature built into the graph and the unknown score's threshold (None: no
+    ``unknown_score`` output)."""
     spec = backbone.spec
     return Sidecar(architecture=spec.name, input_layer=INPUT_NAME, output_layer=final_tensor_name,
                    input_height=spec.input_size, input_width=spec.input_size, input_mean=spec.input_mean,
                    input_std=spec.input_std, feature_size=backbone.feature_size, labels=list(labels),
-                   fine_tuned_blocks=fine_tuned_blocks, temperature=temperature)
+                   fine_tuned_blocks=fine_tuned_blocks, temperature=temperature,
+                   unknown_threshold=unknown_threshold)
 
 
 def saved_model_from_graph(graph: str | os.PathLike, contract: Sidecar, directory: str | os.PathLike,
                            trust_graph: bool = False) -> None:
     """A TF2 SavedModel whose ``serving_default`` signature runs the frozen ``graph``: ``input`` -> ``output_layer``.
 
+    With ``contract.unknown_threshold`` the signature has a second output, ``unknown_score``.
+
     Made from the written graph rather than the live backbone, so every backbone converts the same way
     (a Keras or TF-Hub backbone's variables would otherwise have to be tracked by the saved object) and
     the SavedModel holds exactly the frozen graph's weights.
     """
     import tensorflow as tf
-    classify = prune_graph(load_graph_def(Path(graph), trust_graph), contract.input_layer, contract.output_layer)
-    spec = tf.TensorSpec([None, contract.input_height, contract.input_width, 3], tf.float32, name=INPUT_NAME)
     output_name = contract.output_layer.split(":")[0]
-    write_saved_model(tf.function(lambda images: {output_name: tf.identity(classify(images))},
+    names = (output_name, UNKNOWN_SCORE_NAME) if contract.unknown_threshold is not None else (output_name,)
+    classify = prune_graph(load_graph_def(Path(graph), trust_graph), contract.input_layer, names)
+    spec = tf.TensorSpec([None, contract.input_height, contract.input_width, 3], tf.float32, name=INPUT_NAME)
+    write_saved_model(tf.function(lambda images: {name: tf.identity(output)
+                                                  for name, output in zip(names, classify(images))},
                                   input_signature=[spec], autograph=False), directory)
 
 

@@ -3,7 +3,8 @@
 The TFLite file keeps the frozen graph's contract, so apps written for
 TensorFlow-for-Poets' graphs work unchanged: one input ``input`` ``[1, H, W,
 3]`` taking ``(pixel - mean) / std`` and one output ``final_result``, the
-softmax in labels-file order. With ``uint8`` I/O (microcontrollers, Edge
+softmax in labels-file order (a model with an unknown score has a second
+output tensor, ``unknown_score`` ``[1]``). With ``uint8`` I/O (microcontrollers, Edge
 TPU) the same values are quantised with the input tensor's own scale and
 zero point, and the output is the softmax quantised with the output's.
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from ..errors import UserError, option_name, option_value
 from ..files import atomic_write
-from ..graph_contract import Sidecar
+from ..graph_contract import UNKNOWN_SCORE_NAME, Sidecar
 from ..models.backbones import normalize_pixels
 from ..options import default
 from ..quiet import native_output_hidden
@@ -53,6 +54,11 @@ def check_calibration(images: Sized) -> None:
                         f"{option_name('quantize_samples')}")
 
 
+def output_names(contract: Sidecar) -> list[str]:
+    """The graph's outputs the TFLite file keeps, in order: the softmax, then ``unknown_score`` if the model has it."""
+    return [contract.output_layer] + ([UNKNOWN_SCORE_NAME] if contract.unknown_threshold is not None else [])
+
+
 def convert_graph(graph_path: str | os.PathLike, contract: Sidecar, quantize: str = NO_QUANTIZATION,
                   tflite_io: str = FLOAT_IO, calibration: np.ndarray | None = None) -> bytes:
     """The TFLite flatbuffer for a frozen graph file fed as ``contract`` says (size, names, mean, std).
@@ -64,7 +70,7 @@ def convert_graph(graph_path: str | os.PathLike, contract: Sidecar, quantize: st
     import tensorflow as tf
     check_quantize_options(quantize, tflite_io)
     converter = tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
-        str(graph_path), [contract.input_layer], [contract.output_layer],
+        str(graph_path), [contract.input_layer], output_names(contract),
         {contract.input_layer: [1, contract.input_height, contract.input_width, 3]})
     if quantize != NO_QUANTIZATION:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

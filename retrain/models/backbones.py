@@ -96,13 +96,18 @@ def import_frozen_graph(graph_def):
                         f"written by retrain or TensorFlow-for-Poets") from None
 
 
-def prune_graph(graph_def, input_name: str, output_name: str) -> Callable:
-    """A callable from ``input_name`` to ``output_name`` of a frozen GraphDef (batch dimension freed)."""
+def prune_graph(graph_def, input_name: str, output_name: str | tuple[str, ...]) -> Callable:
+    """A callable from ``input_name`` to ``output_name`` of a frozen GraphDef (batch dimension freed).
+
+    A tuple of output names gives a callable returning a tuple of tensors, from one import of the graph.
+    """
     from tensorflow.python.eager.lift_to_graph import UnliftableError
     wrapped = import_frozen_graph(graph_def)
     try:
-        return wrapped.prune(wrapped.graph.get_tensor_by_name(tensor_name(input_name)),
-                             wrapped.graph.get_tensor_by_name(tensor_name(output_name)))
+        tensor = wrapped.graph.get_tensor_by_name
+        outputs = (tuple(tensor(tensor_name(name)) for name in output_name) if isinstance(output_name, tuple)
+                   else tensor(tensor_name(output_name)))
+        return wrapped.prune(tensor(tensor_name(input_name)), outputs)
     except (KeyError, ValueError) as error:
         raise UserError(f"the graph has no tensor {error}; check the input and output layer names") from None
     except UnliftableError:  # found by fuzzing: the output also needs another placeholder than the input

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import UserError, option_name, option_value
-from ..graph_contract import FINAL_TENSOR_NAME, INPUT_NAME, SERVING_SIGNATURE
+from ..graph_contract import FINAL_TENSOR_NAME, INPUT_NAME, SERVING_SIGNATURE, UNKNOWN_SCORE_NAME
 from ..quiet import native_output_hidden
 from .backbones import load_graph_def, normalize_pixels, prune_graph
 from .graph_check import check_graph_def, check_saved_model, check_tflite_ops
@@ -27,6 +27,7 @@ from .graph_check import check_graph_def, check_saved_model, check_tflite_ops
 FROZEN_GRAPH, SAVED_MODEL, TFLITE = "frozen graph", "SavedModel", "TFLite"
 TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier, at bytes 4..8 of every TFLite model
 Normalization = Optional[tuple[float, float]]  # (mean, std) of uint8 pixels; None: already normalised
+Outputs = tuple[np.ndarray, Optional[np.ndarray]]  # probabilities [N, C], unknown scores [N] or None
 FORMATS_HINT = "a frozen graph (.pb), a SavedModel folder or a .tflite file written by retrain or scripts.export"
 
 
@@ -84,31 +85,46 @@ class Model:
 
     ``input_size`` is ``(height, width)`` when the file fixes it, else None
     (our frozen graphs take any size; the sidecar says which one to feed).
+    ``has_unknown_score``: the file has the second output ``unknown_score`` (``--unknown_quantile``).
     """
     format: str
 
-    def __init__(self, path: Path, input_size: tuple[int, int] | None):
+    def __init__(self, path: Path, input_size: tuple[int, int] | None, has_unknown_score: bool = False):
         self.path = path
         self.input_size = input_size
+        self.has_unknown_score = has_unknown_score
         self.batched = True
 
-    def _call(self, images: np.ndarray, normalization: Normalization) -> np.ndarray:
-        """Probabilities for one batch; raises ``BatchRefused`` when the batch is too big for the model."""
+    def _call(self, images: np.ndarray, normalization: Normalization) -> Outputs:
+        """Both outputs for one batch; raises ``BatchRefused`` when the batch is too big for the model."""
         raise NotImplementedError
 
-    def predict(self, images: np.ndarray, normalization: Normalization = None) -> np.ndarray:
-        """Probabilities ``[N, C]`` for images ``[N, H, W, 3]``.
+    def predict_with_unknown(self, images: np.ndarray, normalization: Normalization = None) -> Outputs:
+        """Probabilities ``[N, C]`` and unknown scores ``[N]`` (None without that output) in one pass.
 
         ``images`` are the normalised float32 values the model's input takes,
         or, with ``normalization=(mean, std)``, uint8 pixels to normalise first
         (inside the compiled function where there is one: about 10x cheaper).
+        An image whose score is above the sidecar's ``unknown_threshold`` is none of the labels.
         """
         if self.batched or len(images) == 1:
             try:
-                return self._call(images, normalization).reshape(len(images), -1)
+                probabilities, scores = self._call(images, normalization)
+                return (probabilities.reshape(len(images), -1),
+                        None if scores is None else scores.reshape(len(images)))
             except BatchRefused:
                 self.batched = False  # a graph with batch size 1 baked in: fall back to one at a time
-        return np.concatenate([self.predict(images[i:i + 1], normalization) for i in range(len(images))])
+        singles = [self.predict_with_unknown(images[i:i + 1], normalization) for i in range(len(images))]
+        return (np.concatenate([p for p, _ in singles]),
+                np.concatenate([s for _, s in singles]) if self.has_unknown_score else None)
+
+    def predict(self, images: np.ndarray, normalization: Normalization = None) -> np.ndarray:
+        """Probabilities ``[N, C]`` for images ``[N, H, W, 3]`` (see ``predict_with_unknown``)."""
+        return self.predict_with_unknown(images, normalization)[0]
+
+    def unknown_scores(self, images: np.ndarray, normalization: Normalization = None) -> np.ndarray | None:
+        """The ``unknown_score`` output ``[N]``, or None when the file has none (see ``predict_with_unknown``)."""
+        return self.predict_with_unknown(images, normalization)[1] if self.has_unknown_score else None
 
     def check_input_size(self, height: int, width: int) -> None:
         """Refuse a size the file does not take, before it produces a confusing runtime error."""
@@ -127,8 +143,9 @@ class Model:
 class TensorFlowModel(Model):
     """A frozen graph or SavedModel signature, run as one compiled TensorFlow function."""
 
-    def __init__(self, path: Path, format_name: str, classify: Callable, input_size: tuple[int, int] | None):
-        super().__init__(path, input_size)
+    def __init__(self, path: Path, format_name: str, classify: Callable, input_size: tuple[int, int] | None,
+                 has_unknown_score: bool = False):
+        super().__init__(path, input_size, has_unknown_score)
         self.format = format_name
         self._classify = classify
         self._from_pixels: dict[tuple[float, float], Callable] = {}
@@ -144,12 +161,16 @@ class TensorFlowModel(Model):
                 input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)], autograph=False)
         return self._from_pixels[normalization]
 
-    def _call(self, images: np.ndarray, normalization: Normalization) -> np.ndarray:
+    def _call(self, images: np.ndarray, normalization: Normalization) -> Outputs:
         import tensorflow as tf
         try:
             if normalization is None:
-                return self._classify(tf.constant(images, tf.float32)).numpy()
-            return self._pixels_function(normalization)(tf.constant(images, tf.uint8)).numpy()
+                outputs = self._classify(tf.constant(images, tf.float32))
+            else:
+                outputs = self._pixels_function(normalization)(tf.constant(images, tf.uint8))
+            if self.has_unknown_score:  # classify gives (probabilities, scores)
+                return outputs[0].numpy(), outputs[1].numpy()
+            return outputs.numpy(), None
         except (TypeError, ValueError):  # raised while tracing: a fixed batch size 1, or another image size
             if len(images) > 1:
                 raise BatchRefused() from None
@@ -176,19 +197,23 @@ class TFLiteModel(Model):
             operators = self._interpreter._get_ops_details()
             check_tflite_ops(((op["op_name"], f"operator {op['index']}") for op in operators), path)
         inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1 or len(inputs[0]["shape"]) != 4:
+        scores = [detail for detail in outputs if detail["name"] == UNKNOWN_SCORE_NAME]
+        probabilities = [detail for detail in outputs if detail["name"] != UNKNOWN_SCORE_NAME]
+        if len(inputs) != 1 or len(probabilities) != 1 or len(inputs[0]["shape"]) != 4:
             raise UserError(f"{path} is a TFLite model but not an image classifier with one image input and one "
-                            f"output; pass {FORMATS_HINT}")
-        self._input, self._output = inputs[0], outputs[0]
-        super().__init__(path, (int(self._input["shape"][1]), int(self._input["shape"][2])))
+                            f"output (besides {UNKNOWN_SCORE_NAME}); pass {FORMATS_HINT}")
+        self._input, self._output = inputs[0], probabilities[0]
+        self._unknown = scores[0] if scores else None
+        super().__init__(path, (int(self._input["shape"][1]), int(self._input["shape"][2])), bool(scores))
         self._shape = tuple(self._input["shape"])
 
-    def _call(self, images: np.ndarray, normalization: Normalization) -> np.ndarray:
+    def _call(self, images: np.ndarray, normalization: Normalization) -> Outputs:
         if normalization is not None:
             images = normalize_pixels(images.astype(np.float32), *normalization)
         interpreter, index = self._interpreter, self._input["index"]
         if images.shape != self._shape:
             try:
+                self._shape = None  # a failed allocation leaves the input resized: the next call must resize again
                 interpreter.resize_tensor_input(index, images.shape, strict=False)
                 interpreter.allocate_tensors()
             except (ValueError, RuntimeError):
@@ -203,7 +228,9 @@ class TFLiteModel(Model):
             if len(images) > 1:
                 raise BatchRefused() from None
             raise
-        return dequantize(interpreter.get_tensor(self._output["index"]), self._output)
+        scores = None if self._unknown is None else dequantize(interpreter.get_tensor(self._unknown["index"]),
+                                                               self._unknown)
+        return dequantize(interpreter.get_tensor(self._output["index"]), self._output), scores
 
 
 def quantize(values: np.ndarray, detail: dict) -> np.ndarray:
@@ -236,8 +263,10 @@ def _load_frozen_graph(path: Path, input_layer: str, output_layer: str, trust_gr
     dims = [dim.size for dim in placeholder.attr["shape"].shape.dim] if placeholder is not None else []
     size = (dims[1], dims[2]) if len(dims) == 4 and dims[1] > 0 and dims[2] > 0 else None
     import tensorflow as tf
-    classify = tf.function(prune_graph(graph_def, input_layer, output_layer), autograph=False, reduce_retracing=True)
-    return TensorFlowModel(path, FROZEN_GRAPH, classify, size)
+    has_unknown = any(node.name == UNKNOWN_SCORE_NAME for node in graph_def.node)
+    outputs = (output_layer, UNKNOWN_SCORE_NAME) if has_unknown else output_layer
+    classify = tf.function(prune_graph(graph_def, input_layer, outputs), autograph=False, reduce_retracing=True)
+    return TensorFlowModel(path, FROZEN_GRAPH, classify, size, has_unknown)
 
 
 def _load_saved_model(path: Path, output_layer: str, trust_graph: bool) -> Model:
@@ -257,6 +286,11 @@ def _load_saved_model(path: Path, output_layer: str, trust_graph: bool) -> Model
     output_name = output_layer if output_layer in outputs else next(iter(outputs))
     shape = spec.shape.as_list()
     size = (shape[1], shape[2]) if len(shape) == 4 and shape[1] and shape[2] else None
+    if UNKNOWN_SCORE_NAME in outputs:
+        def classify(images):
+            answers = signature(**{input_name: images})
+            return answers[output_name], answers[UNKNOWN_SCORE_NAME]
+        return TensorFlowModel(path, SAVED_MODEL, classify, size, has_unknown_score=True)
     return TensorFlowModel(path, SAVED_MODEL, lambda images: signature(**{input_name: images})[output_name], size)
 
 

@@ -21,6 +21,7 @@ from .class_balance import CLASS_WEIGHTS, class_weights
 from .early_stopping import EarlyStopping, loss_and_accuracy
 from .head_step import StepOptions, head_step
 from .optimizers import OPTIMIZERS, SCHEDULES, Optimizer, learning_rate_at
+from .unknown import UnknownScore
 
 
 @dataclass
@@ -50,10 +51,12 @@ class Head:
     """The trained layers: ``softmax`` of dense layers with ReLU between them (Poets' head is one layer).
 
     ``temperature`` divides the logits before the softmax (``--calibrate``): the top-1 stays, the confidence
-    is rescaled; 1 is Poets' softmax and adds no op to the exported graph.
+    is rescaled; 1 is Poets' softmax and adds no op to the exported graph. ``unknown`` is the "none of these"
+    score on the same features (``--unknown_quantile``), exported as a second output; None: no such output.
     """
     layers: list[DenseLayer]
     temperature: float = 1.0
+    unknown: UnknownScore | None = None
 
     @classmethod
     def linear(cls, weights: np.ndarray, biases: np.ndarray) -> Head:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import Log, option_value
+
 RIDGE = 1e-3  # relative to the covariance's mean variance, trace / D
 UNKNOWN_QUANTILE = 0.95  # the share of validation images of the known classes that passes
 
@@ -34,6 +36,27 @@ class UnknownScore:
         distances = ((whitened ** 2).sum(axis=1, keepdims=True) - 2 * whitened @ self.means.T
                      + (self.means ** 2).sum(axis=1))
         return np.maximum(distances.min(axis=1), 0.0)
+
+    def score_error(self, features: np.ndarray, feature_error: np.ndarray) -> np.ndarray:
+        """The most each row's score can move when each feature may be off by ``feature_error`` (``[N]``).
+
+        The whitened vector moves by at most ``b = | |e| @ |whitening| |`` in length, and the distance to the
+        nearest mean, ``sqrt(score)``, by at most ``b``: so the score by ``2 b sqrt(score) + b^2``.
+        """
+        moved = np.linalg.norm(np.abs(feature_error.astype(np.float64)) @ np.abs(self.whitening), axis=1)
+        return 2 * moved * np.sqrt(self.scores(features)) + moved ** 2
+
+    def graph_scores(self, features, name: str | None = None):
+        """The scores as TensorFlow ops on ``features`` ``[N, D]``, whitening and means as constants (``[N]``).
+
+        ``|f W - m W|^2`` is ``(f - m)^T P (f - m)`` with the precision matrix ``P = W W^T``; the difference is
+        taken before squaring, so float32 loses nothing to cancellation.
+        """
+        import tensorflow as tf
+        whitened = tf.matmul(features, tf.constant(self.whitening.astype(np.float32), name="unknown_whitening"))
+        means = tf.constant(self.means.astype(np.float32), name="unknown_means")
+        squared = tf.reduce_sum(tf.square(tf.expand_dims(whitened, 1) - means), axis=2)
+        return tf.reduce_min(squared, axis=1, name=name)
 
     def is_unknown(self, features: np.ndarray) -> np.ndarray:
         """Whether each row's score is above the threshold (``[N]`` bool)."""
@@ -79,3 +102,31 @@ def with_threshold(score: UnknownScore, validation_features: np.ndarray,
         raise ValueError(f"quantile must be above 0 and at most 1, got {quantile}")
     threshold = float(np.quantile(score.scores(validation_features), quantile))
     return UnknownScore(score.whitening, score.means, threshold)
+
+
+def fit_unknown_threshold(train_features: np.ndarray, train_labels: np.ndarray, validation_features: np.ndarray,
+                          quantile: float, log: Log) -> UnknownScore | None:
+    """The unknown score fitted on the training features, its threshold on the validation ones, and one log line.
+
+    Args:
+        train_features: ``[N, D]`` the training images' features, as the final head sees them.
+        train_labels: ``[N]`` their classes.
+        validation_features: ``[M, D]`` the validation images' features, likewise.
+        quantile: the share of validation images that should pass (``--unknown_quantile``); 0: no score.
+        log: where the threshold is reported.
+
+    Returns:
+        The score with its threshold, or None when ``quantile`` is 0 or there are no validation images.
+    """
+    if not quantile:
+        return None
+    if not len(validation_features):
+        log(f"No validation images: no unknown score ({option_value('unknown_quantile', str(quantile))} sets its "
+            f"threshold on them)")
+        return None
+    score = with_threshold(fit_unknown_score(train_features, train_labels), validation_features, quantile)
+    flagged = float(np.mean(score.is_unknown(train_features)))
+    log(f"Unknown score: threshold {score.threshold:.1f} passes {quantile:.0%} of validation images; fitted on "
+        f"{len(train_labels)} training images ({flagged:.1%} of them flagged); above it an image is none of the "
+        f"labels")
+    return score
