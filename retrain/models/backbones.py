@@ -96,17 +96,22 @@ def import_frozen_graph(graph_def):
                         f"written by retrain or TensorFlow-for-Poets") from None
 
 
-def prune_graph(graph_def, input_name: str, output_name: str) -> Callable:
-    """A callable from ``input_name`` to ``output_name`` of a frozen GraphDef (batch dimension freed)."""
+def prune_graph(graph_def, input_name: str, output_name: str | tuple[str, ...]) -> Callable:
+    """A callable from ``input_name`` to ``output_name`` of a frozen GraphDef (batch dimension freed).
+
+    A tuple of output names gives a callable returning a list of those tensors, computed in one run.
+    """
     from tensorflow.python.eager.lift_to_graph import UnliftableError
     wrapped = import_frozen_graph(graph_def)
+    names = output_name if isinstance(output_name, tuple) else (output_name,)
     try:
+        outputs = [wrapped.graph.get_tensor_by_name(tensor_name(name)) for name in names]
         return wrapped.prune(wrapped.graph.get_tensor_by_name(tensor_name(input_name)),
-                             wrapped.graph.get_tensor_by_name(tensor_name(output_name)))
+                             outputs if isinstance(output_name, tuple) else outputs[0])
     except (KeyError, ValueError) as error:
         raise UserError(f"the graph has no tensor {error}; check the input and output layer names") from None
     except UnliftableError:  # found by fuzzing: the output also needs another placeholder than the input
-        raise UserError(f"{output_name} depends on an input other than {input_name}; check the input and output "
+        raise UserError(f"{', '.join(names)} depends on an input other than {input_name}; check the input and output "
                         f"layer names, or pass a frozen graph written by retrain or TensorFlow-for-Poets") from None
 
 

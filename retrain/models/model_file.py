@@ -2,7 +2,8 @@
 
 A frozen graph (binary GraphDef ``.pb``), a SavedModel folder and a TFLite
 flatbuffer all become a ``Model``: normalised float images ``[N, H, W, 3]``
-in, probabilities ``[N, C]`` out. The format is decided by content, never by
+in, probabilities ``[N, C]`` out, and the unknown score ``[N]`` too when the
+model has that second output (``graph_contract.UNKNOWN_SCORE_NAME``). The format is decided by content, never by
 the file name: users rename files, and a ``.pb`` that is really a TFLite
 model must not fail with a protobuf error. ``load_model`` is the one entry
 point, so the check of what a model may contain (``graph_check``: pure
@@ -19,7 +20,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import UserError, option_name, option_value
-from ..graph_contract import FINAL_TENSOR_NAME, INPUT_NAME, SERVING_SIGNATURE
+from ..graph_contract import FINAL_TENSOR_NAME, INPUT_NAME, SERVING_SIGNATURE, UNKNOWN_SCORE_NAME
 from ..quiet import native_output_hidden
 from .backbones import load_graph_def, normalize_pixels, prune_graph
 from .graph_check import check_graph_def, check_saved_model, check_tflite_ops
@@ -27,6 +28,7 @@ from .graph_check import check_graph_def, check_saved_model, check_tflite_ops
 FROZEN_GRAPH, SAVED_MODEL, TFLITE = "frozen graph", "SavedModel", "TFLite"
 TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier, at bytes 4..8 of every TFLite model
 Normalization = Optional[tuple[float, float]]  # (mean, std) of uint8 pixels; None: already normalised
+Outputs = tuple[np.ndarray, Optional[np.ndarray]]  # probabilities [N, C], unknown scores [N] (None: no such output)
 FORMATS_HINT = "a frozen graph (.pb), a SavedModel folder or a .tflite file written by retrain or scripts.export"
 
 
@@ -84,20 +86,26 @@ class Model:
 
     ``input_size`` is ``(height, width)`` when the file fixes it, else None
     (our frozen graphs take any size; the sidecar says which one to feed).
+    ``has_unknown_score``: whether it has the second output, the unknown score.
     """
     format: str
 
-    def __init__(self, path: Path, input_size: tuple[int, int] | None):
+    def __init__(self, path: Path, input_size: tuple[int, int] | None, has_unknown_score: bool = False):
         self.path = path
         self.input_size = input_size
+        self.has_unknown_score = has_unknown_score
         self.batched = True
 
-    def _call(self, images: np.ndarray, normalization: Normalization) -> np.ndarray:
-        """Probabilities for one batch; raises ``BatchRefused`` when the batch is too big for the model."""
+    def _call(self, images: np.ndarray, normalization: Normalization) -> Outputs:
+        """The outputs for one batch; raises ``BatchRefused`` when the batch is too big for the model."""
         raise NotImplementedError
 
     def predict(self, images: np.ndarray, normalization: Normalization = None) -> np.ndarray:
-        """Probabilities ``[N, C]`` for images ``[N, H, W, 3]``.
+        """Probabilities ``[N, C]`` for images ``[N, H, W, 3]`` (as ``predict_outputs``)."""
+        return self.predict_outputs(images, normalization)[0]
+
+    def predict_outputs(self, images: np.ndarray, normalization: Normalization = None) -> Outputs:
+        """Probabilities ``[N, C]`` and unknown scores ``[N]`` (None without that output) for images ``[N, H, W, 3]``.
 
         ``images`` are the normalised float32 values the model's input takes,
         or, with ``normalization=(mean, std)``, uint8 pixels to normalise first
@@ -105,10 +113,13 @@ class Model:
         """
         if self.batched or len(images) == 1:
             try:
-                return self._call(images, normalization).reshape(len(images), -1)
+                probabilities, unknown = self._call(images, normalization)
+                return probabilities.reshape(len(images), -1), None if unknown is None else unknown.reshape(-1)
             except BatchRefused:
                 self.batched = False  # a graph with batch size 1 baked in: fall back to one at a time
-        return np.concatenate([self.predict(images[i:i + 1], normalization) for i in range(len(images))])
+        parts = [self.predict_outputs(images[i:i + 1], normalization) for i in range(len(images))]
+        unknown = np.concatenate([part[1] for part in parts]) if self.has_unknown_score else None
+        return np.concatenate([part[0] for part in parts]), unknown
 
     def check_input_size(self, height: int, width: int) -> None:
         """Refuse a size the file does not take, before it produces a confusing runtime error."""
@@ -125,10 +136,14 @@ class Model:
 
 
 class TensorFlowModel(Model):
-    """A frozen graph or SavedModel signature, run as one compiled TensorFlow function."""
+    """A frozen graph or SavedModel signature, run as one compiled TensorFlow function.
 
-    def __init__(self, path: Path, format_name: str, classify: Callable, input_size: tuple[int, int] | None):
-        super().__init__(path, input_size)
+    ``classify`` returns the probabilities, or with ``has_unknown_score`` the pair (probabilities, unknown scores).
+    """
+
+    def __init__(self, path: Path, format_name: str, classify: Callable, input_size: tuple[int, int] | None,
+                 has_unknown_score: bool = False):
+        super().__init__(path, input_size, has_unknown_score)
         self.format = format_name
         self._classify = classify
         self._from_pixels: dict[tuple[float, float], Callable] = {}
@@ -144,12 +159,16 @@ class TensorFlowModel(Model):
                 input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)], autograph=False)
         return self._from_pixels[normalization]
 
-    def _call(self, images: np.ndarray, normalization: Normalization) -> np.ndarray:
+    def _call(self, images: np.ndarray, normalization: Normalization) -> Outputs:
         import tensorflow as tf
         try:
             if normalization is None:
-                return self._classify(tf.constant(images, tf.float32)).numpy()
-            return self._pixels_function(normalization)(tf.constant(images, tf.uint8)).numpy()
+                outputs = self._classify(tf.constant(images, tf.float32))
+            else:
+                outputs = self._pixels_function(normalization)(tf.constant(images, tf.uint8))
+            if self.has_unknown_score:
+                return outputs[0].numpy(), outputs[1].numpy()
+            return outputs.numpy(), None
         except (TypeError, ValueError):  # raised while tracing: a fixed batch size 1, or another image size
             if len(images) > 1:
                 raise BatchRefused() from None
@@ -183,7 +202,7 @@ class TFLiteModel(Model):
         super().__init__(path, (int(self._input["shape"][1]), int(self._input["shape"][2])))
         self._shape = tuple(self._input["shape"])
 
-    def _call(self, images: np.ndarray, normalization: Normalization) -> np.ndarray:
+    def _call(self, images: np.ndarray, normalization: Normalization) -> Outputs:
         if normalization is not None:
             images = normalize_pixels(images.astype(np.float32), *normalization)
         interpreter, index = self._interpreter, self._input["index"]
@@ -203,7 +222,7 @@ class TFLiteModel(Model):
             if len(images) > 1:
                 raise BatchRefused() from None
             raise
-        return dequantize(interpreter.get_tensor(self._output["index"]), self._output)
+        return dequantize(interpreter.get_tensor(self._output["index"]), self._output), None
 
 
 def quantize(values: np.ndarray, detail: dict) -> np.ndarray:
@@ -236,8 +255,10 @@ def _load_frozen_graph(path: Path, input_layer: str, output_layer: str, trust_gr
     dims = [dim.size for dim in placeholder.attr["shape"].shape.dim] if placeholder is not None else []
     size = (dims[1], dims[2]) if len(dims) == 4 and dims[1] > 0 and dims[2] > 0 else None
     import tensorflow as tf
-    classify = tf.function(prune_graph(graph_def, input_layer, output_layer), autograph=False, reduce_retracing=True)
-    return TensorFlowModel(path, FROZEN_GRAPH, classify, size)
+    has_unknown_score = any(node.name == UNKNOWN_SCORE_NAME for node in graph_def.node)
+    outputs = (output_layer, UNKNOWN_SCORE_NAME) if has_unknown_score else output_layer
+    classify = tf.function(prune_graph(graph_def, input_layer, outputs), autograph=False, reduce_retracing=True)
+    return TensorFlowModel(path, FROZEN_GRAPH, classify, size, has_unknown_score)
 
 
 def _load_saved_model(path: Path, output_layer: str, trust_graph: bool) -> Model:
@@ -254,10 +275,16 @@ def _load_saved_model(path: Path, output_layer: str, trust_graph: bool) -> Model
     if len(inputs) != 1 or not outputs:
         raise UserError(f"the SavedModel {path} signature '{SERVING_SIGNATURE}' must take one image input")
     (input_name, spec), = inputs.items()
-    output_name = output_layer if output_layer in outputs else next(iter(outputs))
+    others = [name for name in outputs if name != UNKNOWN_SCORE_NAME] or list(outputs)
+    output_name = output_layer if output_layer in outputs else others[0]
     shape = spec.shape.as_list()
     size = (shape[1], shape[2]) if len(shape) == 4 and shape[1] and shape[2] else None
-    return TensorFlowModel(path, SAVED_MODEL, lambda images: signature(**{input_name: images})[output_name], size)
+    has_unknown_score = UNKNOWN_SCORE_NAME in outputs and output_name != UNKNOWN_SCORE_NAME
+
+    def classify(images):
+        answer = signature(**{input_name: images})
+        return (answer[output_name], answer[UNKNOWN_SCORE_NAME]) if has_unknown_score else answer[output_name]
+    return TensorFlowModel(path, SAVED_MODEL, classify, size, has_unknown_score)
 
 
 def load_model(path: str | os.PathLike, input_layer: str = INPUT_NAME, output_layer: str = FINAL_TENSOR_NAME,

@@ -1,0 +1,103 @@
+"""'None of these' where users see it: the labeler, label_image, relabel, evaluate and the API read unknown_score.
+
+The models here are tiny frozen graphs made by hand: the features are an image's mean colour (normalised), the
+softmax is a nearest-colour classifier over red, green and blue, and ``unknown_score`` is the squared distance to
+the nearest class colour. Dark images are far from every class: unknown. A red-green blend is near two classes:
+not unknown, but low softmax confidence.
+"""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrain.graph_contract import UNKNOWN_SCORE_NAME, Sidecar
+from retrain.label.labeler import GraphLabeler
+from tests.conftest import CLASS_COLOURS, TINY_SIZE, make_dataset, make_image
+
+LABELS = sorted(CLASS_COLOURS)
+THRESHOLD = 1.5  # squared distance: the red-green blend (~0.75) passes, dark images (> 2.5) do not
+DARK, BLEND = (10, 10, 10), (120, 115, 50)
+
+
+def normalised(colour) -> np.ndarray:
+    return (np.array(colour, np.float32) - 127.5) / 127.5
+
+
+def write_colour_graph(path: Path, with_unknown: bool = True, threshold: float | None = THRESHOLD) -> Path:
+    """A frozen nearest-colour classifier, with the ``unknown_score`` output unless not ``with_unknown``, and its
+    sidecar (``threshold`` as its unknown_threshold)."""
+    import tensorflow as tf
+    centres = np.stack([normalised(CLASS_COLOURS[label]) for label in LABELS])
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [None, None, None, 3], name="input")
+        features = tf.reduce_mean(images, axis=[1, 2])
+        distances = tf.reduce_sum(tf.square(tf.expand_dims(features, 1) - tf.constant(centres)[None]), axis=2)
+        tf.nn.softmax(-10.0 * distances, name="final_result")
+        if with_unknown:
+            tf.reduce_min(distances, axis=1, name=UNKNOWN_SCORE_NAME)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(graph.as_graph_def().SerializeToString())
+    Sidecar(architecture="colours", input_height=TINY_SIZE, input_width=TINY_SIZE, input_mean=127.5, input_std=127.5,
+            feature_size=3, labels=LABELS, unknown_threshold=threshold).write(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def colour_graph(tmp_path_factory) -> Path:
+    return write_colour_graph(tmp_path_factory.mktemp("colours") / "graph.pb")
+
+
+@pytest.fixture(scope="module")
+def old_graph(tmp_path_factory) -> Path:
+    """The same classifier exported before retrain had an unknown score."""
+    return write_colour_graph(tmp_path_factory.mktemp("old") / "graph.pb", with_unknown=False, threshold=None)
+
+
+def mixed_images(root: Path) -> Path:
+    """Two images per class, two dark ones (unknown), a red-green blend (uncertain) and a broken file."""
+    make_dataset(root, per_class=2)
+    make_image(root / "dark_1.jpg", DARK, seed=50)
+    make_image(root / "red" / "dark_2.png", DARK, seed=51)
+    make_image(root / "blend.jpg", BLEND, seed=52)
+    (root / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    return root
+
+
+def test_the_labeler_reads_the_score_and_flags_what_is_over_the_threshold(colour_graph, tmp_path):
+    labeler = GraphLabeler(colour_graph)
+    assert labeler.unknown_threshold == THRESHOLD and labeler.unknown_note is None
+    paths = sorted(p for p in mixed_images(tmp_path / "in").rglob("*") if p.is_file())
+    answers = {p.name: a for p, a in zip(paths, labeler.label_files(paths, batch_size=3))}
+    assert answers["broken.jpg"].probabilities is None and answers["broken.jpg"].unknown_score is None
+    for name in ("dark_1.jpg", "dark_2.png"):
+        assert answers[name].unknown_score > THRESHOLD and labeler.is_unknown(answers[name].unknown_score)
+    for name in ("red_0.jpg", "green_1.jpg", "blue_0.jpg", "blend.jpg"):
+        assert not labeler.is_unknown(answers[name].unknown_score)
+    assert answers["red_0.jpg"].unknown_score < 0.05
+    # the score is what the graph computes: the squared distance of the mean colour to the nearest class colour
+    assert answers["blend.jpg"].unknown_score == pytest.approx(
+        min(((normalised(BLEND) - normalised(c)) ** 2).sum() for c in CLASS_COLOURS.values()), abs=0.05)
+    # batch size does not change the answers; predict_files still gives (path, probabilities, error)
+    one_by_one = list(labeler.label_files(paths, batch_size=1))
+    assert [a.unknown_score for a in one_by_one] == pytest.approx([answers[p.name].unknown_score for p in paths])
+    assert [len(t) for t in labeler.predict_files(paths[:2])] == [3, 3]
+
+
+def test_a_model_without_the_output_keeps_working_and_says_why_in_one_line(old_graph, tmp_path):
+    labeler = GraphLabeler(old_graph)
+    assert labeler.unknown_threshold is None
+    assert labeler.unknown_note == (f'{old_graph} has no unknown_score output (exported before retrain had one, or a '
+                                    f'Poets graph): no "none of these"')
+    path = make_image(tmp_path / "dark.jpg", DARK, seed=1)
+    (answer,) = labeler.label_files([path])
+    assert answer.unknown_score is None and labeler.is_unknown(answer.unknown_score) is None
+    assert answer.probabilities.shape == (3,)
+
+
+def test_an_output_without_a_threshold_is_no_none_of_these_either(tmp_path):
+    graph = write_colour_graph(tmp_path / "graph.pb", threshold=None)
+    labeler = GraphLabeler(graph)
+    assert labeler.unknown_threshold is None and "gives no unknown_threshold" in labeler.unknown_note
+    (answer,) = labeler.label_files([make_image(tmp_path / "dark.jpg", DARK, seed=1)])
+    assert answer.unknown_score is None
