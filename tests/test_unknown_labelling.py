@@ -10,13 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from retrain.cli import label_image as label_image_script
+from retrain.cli import relabel as relabel_script
 from retrain.graph_contract import UNKNOWN_SCORE_NAME, Sidecar
 from retrain.label.labeler import GraphLabeler
+from retrain.label.relabel import REPORT_NAME, UNCERTAIN_FOLDER, UNKNOWN_FOLDER, RelabelOptions, relabel
 from tests.conftest import CLASS_COLOURS, TINY_SIZE, make_dataset, make_image
+from tests.test_relabel import read_report, tree_bytes
 
 LABELS = sorted(CLASS_COLOURS)
 THRESHOLD = 1.5  # squared distance: the red-green blend (~0.75) passes, dark images (> 2.5) do not
-DARK, BLEND = (10, 10, 10), (120, 115, 50)
+# dark: unknown, confident (~0.78); yellow: unknown and below MIN_CONFIDENCE (~0.63); blend: only uncertain (0.5)
+DARK, YELLOW, BLEND = (10, 10, 10), (240, 240, 50), (120, 115, 50)
+MIN_CONFIDENCE = 0.7
 
 
 def normalised(colour) -> np.ndarray:
@@ -55,10 +61,12 @@ def old_graph(tmp_path_factory) -> Path:
 
 
 def mixed_images(root: Path) -> Path:
-    """Two images per class, two dark ones (unknown), a red-green blend (uncertain) and a broken file."""
+    """Two images per class, two dark ones and a yellow one (unknown), a red-green blend (uncertain) and a broken
+    file."""
     make_dataset(root, per_class=2)
     make_image(root / "dark_1.jpg", DARK, seed=50)
     make_image(root / "red" / "dark_2.png", DARK, seed=51)
+    make_image(root / "yellow.jpg", YELLOW, seed=53)
     make_image(root / "blend.jpg", BLEND, seed=52)
     (root / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     return root
@@ -101,3 +109,82 @@ def test_an_output_without_a_threshold_is_no_none_of_these_either(tmp_path):
     assert labeler.unknown_threshold is None and "gives no unknown_threshold" in labeler.unknown_note
     (answer,) = labeler.label_files([make_image(tmp_path / "dark.jpg", DARK, seed=1)])
     assert answer.unknown_score is None
+
+
+def test_label_image_says_none_of_the_labels_after_the_top_labels(colour_graph, old_graph, tmp_path, capsys):
+    red = make_image(tmp_path / "red.jpg", CLASS_COLOURS["red"], seed=1)
+    dark = make_image(tmp_path / "dark.jpg", DARK, seed=2)
+    assert label_image_script.main(["--graph", str(colour_graph), "--top_k", "2", "--image", str(red), str(dark)]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[:3] == [f"{red}:", lines[1], lines[2]] and lines[1].startswith("red ") and lines[3] == f"{dark}:"
+    assert len(lines) == 7 and lines[6].startswith("none of the labels (unknown score ")
+    score = float(lines[6].split("unknown score ")[1].split(",")[0])
+    assert score > THRESHOLD and lines[6].endswith(f", threshold {THRESHOLD:.4g})")
+    assert captured.err == ""
+
+    assert label_image_script.main(["--graph", str(old_graph), "--image", str(dark)]) == 0
+    captured = capsys.readouterr()
+    assert "none of the labels" not in captured.out and len(captured.out.splitlines()) == 3
+    assert captured.err.splitlines() == [f'note: {old_graph} has no unknown_score output (exported before retrain '
+                                         f'had one, or a Poets graph): no "none of these"']
+
+
+def test_relabel_moves_unknowns_to_their_own_folder_reports_why_and_undo_restores_everything(colour_graph, tmp_path,
+                                                                                               capsys):
+    source, out = mixed_images(tmp_path / "in"), tmp_path / "sorted"
+    original = tree_bytes(source)
+    assert relabel_script.main(["--graph", str(colour_graph), "--image_dir", str(source), "--output_dir", str(out),
+                                "--mode", "move", "--min_confidence", str(MIN_CONFIDENCE)]) == 0
+    captured = capsys.readouterr()
+    assert "; 3 none of the labels (in _unknown)" in captured.out and "note:" not in captured.err
+    folders = {p.name: p.parent.name for p in out.rglob("*") if p.is_file() and p.parent != out}
+    assert {name: folders[name] for name in ("dark_1.jpg", "dark_2.png", "yellow.jpg", "blend.jpg")} == {
+        "dark_1.jpg": UNKNOWN_FOLDER, "dark_2.png": UNKNOWN_FOLDER, "yellow.jpg": UNKNOWN_FOLDER,
+        "blend.jpg": UNCERTAIN_FOLDER}
+    assert all(folders[f"{label}_{i}.jpg"] == label for label in LABELS for i in range(2))
+    # nothing lost: what went in is what came out plus the unreadable file left in place
+    assert [p.name for p in source.rglob("*") if p.is_file()] == ["broken.jpg"]
+    moved = sorted(p.read_bytes() for p in out.rglob("*") if p.is_file() and p.parent != out)
+    assert moved == sorted(content for name, content in original.items() if name != "broken.jpg")
+    rows = {Path(row["source"]).name: row for row in read_report(out / REPORT_NAME)}
+    assert len(rows) == len(original)
+    for name in ("dark_1.jpg", "dark_2.png", "yellow.jpg"):
+        assert float(rows[name]["unknown_score"]) > THRESHOLD
+        assert rows[name]["reason"].startswith("none of the labels: unknown score ")
+    both = rows["yellow.jpg"]  # unknown and below --min_confidence: _unknown wins, and the reason says both
+    assert float(both["confidence"]) < MIN_CONFIDENCE and both["reason"].endswith(f" < min_confidence "
+                                                                                   f"{MIN_CONFIDENCE})")
+    assert float(rows["dark_1.jpg"]["confidence"]) >= MIN_CONFIDENCE and "also" not in rows["dark_1.jpg"]["reason"]
+    assert rows["blend.jpg"]["reason"].startswith("confidence 0.") and float(rows["blend.jpg"]["unknown_score"]) < 1
+    assert rows["red_0.jpg"]["reason"] == "top label"
+    assert rows["broken.jpg"]["status"] == "unreadable" and rows["broken.jpg"]["unknown_score"] == ""
+
+    assert relabel_script.main(["--undo", str(out / "relabel_journal.jsonl")]) == 0
+    assert tree_bytes(source) == original  # byte for byte, every file back at its name
+    assert not [p for p in out.rglob("*") if p.is_file() and p.suffix in (".jpg", ".png")]
+
+
+def test_a_rerun_reports_the_unknowns_sorted_earlier_from_the_journal(colour_graph, tmp_path):
+    source, out = mixed_images(tmp_path / "in"), tmp_path / "sorted"
+    labeler = GraphLabeler(colour_graph)
+    options = RelabelOptions(str(source), str(out), "copy", MIN_CONFIDENCE)
+    first = {v.source.name: v for v in relabel(labeler, options, log=print).verdicts}
+    again = {v.source.name: v for v in relabel(labeler, options, log=print).verdicts}
+    assert again["dark_1.jpg"].status == "sorted earlier" and again["dark_1.jpg"].unknown
+    for name in ("dark_1.jpg", "yellow.jpg", "blend.jpg"):
+        assert (again[name].unknown_score, again[name].reason) == (first[name].unknown_score, first[name].reason)
+    assert relabel(labeler, RelabelOptions(str(source), mode="report", report_path=str(tmp_path / "r.csv")),
+                   log=print).unknown  # report mode flags them too, moving nothing
+
+
+def test_relabel_with_an_old_model_sorts_as_before_with_one_note(old_graph, tmp_path, capsys):
+    source, out = mixed_images(tmp_path / "in"), tmp_path / "sorted"
+    assert relabel_script.main(["--graph", str(old_graph), "--image_dir", str(source), "--output_dir",
+                                str(out)]) == 0
+    captured = capsys.readouterr()
+    assert [line for line in captured.err.splitlines() if line.startswith("note:")] == [
+        f"note: {old_graph.parent / 'graph.pb'} has no unknown_score output (exported before retrain had one, or a "
+        f"Poets graph): no \"none of these\""]
+    assert "none of the labels" not in captured.out and not (out / UNKNOWN_FOLDER).exists()
+    assert all(row["unknown_score"] == "" for row in read_report(out / REPORT_NAME))
