@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from retrain.cli import evaluate as evaluate_script
 from retrain.cli import label_image as label_image_script
 from retrain.cli import relabel as relabel_script
+from retrain.cli.common import run_cli
 from retrain.graph_contract import UNKNOWN_SCORE_NAME, Sidecar
 from retrain.label.labeler import GraphLabeler
 from retrain.label.relabel import REPORT_NAME, UNCERTAIN_FOLDER, UNKNOWN_FOLDER, RelabelOptions, relabel
@@ -188,3 +190,41 @@ def test_relabel_with_an_old_model_sorts_as_before_with_one_note(old_graph, tmp_
         f"Poets graph): no \"none of these\""]
     assert "none of the labels" not in captured.out and not (out / UNKNOWN_FOLDER).exists()
     assert all(row["unknown_score"] == "" for row in read_report(out / REPORT_NAME))
+
+
+def others_folder(root: Path) -> Path:
+    """Images of none of the labels, in no particular layout: three far from every class, one near two, one broken."""
+    make_image(root / "dark.jpg", DARK, seed=60)
+    make_image(root / "nested" / "dark.png", DARK, seed=61)
+    make_image(root / "yellow.jpg", YELLOW, seed=62)
+    make_image(root / "blend.jpg", BLEND, seed=63)
+    (root / "broken.jpg").write_bytes(b"not an image")
+    return root
+
+
+def test_evaluate_unknown_dir_prints_the_auroc_and_the_share_of_each_side_flagged(colour_graph, tmp_path, capsys):
+    known, others = make_dataset(tmp_path / "known", per_class=3), others_folder(tmp_path / "others")
+    assert evaluate_script.main(["--graph", str(colour_graph), "--image_dir", str(known), "--unknown_dir",
+                                 str(others)]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[-3:] == ["Unknown score AUROC = 1.000 (--image_dir's 9 images vs --unknown_dir's 4)",
+                          "Flagged none of the labels: 0.0% of --image_dir's images (0 of 9, unknown score > 1.5)",
+                          "Flagged none of the labels: 75.0% of --unknown_dir's images (3 of 4, unknown score > 1.5)"]
+    assert "broken.jpg" in captured.err and "note:" not in captured.err
+
+
+def test_evaluate_unknown_dir_with_an_old_model_is_one_error_line(old_graph, tmp_path, capsys):
+    known, others = make_dataset(tmp_path / "known", per_class=1), others_folder(tmp_path / "others")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(evaluate_script.main, ["--graph", str(old_graph), "--image_dir", str(known), "--unknown_dir",
+                                       str(others)])
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2 and captured.out == ""
+    assert captured.err.splitlines() == [f'error: --unknown_dir needs a model with an unknown score, and {old_graph} '
+                                         f'has no unknown_score output (exported before retrain had one, or a Poets '
+                                         f'graph): no "none of these"']
+    assert evaluate_script.main(["--graph", str(old_graph), "--image_dir", str(known)]) == 0  # without: one note
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")] == [
+        f'note: {old_graph} has no unknown_score output (exported before retrain had one, or a Poets graph): no '
+        f'"none of these"']
