@@ -228,3 +228,28 @@ def test_evaluate_unknown_dir_with_an_old_model_is_one_error_line(old_graph, tmp
     assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")] == [
         f'note: {old_graph} has no unknown_score output (exported before retrain had one, or a Poets graph): no '
         f'"none of these"']
+
+
+def test_the_api_predicts_the_unknown_score_and_flag_for_files_and_arrays(colour_graph, old_graph, tmp_path):
+    import retrain
+    model = retrain.load(colour_graph)
+    assert model.unknown_threshold == THRESHOLD
+    dark_file = make_image(tmp_path / "dark.jpg", DARK, seed=3)
+    red_pixels = np.full((20, 30, 3), CLASS_COLOURS["red"], np.uint8)
+    dark_file_answer, red_array, dark_array, broken = model.predict(
+        [dark_file, red_pixels, np.full((25, 25, 3), DARK, np.uint8), _broken(tmp_path)])
+    assert dark_file_answer.unknown is True and dark_file_answer.unknown_score > THRESHOLD
+    assert dark_array.unknown is True and dark_array.unknown_score > THRESHOLD  # arrays go through the same graph
+    assert red_array.unknown is False and red_array.unknown_score < 0.01 and red_array.label == "red"
+    assert broken.error and broken.unknown_score is None and broken.unknown is None
+
+    old = retrain.load(old_graph)
+    assert old.unknown_threshold is None
+    for answer in old.predict([dark_file, red_pixels]):
+        assert answer.label and answer.unknown_score is None and answer.unknown is None
+
+
+def _broken(folder: Path) -> Path:
+    path = folder / "broken.jpg"
+    path.write_bytes(b"not an image")
+    return path
