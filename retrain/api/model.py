@@ -41,12 +41,18 @@ class Prediction:
         probabilities: every label's probability, in the labels file's order (empty when unreadable).
         source: the image's path as you passed it, or, for an array, its position in the images you passed.
         error: why the image could not be read (a damaged or non-image file), else None.
+        unknown_score: how far the image is from every label the model was trained on (higher: farther), or
+            None when it was unreadable or the model has no unknown score (``Model.unknown_threshold`` is None).
+        unknown: True when ``unknown_score`` is above the model's threshold: the image is none of the labels,
+            whatever ``label`` and ``score`` say; None when the model cannot tell.
     """
     label: str | None
     score: float
     probabilities: dict[str, float] = field(default_factory=dict)
     source: str | os.PathLike | int = ""
     error: str | None = None
+    unknown_score: float | None = None
+    unknown: bool | None = None
 
 
 class Model:
@@ -80,6 +86,12 @@ class Model:
     def input_size(self) -> tuple[int, int]:
         """``(height, width)`` every image is resized to before it is fed to the model."""
         return self._labeler.config.input_height, self._labeler.config.input_width
+
+    @property
+    def unknown_threshold(self) -> float | None:
+        """The unknown score above which an image is none of the labels; None when the model has no unknown
+        score (a TensorFlow-for-Poets graph, or one exported before retrain had one)."""
+        return self._labeler.unknown_threshold
 
     @property
     def labeler(self) -> GraphLabeler:
@@ -117,24 +129,26 @@ class Model:
         height, width = self.input_size
         arrays = {index: _fit_array(item, index, height, width) for index, item in enumerate(items)
                   if isinstance(item, np.ndarray)}
-        answers: dict[int, tuple[np.ndarray | None, str | None]] = {}
-        decoded = self._labeler.predict_files([Path(item) for item in files.values()], batch_size)
-        for index, (_, probabilities, error) in zip(files, decoded):
-            answers[index] = probabilities, error
+        answers: dict[int, tuple[np.ndarray | None, float | None, str | None]] = {}
+        decoded = self._labeler.label_files([Path(item) for item in files.values()], batch_size)
+        for index, (_, probabilities, unknown_score, error) in zip(files, decoded):
+            answers[index] = probabilities, unknown_score, error
         order = list(arrays)
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
-            for index, probabilities in zip(batch, self._labeler.predict(np.stack([arrays[i] for i in batch]))):
-                answers[index] = probabilities, None
+            probabilities, unknown = self._labeler.predict_with_unknown(np.stack([arrays[i] for i in batch]))
+            for row, index in enumerate(batch):
+                answers[index] = probabilities[row], None if unknown is None else float(unknown[row]), None
         return [self._prediction(files.get(index, index), *answers[index]) for index in range(len(items))]
 
     def _prediction(self, source: str | os.PathLike | int, probabilities: np.ndarray | None,
-                    error: str | None) -> Prediction:
+                    unknown_score: float | None, error: str | None) -> Prediction:
         if probabilities is None:
             return Prediction(None, 0.0, {}, source, error)
         best = int(np.argmax(probabilities))
         return Prediction(self._labeler.labels[best], float(probabilities[best]),
-                          {label: float(p) for label, p in zip(self._labeler.labels, probabilities)}, source)
+                          {label: float(p) for label, p in zip(self._labeler.labels, probabilities)}, source,
+                          unknown_score=unknown_score, unknown=self._labeler.is_unknown(unknown_score))
 
     def evaluate(self, image_dir: str | os.PathLike, batch_size: int = LABEL_BATCH_SIZE) -> ClassificationReport:
         """Score the model on a folder of labelled images, as ``python -m scripts.evaluate`` does.

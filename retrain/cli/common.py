@@ -139,3 +139,10 @@ def load_labeler(args: argparse.Namespace) -> GraphLabeler:
                         max_image_megapixels=args.max_image_megapixels, input_layer=args.input_layer,
                         output_layer=args.output_layer, input_height=args.input_height,
                         input_width=args.input_width, input_mean=args.input_mean, input_std=args.input_std)
+
+
+def note_unknown(labeler: GraphLabeler) -> None:
+    """One ``note:`` line on stderr when the model cannot say "none of these"; printed once the flags are checked,
+    as labelling starts, so that a flag mistake stays one error line."""
+    if labeler.unknown_note:
+        print(f"note: {labeler.unknown_note}", file=sys.stderr)

@@ -1,7 +1,9 @@
 """Label images with a graph made by retrain (or by TensorFlow-for-Poets).
 
 Prints the top labels with their scores, best first, one `label score` line
-each. For graphs made by retrain, the JSON sidecar beside the graph supplies
+each, then `none of the labels (unknown score S, threshold T)` when the image
+is far from every class the model was trained on (models retrain exported
+with an unknown score). For graphs made by retrain, the JSON sidecar beside the graph supplies
 the input size and normalisation; for Poets graphs pass them as flags (the
 defaults are Poets' label_image defaults). --gradcam writes the photo with a
 Grad-CAM heatmap of the top label (or --gradcam_label) blended over it: red
@@ -16,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from retrain.cli.common import load_gradcam, load_labeler, run_cli, tool_parser
+from retrain.cli.common import load_gradcam, load_labeler, note_unknown, run_cli, tool_parser
 from retrain.errors import UserError
 from retrain.files import check_image_file
 
@@ -41,8 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--gradcam_label {args.gradcam_label!r} is not in the labels file "
                         f"(labels: {', '.join(labeler.labels)})")
     gradcam = load_gradcam(args, labeler) if args.gradcam else None  # a bad --gradcam_layer fails before any output
+    note_unknown(labeler)
     failures = 0
-    for path, probabilities, error in labeler.predict_files(paths):
+    for path, probabilities, unknown_score, error in labeler.label_files(paths):
         if len(paths) > 1:
             print(f"{path}:")
         if probabilities is None:
@@ -51,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         for label, probability in labeler.top_labels(probabilities, args.top_k):
             print(f"{label} {probability:.5f}")
+        if labeler.is_unknown(unknown_score):
+            print(f"none of the labels (unknown score {unknown_score:.4g}, threshold {labeler.unknown_threshold:.4g})")
         if gradcam:
             from retrain.explain.gradcam import write_explanation
             label = args.gradcam_label or labeler.top_labels(probabilities, 1)[0][0]

@@ -2,10 +2,12 @@
 
 Every image under --image_dir (recursively; jpg, jpeg, png, bmp, gif, tif, tiff, webp) is
 classified in batches and copied, moved or symlinked into
---output_dir/<label>/ (or --output_dir/_uncertain/ below --min_confidence).
-A CSV report lists every image: predicted label, confidence, top 3 and, when
-the images already sit in class folders, the folder's label and whether the
-model disagrees (a suspected mislabel). --audit prints those; --html DIR
+--output_dir/<label>/, or --output_dir/_uncertain/ below --min_confidence,
+or --output_dir/_unknown/ when the model says it is none of the labels (its
+unknown score is above its threshold; this wins over _uncertain). A CSV
+report lists every image: predicted label, confidence, top 3, unknown score,
+why it went where it went and, when the images already sit in class folders,
+the folder's label and whether the model disagrees (a suspected mislabel). --audit prints those; --html DIR
 shows them in a page that opens from disk, each with a Grad-CAM overlay.
 
 Nothing is overwritten (taken names get "name (1).jpg") and every operation is
@@ -22,13 +24,14 @@ import argparse
 import sys
 from typing import Sequence
 
-from retrain.cli.common import load_gradcam, load_labeler, run_cli, tool_parser
+from retrain.cli.common import load_gradcam, load_labeler, note_unknown, run_cli, tool_parser
 from retrain.label.journal import undo
 from retrain.label.relabel import (
     FAILED,
     MODES,
     PAST_TENSE,
     SORTED_EARLIER,
+    UNKNOWN_FOLDER,
     UNREADABLE,
     RelabelOptions,
     check_options,
@@ -56,14 +59,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_report_folder(args.html)
     labeler = load_labeler(args)
     gradcam = load_gradcam(args, labeler) if args.html else None  # a bad --gradcam_layer fails before any move
+    note_unknown(labeler)
     result = relabel(labeler, options)
     if args.audit:
         print("Suspected mislabels (most confident first): confidence, image, its folder -> the model's label")
         for verdict in result.suspected_mislabels:
             print(f"{verdict.confidence:.3f}  {verdict.source}  {verdict.current_label} -> {verdict.predicted}")
+    unknown = "" if labeler.unknown_threshold is None else f"; {len(result.unknown)} none of the labels" + \
+        ("" if args.mode == "report" else f" (in {UNKNOWN_FOLDER})")
     print(f"{len(result.verdicts)} images: {result.count(PAST_TENSE[args.mode])} {PAST_TENSE[args.mode]}, "
           f"{result.count(SORTED_EARLIER)} sorted earlier, {result.count(UNREADABLE)} unreadable (left in place), "
-          f"{result.count(FAILED)} failed; {len(result.suspected_mislabels)} suspected mislabel(s)")
+          f"{result.count(FAILED)} failed; {len(result.suspected_mislabels)} suspected mislabel(s){unknown}")
     print(f"Report: {result.report_path}")
     if result.journal_path:
         print(f"Journal: {result.journal_path} (undo with: python -m scripts.relabel --undo {result.journal_path})")

@@ -80,11 +80,13 @@ class Journal:
         os.fsync(self._handle.fileno())
 
     def plan(self, mode: str, source: Path, destination: Path, sha1: str, top: list[tuple[str, float]],
-             current_label: str | None) -> dict:
-        """Record an operation about to happen, with the image's verdict (its top labels and folder's label)."""
+             current_label: str | None, verdict: dict | None = None) -> dict:
+        """Record an operation about to happen, with the image's verdict (its top labels and folder's label, and
+        ``verdict``'s other fields: its unknown score, whether it is none of the labels, and why it goes there)."""
         self._count += 1
         entry = {"op": "plan", "id": f"{self._run}-{self._count}", "mode": mode, "source": str(source),
-                 "destination": str(destination), "sha1": sha1, "top": top, "current_label": current_label}
+                 "destination": str(destination), "sha1": sha1, "top": top, "current_label": current_label,
+                 **(verdict or {})}
         self.write(entry)
         return entry
 

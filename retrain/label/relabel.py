@@ -11,7 +11,12 @@ dataset. Three promises shape the code:
   (same path, same content hash) are skipped, and files the journal put in the
   output are never taken as new input.
 
-Every image gets a ``Verdict``: one row of the CSV report.
+Every image gets a ``Verdict``: one row of the CSV report. Where it goes:
+``_unknown/`` when the model says it is none of the labels (its unknown score
+is above the sidecar's threshold), else ``_uncertain/`` below
+``--min_confidence``, else its label's folder. ``_unknown`` wins when both
+hold: such an image is not a close call between labels, and whoever reviews
+``_uncertain`` picks among the labels.
 """
 from __future__ import annotations
 
@@ -39,9 +44,10 @@ SORTED_EARLIER = "sorted earlier"
 UNREADABLE = "unreadable"
 FAILED = "failed"
 UNCERTAIN_FOLDER = "_uncertain"
+UNKNOWN_FOLDER = "_unknown"
 REPORT_NAME = "relabel_report.csv"
 REPORT_COLUMNS = ["source", "status", "predicted_label", "confidence", "top3", "current_label", "disagrees",
-                  "destination", "error"]
+                  "unknown_score", "reason", "destination", "error"]
 
 
 @dataclass
@@ -53,6 +59,9 @@ class Verdict:
     current_label: str | None = None  # the class folder it sits in, if that is one of the graph's labels
     destination: Path | None = None
     error: str = ""
+    unknown_score: float | None = None  # None: unreadable, or the model has no unknown score
+    unknown: bool = False  # none of the labels: the unknown score is above the model's threshold
+    reason: str = ""  # why it goes where it goes (label folder, _uncertain or _unknown)
 
     @property
     def predicted(self) -> str:
@@ -71,6 +80,7 @@ class Verdict:
         return [str(self.source), self.status, self.predicted, report_probability(self.confidence) if self.top else "",
                 "; ".join(f"{label} {report_probability(p)}" for label, p in self.top), self.current_label or "",
                 "yes" if self.disagrees else ("no" if self.current_label and self.top else ""),
+                "" if self.unknown_score is None else f"{self.unknown_score:.6g}", self.reason,
                 str(self.destination or ""), self.error]
 
 
@@ -105,6 +115,11 @@ class RelabelResult:
     @property
     def suspected_mislabels(self) -> list[Verdict]:
         return [v for v in self.verdicts if v.disagrees]
+
+    @property
+    def unknown(self) -> list[Verdict]:
+        """The images the model says are none of the labels (in ``_unknown``, unless mode report)."""
+        return [v for v in self.verdicts if v.unknown]
 
     def count(self, status: str) -> int:
         return sum(v.status == status for v in self.verdicts)
@@ -171,7 +186,9 @@ def _classify_and_sort(labeler: GraphLabeler, options: RelabelOptions, image_dir
     made_by_us = {Path(entry["destination"]) for entry in earlier}
     sorted_before = {Path(e["source"]): e for e in earlier if os.path.lexists(e["destination"])}
     verdicts = [Verdict(source, SORTED_EARLIER, [tuple(t) for t in e["top"]], e["current_label"],
-                        Path(e["destination"])) for source, e in sorted_before.items() if _inside(source, image_dir)]
+                        Path(e["destination"]), unknown_score=e.get("unknown_score"),
+                        unknown=e.get("unknown", False), reason=e.get("reason", ""))
+                for source, e in sorted_before.items() if _inside(source, image_dir)]
     todo = []
     for path in iter_image_files(image_dir):
         if (output_dir is not None and _inside(path, output_dir)) or path in made_by_us:
@@ -184,8 +201,9 @@ def _classify_and_sort(labeler: GraphLabeler, options: RelabelOptions, image_dir
     if skipped:
         log(f"{skipped} image(s) were sorted by an earlier run into {output_dir}; skipping them")
     labels_by_folder = {label_for_folder(label): label for label in labeler.labels}
-    predictions = labeler.predict_files(todo, options.batch_size)
-    for path, probabilities, error in progress_bar(predictions, total=len(todo), desc="Relabelling", unit="img"):
+    answers = labeler.label_files(todo, options.batch_size)
+    for path, probabilities, unknown_score, error in progress_bar(answers, total=len(todo), desc="Relabelling",
+                                                                  unit="img"):
         verdict = Verdict(path, UNREADABLE, current_label=_current_label(path, image_dir, labels_by_folder),
                           error=error or "")
         if error is not None:
@@ -193,14 +211,27 @@ def _classify_and_sort(labeler: GraphLabeler, options: RelabelOptions, image_dir
         if probabilities is not None:
             verdict.top = labeler.top_labels(probabilities, REPORT_TOP_K)
             verdict.status = PAST_TENSE[options.mode]
+            verdict.unknown_score, verdict.unknown = unknown_score, bool(labeler.is_unknown(unknown_score))
+            folder, verdict.reason = _destination_folder(verdict, options.min_confidence, labeler.unknown_threshold)
             if journal is not None:
-                folder = UNCERTAIN_FOLDER if verdict.confidence < options.min_confidence else \
-                    folder_for_label(verdict.predicted)
                 _sort_one(journal, options.mode, verdict, output_dir / folder)
         verdicts.append(verdict)
     if not labeler.batched:
         log("note: this graph has batch size 1 baked in past its input, so images went through it one at a time")
     return verdicts
+
+
+def _destination_folder(verdict: Verdict, min_confidence: float, threshold: float | None) -> tuple[str, str]:
+    """(the output folder an image goes to, why): ``_unknown`` first, then ``_uncertain``, then its label's."""
+    low = verdict.confidence < min_confidence
+    confidence = f"confidence {report_probability(verdict.confidence)} < {option_name('min_confidence')} " \
+                  f"{min_confidence}"
+    if verdict.unknown:
+        reason = f"none of the labels: unknown score {verdict.unknown_score:.4g} > threshold {threshold:.4g}"
+        return UNKNOWN_FOLDER, reason + (f" (also {confidence})" if low else "")
+    if low:
+        return UNCERTAIN_FOLDER, confidence
+    return folder_for_label(verdict.predicted), "top label"
 
 
 def _sort_one(journal: Journal, mode: str, verdict: Verdict, folder: Path) -> None:
@@ -213,7 +244,9 @@ def _sort_one(journal: Journal, mode: str, verdict: Verdict, folder: Path) -> No
     for destination in candidate_names(folder, verdict.source.name):
         if os.path.lexists(destination):
             continue
-        entry = journal.plan(mode, verdict.source, destination, sha1, verdict.top, verdict.current_label)
+        entry = journal.plan(mode, verdict.source, destination, sha1, verdict.top, verdict.current_label,
+                             {"unknown_score": verdict.unknown_score, "unknown": verdict.unknown,
+                              "reason": verdict.reason})
         try:
             place_file(verdict.source, destination, mode)
         except FileExistsError:

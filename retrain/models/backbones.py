@@ -103,6 +103,7 @@ def prune_graph(graph_def, input_name: str, output_name: str | tuple[str, ...]) 
     """
     from tensorflow.python.eager.lift_to_graph import UnliftableError
     wrapped = import_frozen_graph(graph_def)
+    names = output_name if isinstance(output_name, tuple) else (output_name,)
     try:
         tensor = wrapped.graph.get_tensor_by_name
         outputs = (tuple(tensor(tensor_name(name)) for name in output_name) if isinstance(output_name, tuple)
@@ -111,7 +112,7 @@ def prune_graph(graph_def, input_name: str, output_name: str | tuple[str, ...]) 
     except (KeyError, ValueError) as error:
         raise UserError(f"the graph has no tensor {error}; check the input and output layer names") from None
     except UnliftableError:  # found by fuzzing: the output also needs another placeholder than the input
-        raise UserError(f"{output_name} depends on an input other than {input_name}; check the input and output "
+        raise UserError(f"{', '.join(names)} depends on an input other than {input_name}; check the input and output "
                         f"layer names, or pass a frozen graph written by retrain or TensorFlow-for-Poets") from None
 
 

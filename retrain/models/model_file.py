@@ -2,7 +2,8 @@
 
 A frozen graph (binary GraphDef ``.pb``), a SavedModel folder and a TFLite
 flatbuffer all become a ``Model``: normalised float images ``[N, H, W, 3]``
-in, probabilities ``[N, C]`` out. The format is decided by content, never by
+in, probabilities ``[N, C]`` out, and the unknown score ``[N]`` too when the
+model has that second output (``graph_contract.UNKNOWN_SCORE_NAME``). The format is decided by content, never by
 the file name: users rename files, and a ``.pb`` that is really a TFLite
 model must not fail with a protobuf error. ``load_model`` is the one entry
 point, so the check of what a model may contain (``graph_check``: pure
@@ -141,7 +142,10 @@ class Model:
 
 
 class TensorFlowModel(Model):
-    """A frozen graph or SavedModel signature, run as one compiled TensorFlow function."""
+    """A frozen graph or SavedModel signature, run as one compiled TensorFlow function.
+
+    ``classify`` returns the probabilities, or with ``has_unknown_score`` the pair (probabilities, unknown scores).
+    """
 
     def __init__(self, path: Path, format_name: str, classify: Callable, input_size: tuple[int, int] | None,
                  has_unknown_score: bool = False):
@@ -283,15 +287,16 @@ def _load_saved_model(path: Path, output_layer: str, trust_graph: bool) -> Model
     if len(inputs) != 1 or not outputs:
         raise UserError(f"the SavedModel {path} signature '{SERVING_SIGNATURE}' must take one image input")
     (input_name, spec), = inputs.items()
-    output_name = output_layer if output_layer in outputs else next(iter(outputs))
+    others = [name for name in outputs if name != UNKNOWN_SCORE_NAME] or list(outputs)
+    output_name = output_layer if output_layer in outputs else others[0]
     shape = spec.shape.as_list()
     size = (shape[1], shape[2]) if len(shape) == 4 and shape[1] and shape[2] else None
-    if UNKNOWN_SCORE_NAME in outputs:
-        def classify(images):
-            answers = signature(**{input_name: images})
-            return answers[output_name], answers[UNKNOWN_SCORE_NAME]
-        return TensorFlowModel(path, SAVED_MODEL, classify, size, has_unknown_score=True)
-    return TensorFlowModel(path, SAVED_MODEL, lambda images: signature(**{input_name: images})[output_name], size)
+    has_unknown_score = UNKNOWN_SCORE_NAME in outputs and output_name != UNKNOWN_SCORE_NAME
+
+    def classify(images):
+        answer = signature(**{input_name: images})
+        return (answer[output_name], answer[UNKNOWN_SCORE_NAME]) if has_unknown_score else answer[output_name]
+    return TensorFlowModel(path, SAVED_MODEL, classify, size, has_unknown_score)
 
 
 def load_model(path: str | os.PathLike, input_layer: str = INPUT_NAME, output_layer: str = FINAL_TENSOR_NAME,

@@ -69,6 +69,9 @@ LABELLING_TOOLS = (
     Option("undo", None, "Reverse every operation in this journal (newest first) and exit; needs no graph.", "",
            ("relabel",), metavar="JOURNAL"),
     Option("batch_size", 32, "Images per batch through the graph.", "", ("relabel", "evaluate")),
+    Option("unknown_dir", None, "A folder (any layout) of images of none of the labels: also print the AUROC of the "
+           "model's unknown score between --image_dir's images and these, and the share of each flagged as none of "
+           "the labels. Needs a model with an unknown score.", "", ("evaluate",), metavar="DIR"),
     Option("to", None, "The format to write.", "", ("export",), required=("export",)),
     Option("output", None, "The .tflite file or SavedModel folder to write. Its sidecar (.json) and labels file "
            "(.txt, unless --output_labels) go beside it.", "", ("export",), required=("export",)),
