@@ -102,7 +102,8 @@ class GraphLabeler:
 
     def predict_with_unknown(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities ``[N, len(labels)]`` and unknown scores ``[N]`` (None when the model cannot tell)."""
-        probabilities, unknown = self.model.predict_with_unknown(images, (self.config.input_mean, self.config.input_std))
+        normalization = (self.config.input_mean, self.config.input_std)
+        probabilities, unknown = self.model.predict_with_unknown(images, normalization)
         return probabilities, None if self.unknown_threshold is None else unknown
 
     def label_files(self, paths: Sequence[Path], batch_size: int = LABEL_BATCH_SIZE) -> Iterator[FileAnswer]:
