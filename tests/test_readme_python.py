@@ -40,4 +40,4 @@ def test_readme_python_section_runs_as_written(tmp_path):
                         and len(line.split()) == 2)
     assert label == "roses" and 0 < float(score) <= 1
     sorted_into = {path.name for path in (tmp_path / "out" / "sorted").iterdir() if path.is_dir()}
-    assert set(labels) <= sorted_into <= {*labels, "_uncertain"}
+    assert set(labels) <= sorted_into <= {*labels, "_uncertain", "_unknown"}

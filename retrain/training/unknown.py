@@ -13,9 +13,11 @@ dominating the distance while leaving the well-estimated directions nearly untou
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
+from ..cache.rows import SCORE_ROWS, FeatureRows
 from ..errors import Log, option_value
 
 RIDGE = 1e-3  # relative to the covariance's mean variance, trace / D
@@ -29,9 +31,18 @@ class UnknownScore:
     means: np.ndarray  # [classes, D], whitened
     threshold: float = float("inf")  # scores above it are "none of these"; inf until ``with_threshold``
 
-    def scores(self, features: np.ndarray) -> np.ndarray:
-        """The squared Mahalanobis distance of each row to the nearest class mean (``[N]``, float64)."""
-        whitened = np.asarray(features, dtype=np.float64) @ self.whitening
+    def scores(self, features: np.ndarray | FeatureRows) -> np.ndarray:
+        """The squared Mahalanobis distance of each row to the nearest class mean (``[N]``, float64).
+
+        Streamed rows (``FeatureRows``) are read and scored a chunk at a time.
+        """
+        out = np.empty(len(features))
+        for positions, rows in _row_chunks(features):
+            out[positions] = self._scores_in_memory(rows)
+        return out
+
+    def _scores_in_memory(self, features: np.ndarray) -> np.ndarray:
+        whitened = features @ self.whitening
         # |z - m|^2 = |z|^2 - 2 z.m + |m|^2, for all classes at once
         distances = ((whitened ** 2).sum(axis=1, keepdims=True) - 2 * whitened @ self.means.T
                      + (self.means ** 2).sum(axis=1))
@@ -63,23 +74,38 @@ class UnknownScore:
         return self.scores(features) > self.threshold
 
 
-def fit_unknown_score(features: np.ndarray, labels: np.ndarray, ridge: float = RIDGE) -> UnknownScore:
+def _row_chunks(features: np.ndarray | FeatureRows) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(positions, rows as float64)``: an in-memory array at once, streamed rows a chunk at a time in disk order."""
+    if isinstance(features, FeatureRows):
+        for positions in features.chunks(SCORE_ROWS):
+            yield positions, features.read(positions).astype(np.float64)
+    else:
+        yield np.arange(len(features)), np.asarray(features, dtype=np.float64)
+
+
+def fit_unknown_score(features: np.ndarray | FeatureRows, labels: np.ndarray, ridge: float = RIDGE) -> UnknownScore:
     """Class means and the shared (pooled within-class) covariance of the training ``features``.
 
     Args:
-        features: ``[N, D]`` training features, as the head sees them.
+        features: ``[N, D]`` training features, as the head sees them: in memory, or streamed from the cache
+            (beyond ``--memory_budget_gb``), read a chunk at a time.
         labels: ``[N]`` their classes (0 .. classes-1, each present).
         ridge: added to the covariance's diagonal, as a fraction of its mean variance.
 
     Returns:
         The score, without a threshold (see ``with_threshold``).
     """
-    features = np.asarray(features, dtype=np.float64)
     labels = np.asarray(labels)
     classes = np.unique(labels)
-    means = np.stack([features[labels == c].mean(axis=0) for c in classes])
-    centred = features - means[np.searchsorted(classes, labels)]
-    covariance = centred.T @ centred / len(features)
+    sums = np.zeros((len(classes), features.shape[1]))
+    for positions, rows in _row_chunks(features):
+        np.add.at(sums, np.searchsorted(classes, labels[positions]), rows)
+    means = sums / np.bincount(np.searchsorted(classes, labels), minlength=len(classes))[:, None]
+    covariance = np.zeros((features.shape[1], features.shape[1]))
+    for positions, rows in _row_chunks(features):
+        centred = rows - means[np.searchsorted(classes, labels[positions])]
+        covariance += centred.T @ centred
+    covariance /= len(labels)
     covariance[np.diag_indices_from(covariance)] += ridge * np.trace(covariance) / len(covariance)
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)
     whitening = eigenvectors / np.sqrt(eigenvalues)
