@@ -20,7 +20,7 @@ import sys
 from typing import Sequence
 
 from retrain.cli.common import run_cli, tool_parser
-from retrain.models.architectures import ARCHITECTURES
+from retrain.models.architectures import ARCHITECTURES, PUBLISHED_TOP1_SOURCE, ArchitectureSpec
 from retrain.pipeline import retrain_options, run_retrain
 
 
@@ -32,14 +32,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_architectures:
+        print(f"{'architecture':28} {'input':>7}  {'features':>8}  {'blocks':>6}  {'top-1':>5}  {'params':>6}  "
+              f"{'CPU/image':>9}  source")
         for spec in ARCHITECTURES.values():
-            alias = f"  (= {spec.alias_of})" if spec.alias_of else ""
-            blocks = f"{len(spec.fine_tune_cuts):2} blocks"
-            print(f"{spec.name:28} {spec.input_size}x{spec.input_size}  {spec.feature_size}-d  {blocks}  "
-                  f"{spec.source}{alias}")
+            print(architecture_line(spec))
+        print(f"top-1: published ImageNet accuracy ({PUBLISHED_TOP1_SOURCE}); params (without the ImageNet "
+              f"classifier) and CPU/image: python -m benchmarks.backbone_cost, random weights, 2 CPU cores")
         return 0
     run_retrain(retrain_options(vars(args)))
     return 0
+
+
+def architecture_line(spec: ArchitectureSpec) -> str:
+    """One --list_architectures line: the row's sizes and, where known, the facts that help choose it."""
+    alias = f"  (= {spec.alias_of})" if spec.alias_of else ""
+    top1 = f"{spec.imagenet_top1:4.1f}%" if spec.imagenet_top1 else "-"
+    parameters = f"{spec.parameters_m:5.1f}M" if spec.parameters_m else "-"
+    cost = f"{spec.cpu_ms:6.0f} ms" if spec.cpu_ms else "-"
+    return (f"{spec.name:28} {spec.input_size:3}x{spec.input_size:<3}  {spec.feature_size:6}-d  "
+            f"{len(spec.fine_tune_cuts):6}  {top1:>5}  {parameters:>6}  {cost:>9}  {spec.source}{alias}")
 
 
 def cli() -> None:
