@@ -23,10 +23,11 @@ TODAYS_ROWS = ["efficientnetv2_b0", "efficientnetv2_b1", "efficientnetv2_b2", "e
 # block naming) are the family's, the variants differ only in widths and repeats.
 ONE_PER_FAMILY = ["efficientnetv2_b0", "efficientnet_b0", "convnext_tiny", "mobilenetv3_small"]
 SMALL_INPUT = 32  # every family's smallest input; the layers and ops do not depend on the size
+GRADCAM_INPUT = 64
 
 
 def small(name: str, **changes) -> object:
-    return dataclasses.replace(get_architecture(name), input_size=SMALL_INPUT, **changes)
+    return dataclasses.replace(get_architecture(name), **{"input_size": SMALL_INPUT, **changes})
 
 
 def random_weights_file(spec, model_dir):
@@ -72,20 +73,28 @@ def test_the_graph_normalises_pixels_as_keras_own_imagenet_model_does(name, tmp_
 
 
 @pytest.mark.parametrize("name", ONE_PER_FAMILY)
-def test_each_family_retrains_end_to_end_into_a_graph_that_passes_the_check(name, tmp_path):
+def test_each_family_retrains_and_fine_tunes_end_to_end_into_a_graph_that_passes_the_check(name, tmp_path):
+    """Random weights, 2 steps, 1 fine-tuned block; 64x64 images so the last feature map (1/32) is 2x2 for
+    Grad-CAM, which finds it by itself in the retrained graph."""
+    from retrain.explain.gradcam import GradCam
     from retrain.graph_contract import Sidecar
     from retrain.models.backbones import load_graph_def
     from retrain.pipeline import run_retrain
+    from retrain.training.finetune import FineTuneConfig
     weights = random_weights_file(get_architecture(name), tmp_path / "models")
     md5 = hashlib.md5(weights.read_bytes()).hexdigest()
-    spec = small(name, model_file=str(weights.relative_to(tmp_path / "models")), file_hash=f"md5:{md5}")
+    spec = small(name, input_size=GRADCAM_INPUT, model_file=str(weights.relative_to(tmp_path / "models")),
+                 file_hash=f"md5:{md5}")
     options = tiny_retrain_options(make_dataset(tmp_path / "images", per_class=3), tmp_path / "models", tmp_path,
                                    steps=2)
-    run_retrain(dataclasses.replace(options, architecture=spec))
+    run_retrain(dataclasses.replace(options, architecture=spec, fine_tune=FineTuneConfig(1, 1e-3, 2, 4)))
     graph = tmp_path / "out" / "g.pb"
     nodes = {node.name for node in load_graph_def(graph).node}  # load_graph_def refuses any op that is not pure
     assert {"input", "final_result"} <= nodes
-    assert Sidecar.read(graph).architecture == spec.name
+    sidecar = Sidecar.read(graph)
+    assert sidecar.architecture == spec.name
+    images = np.random.default_rng(0).integers(0, 256, (1, GRADCAM_INPUT, GRADCAM_INPUT, 3), dtype=np.uint8)
+    assert GradCam(graph, sidecar).maps(images, [0]).shape == (1, 2, 2)
 
 
 def test_a_row_downloads_its_weights_and_checks_them_against_the_hash(http_server, tmp_path):
