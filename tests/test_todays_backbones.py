@@ -117,7 +117,7 @@ def test_rows_carry_keras_published_hashes_and_facts():
         algorithm, digest = spec.file_hash.split(":")
         assert len(digest) == {"md5": 32, "sha256": 64}[algorithm] and spec.url.startswith("https://")
         assert spec.input_mean == 0.0 and spec.input_std == 1.0  # the model normalises raw pixels itself
-        assert 60 < spec.imagenet_top1 < 90 and spec.parameters_m > 0 and spec.cpu_ms > 0
+        assert 60 < spec.imagenet_top1 < 90 and spec.parameters_m > 0 and spec.multiply_adds_g > 0 and spec.cpu_ms > 0
 
 
 def test_list_architectures_prints_every_row_with_its_facts():
@@ -125,5 +125,6 @@ def test_list_architectures_prints_every_row_with_its_facts():
     result = run_script("scripts.retrain", "--list_architectures")
     lines = {line.split()[0]: line for line in result.stdout.splitlines()}
     assert set(ARCHITECTURES) <= set(lines)
-    assert "83.9%" in lines["efficientnetv2_s"] and " ms " in lines["efficientnetv2_s"] + " "
+    row = lines["efficientnetv2_s"]
+    assert "83.9%" in row and "8.36G" in row and " ms" in row
     assert "keras.io/api/applications" in result.stdout

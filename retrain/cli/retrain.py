@@ -33,11 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_architectures:
         print(f"{'architecture':28} {'input':>7}  {'features':>8}  {'blocks':>6}  {'top-1':>5}  {'params':>6}  "
-              f"{'CPU/image':>9}  source")
+              f"{'mult-adds':>9}  {'CPU/image':>9}  source")
         for spec in ARCHITECTURES.values():
             print(architecture_line(spec))
         print(f"top-1: published ImageNet accuracy ({PUBLISHED_TOP1_SOURCE}); params (without the ImageNet "
-              f"classifier) and CPU/image: python -m benchmarks.backbone_cost, random weights, 2 CPU cores")
+              f"classifier), mult-adds and CPU/image (2 shared cores): python -m benchmarks.backbone_cost")
         return 0
     run_retrain(retrain_options(vars(args)))
     return 0
@@ -48,9 +48,11 @@ def architecture_line(spec: ArchitectureSpec) -> str:
     alias = f"  (= {spec.alias_of})" if spec.alias_of else ""
     top1 = f"{spec.imagenet_top1:4.1f}%" if spec.imagenet_top1 else "-"
     parameters = f"{spec.parameters_m:5.1f}M" if spec.parameters_m else "-"
+    multiply_adds = f"{spec.multiply_adds_g:6.2f}G" if spec.multiply_adds_g else "-"
     cost = f"{spec.cpu_ms:6.0f} ms" if spec.cpu_ms else "-"
     return (f"{spec.name:28} {spec.input_size:3}x{spec.input_size:<3}  {spec.feature_size:6}-d  "
-            f"{len(spec.fine_tune_cuts):6}  {top1:>5}  {parameters:>6}  {cost:>9}  {spec.source}{alias}")
+            f"{len(spec.fine_tune_cuts):6}  {top1:>5}  {parameters:>6}  {multiply_adds:>9}  {cost:>9}  "
+            f"{spec.source}{alias}")
 
 
 def cli() -> None:

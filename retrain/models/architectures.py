@@ -72,10 +72,11 @@ class ArchitectureSpec:
     # that layer's kernel once the weights file is loaded (backbones.keras_features).
     stem_input_scale: tuple[str, tuple[float, ...]] = ()
     # What --list_architectures shows to help choose (none of it decides the vectors): published ImageNet top-1
-    # (%, see PUBLISHED_TOP1_SOURCE), parameters without the ImageNet classifier (millions) and milliseconds for
-    # one image on this machine's CPU (both from benchmarks/backbone_cost.py); 0 where not known.
+    # (%, see PUBLISHED_TOP1_SOURCE), then from benchmarks/backbone_cost.py (MEASURED_COST) parameters without the
+    # ImageNet classifier (millions), multiply-adds of one image (billions) and its CPU milliseconds; 0: unknown.
     imagenet_top1: float = 0.0
     parameters_m: float = 0.0
+    multiply_adds_g: float = 0.0
     cpu_ms: float = 0.0
 
     @property
@@ -250,19 +251,21 @@ MOBILENET_V3 = [  # (row, constructor, weights variant, no-top md5, features, bl
     ("mobilenetv3_large", "MobileNetV3Large", "large_224_1.0_float", "07fb09a5933dd0c8eaafa16978110389", 960, 15,
      75.6),
 ]
-# Parameters without the classifier (millions) and CPU milliseconds for one image, per Keras row: measured by
-# `python -m benchmarks.backbone_cost` (random weights: the cost depends on the shapes, not the values).
-MEASURED_COST: dict[str, tuple[float, float]] = {
-    "inception_v3": (21.80, 464.0), "vgg16": (14.71, 1117.4), "resnet50": (23.59, 212.8),
-    "efficientnetv2_b0": (5.92, 52.8), "efficientnetv2_b1": (6.93, 109.4), "efficientnetv2_b2": (8.77, 151.0),
-    "efficientnetv2_b3": (12.93, 262.0), "efficientnetv2_s": (20.33, 476.5), "efficientnet_b0": (4.05, 64.6),
-    "convnext_tiny": (27.82, 1772.1), "convnext_small": (49.45, 5372.9), "mobilenetv3_small": (0.94, 23.5),
-    "mobilenetv3_large": (3.00, 32.5)}
+# Per Keras row, from `python -m benchmarks.backbone_cost` (random weights: the cost depends on the shapes, not the
+# values): parameters without the classifier, multiply-adds of one image (counted from the layer shapes: the
+# figure to compare) and the median CPU milliseconds for one image on 2 cores shared with other jobs (load 2-5).
+MEASURED_COST: dict[str, tuple[float, float, float]] = {  # (parameters M, multiply-adds G, CPU ms)
+    "inception_v3": (21.80, 5.71, 211.9), "vgg16": (14.71, 15.35, 540.6), "resnet50": (23.59, 3.86, 217.3),
+    "efficientnetv2_b0": (5.92, 0.72, 102.2), "efficientnetv2_b1": (6.93, 1.20, 199.2),
+    "efficientnetv2_b2": (8.77, 1.70, 195.7), "efficientnetv2_b3": (12.93, 3.01, 263.5),
+    "efficientnetv2_s": (20.33, 8.36, 784.7), "efficientnet_b0": (4.05, 0.38, 70.0),
+    "convnext_tiny": (27.82, 4.45, 914.3), "convnext_small": (49.45, 8.68, 1063.2),
+    "mobilenetv3_small": (0.94, 0.05, 13.7), "mobilenetv3_large": (3.00, 0.21, 24.3)}
 
 
 def _measured(name: str) -> dict[str, float]:
-    parameters, milliseconds = MEASURED_COST.get(name, (0.0, 0.0))
-    return {"parameters_m": parameters, "cpu_ms": milliseconds}
+    parameters, multiply_adds, milliseconds = MEASURED_COST.get(name, (0.0, 0.0, 0.0))
+    return {"parameters_m": parameters, "multiply_adds_g": multiply_adds, "cpu_ms": milliseconds}
 
 
 def _todays_keras_rows() -> list[ArchitectureSpec]:
