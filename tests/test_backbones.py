@@ -157,7 +157,7 @@ def test_poets_batch_one_graph_is_batched(tiny_model_dir):
     assert tiny_graph_def().node[0].attr["shape"].shape.dim[0].size == 1
 
 
-@pytest.mark.parametrize("name", [n for n, s in ARCHITECTURES.items() if s.source == "keras"])
+@pytest.mark.parametrize("name", ["inception_v3", "vgg16", "resnet50"])  # the others: test_todays_backbones.py
 def test_keras_rows_build_and_give_the_registered_feature_size(name):
     """Weights can't be downloaded here, but each row's constructor, input size and feature size can be checked."""
     import keras

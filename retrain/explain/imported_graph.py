@@ -24,7 +24,7 @@ class ImportedGraph:
     def __init__(self, graph_path: str | os.PathLike, trust_graph: bool = False):
         """Refuses a graph holding ops that do more than compute unless ``trust_graph`` (``graph_check.py``)."""
         self.path = Path(graph_path)
-        self._wrapped = import_frozen_graph(load_graph_def(self.path, trust_graph))
+        self._wrapped = import_frozen_graph(without_control_edges(load_graph_def(self.path, trust_graph)))
         self._tensor_names = [output.name for op in self._wrapped.graph.get_operations() for output in op.outputs]
 
     def tensor(self, name: str, option: str = "layer"):
@@ -69,3 +69,16 @@ class ImportedGraph:
                     queue.append(source)
         raise UserError(f"{self.path} has no convolutional layer before {output.name}; pass "
                         f"{option_name('gradcam_layer')}")
+
+
+def without_control_edges(graph_def):
+    """``graph_def`` with its control inputs dropped: they only order ops, and a graph that passed the check only
+    computes. Keras' XLA-compiled grouped convolutions (ConvNeXt) leave a control edge from every such call to the
+    graph's output, so a function from an inner tensor to the output (Grad-CAM's layer to its logits) would
+    depend on the input through them and could not be pruned."""
+    for node in graph_def.node:
+        data_inputs = [name for name in node.input if not name.startswith("^")]
+        if len(data_inputs) != len(node.input):
+            del node.input[:]
+            node.input.extend(data_inputs)
+    return graph_def

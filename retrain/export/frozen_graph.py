@@ -128,7 +128,10 @@ def write_saved_model(serve: Callable, directory: str | os.PathLike) -> None:
         import tensorflow as tf
         module = tf.Module()
         module.serve = serve
-        tf.saved_model.save(module, str(staging), signatures={SERVING_SIGNATURE: serve})
+        # Serving needs no gradients, and EfficientNet's swish keeps a custom gradient in the frozen graph whose
+        # captured constant TensorFlow cannot save.
+        tf.saved_model.save(module, str(staging), signatures={SERVING_SIGNATURE: serve},
+                            options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -23,6 +24,7 @@ from ..options import default
 POETS_DOWNLOADS = "https://storage.googleapis.com/download.tensorflow.org/models/"
 MOBILENET_V2_DOWNLOADS = "https://storage.googleapis.com/mobilenet_v2/checkpoints/"
 KERAS_DOWNLOADS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+KERAS_EFFICIENTNET_DOWNLOADS = "https://storage.googleapis.com/keras-applications/"  # EfficientNet v1's own bucket
 TFLITE_ZOO = "https://storage.googleapis.com/download.tensorflow.org/models/tflite/model_zoo/upload_20180427/"
 
 # TF-Hub's image convention: float pixels in [0, 1], 224x224 unless the module says otherwise.
@@ -65,6 +67,17 @@ class ArchitectureSpec:
     # Keras rows: the layers below the top N blocks, block_cuts[N - 1] for --fine_tune_blocks N (frozen-graph
     # rows take theirs from conv_blocks; see fine_tune_cuts).
     block_cuts: tuple[str, ...] = ()
+    # Keras rows whose constructor scales the first convolution's input only for weights="imagenet" (EfficientNet
+    # v1 multiplies its normalised pixels by these per channel): (layer, per-input-channel factors), folded into
+    # that layer's kernel once the weights file is loaded (backbones.keras_features).
+    stem_input_scale: tuple[str, tuple[float, ...]] = ()
+    # What --list_architectures shows to help choose (none of it decides the vectors): published ImageNet top-1
+    # (%, see PUBLISHED_TOP1_SOURCE), then from benchmarks/backbone_cost.py (MEASURED_COST) parameters without the
+    # ImageNet classifier (millions), multiply-adds of one image (billions) and its CPU milliseconds; 0: unknown.
+    imagenet_top1: float = 0.0
+    parameters_m: float = 0.0
+    multiply_adds_g: float = 0.0
+    cpu_ms: float = 0.0
 
     @property
     def fine_tune_cuts(self) -> tuple[str, ...]:
@@ -167,20 +180,113 @@ def _alias(name: str, target: ArchitectureSpec) -> ArchitectureSpec:
     return dataclasses.replace(target, name=name, alias_of=target.name)
 
 
-def _keras_application(name: str, keras_model: str, weights_stem: str, notop_md5: str, input_size: int,
-                       feature_size: int, block_cuts: tuple[str, ...]) -> ArchitectureSpec:
-    """A Keras Applications model without its top, average-pooled.
+def _keras_application(name: str, keras_model: str, weights_url: str, file_hash: str, input_size: int,
+                       feature_size: int, block_cuts: tuple[str, ...], **facts) -> ArchitectureSpec:
+    """A Keras Applications model without its top, average-pooled; ``facts`` are further row fields.
 
     The graph input is raw pixels (mean 0, std 1): the model's own
     ``preprocess_input`` (RGB->BGR and ImageNet means, or [-1, 1] scaling)
     runs inside the graph, so Poets' label_image needs only --input_mean 0
-    --input_std 1.
+    --input_std 1. EfficientNet, EfficientNetV2, ConvNeXt and MobileNetV3
+    normalise inside the model itself (their ``preprocess_input`` passes
+    pixels through), so the same holds for them.
     """
-    file_name = f"{weights_stem.rsplit('/', 1)[-1]}_notop.h5"
     return ArchitectureSpec(
-        name=name, source="keras", keras_model=keras_model, url=f"{KERAS_DOWNLOADS}{weights_stem}_notop.h5",
-        model_file=f"keras/{file_name}", file_hash=f"md5:{notop_md5}",
-        input_size=input_size, input_mean=0.0, input_std=1.0, feature_size=feature_size, block_cuts=block_cuts)
+        name=name, source="keras", keras_model=keras_model, url=weights_url,
+        model_file=f"keras/{weights_url.rsplit('/', 1)[-1]}", file_hash=file_hash,
+        input_size=input_size, input_mean=0.0, input_std=1.0, feature_size=feature_size, block_cuts=block_cuts,
+        **facts)
+
+
+def _keras_cuts(stem: str, blocks: list[str]) -> tuple[str, ...]:
+    """--fine_tune_blocks cuts from the top: the output of every block but the last, then the stem's.
+
+    A block name stands for its last layer (``cut.keras_block_output``): Keras names a block's layers by a
+    common prefix, and whether the block ends in ``_add`` or ``_project_bn`` depends on its shapes.
+    """
+    return tuple(reversed([stem, *blocks[:-1]]))
+
+
+def _efficientnet_blocks(repeats: tuple[int, ...]) -> list[str]:
+    """Keras' EfficientNet (v1 and v2) block names: stage number, then a letter per repeat (block6h)."""
+    return [f"block{stage}{chr(ord('a') + k)}" for stage, count in enumerate(repeats, 1) for k in range(count)]
+
+
+def _mobilenet_v3_blocks(count: int) -> list[str]:
+    return ["expanded_conv", *(f"expanded_conv_{k}" for k in range(1, count))]
+
+
+def _convnext_cuts(name: str) -> tuple[str, ...]:
+    """ConvNeXt's residual sums are not layers, so it cuts between its 4 stages (at the downsampling layers)."""
+    return (*(f"{name}_downsampling_block_{k}" for k in (2, 1, 0)), f"{name}_stem")
+
+
+# Keras builds EfficientNet v1 with weights="imagenet" with one more layer after its Normalization, scaling each
+# channel by 1/sqrt(its ImageNet std) (keras issue tensorflow/tensorflow#49930); loading the same file by path
+# leaves it out, so the rows fold it into the first convolution.
+EFFICIENTNET_STEM_SCALE = ("stem_conv", tuple(1.0 / math.sqrt(std) for std in (0.229, 0.224, 0.225)))
+
+# Published ImageNet top-1 (%): Keras Applications' table (https://keras.io/api/applications/), and for
+# MobileNetV3 (not in that table) the table in Keras' own mobilenet_v3.py docstring.
+PUBLISHED_TOP1_SOURCE = "https://keras.io/api/applications/ (MobileNetV3: keras/src/applications/mobilenet_v3.py)"
+EFFICIENTNET_V2 = [  # (row, constructor, file, no-top md5, input size, features, blocks per stage, top-1)
+    ("efficientnetv2_b0", "EfficientNetV2B0", "efficientnetv2-b0", "893217f2bb855e2983157299931e43ff", 224, 1280,
+     (1, 2, 2, 3, 5, 8), 78.7),
+    ("efficientnetv2_b1", "EfficientNetV2B1", "efficientnetv2-b1", "0e80663031ca32d657f9caa404b6ec37", 240, 1280,
+     (2, 3, 3, 4, 6, 9), 79.8),
+    ("efficientnetv2_b2", "EfficientNetV2B2", "efficientnetv2-b2", "1dfe2e7a5d45b6632553a8961ea609eb", 260, 1408,
+     (2, 3, 3, 4, 6, 10), 80.5),
+    ("efficientnetv2_b3", "EfficientNetV2B3", "efficientnetv2-b3", "f6abf7b5849ac99a89b50dd3fd532856", 300, 1536,
+     (2, 3, 3, 5, 7, 12), 82.0),
+    ("efficientnetv2_s", "EfficientNetV2S", "efficientnetv2-s", "af0682fb74e8c54910f2d4393339c070", 384, 1280,
+     (2, 4, 4, 6, 9, 15), 83.9),
+]
+CONVNEXT = [  # (row, constructor, no-top sha256, top-1); 224x224 in, 768-d out
+    ("convnext_tiny", "ConvNeXtTiny", "d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1", 81.3),
+    ("convnext_small", "ConvNeXtSmall", "6fc8009faa2f00c1c1dfce59feea9b0745eb260a7dd11bee65c8e20843da6eab", 82.3),
+]
+MOBILENET_V3 = [  # (row, constructor, weights variant, no-top md5, features, blocks, top-1); 224x224 in
+    ("mobilenetv3_small", "MobileNetV3Small", "small_224_1.0_float", "d3e8ec802a04aa4fc771ee12a9a9b836", 576, 11,
+     68.1),
+    ("mobilenetv3_large", "MobileNetV3Large", "large_224_1.0_float", "07fb09a5933dd0c8eaafa16978110389", 960, 15,
+     75.6),
+]
+# Per Keras row, from `python -m benchmarks.backbone_cost` (random weights: the cost depends on the shapes, not the
+# values): parameters without the classifier, multiply-adds of one image (counted from the layer shapes: the
+# figure to compare) and the median CPU milliseconds for one image on 2 cores shared with other jobs (load 2-5).
+MEASURED_COST: dict[str, tuple[float, float, float]] = {  # (parameters M, multiply-adds G, CPU ms)
+    "inception_v3": (21.80, 5.71, 211.9), "vgg16": (14.71, 15.35, 540.6), "resnet50": (23.59, 3.86, 217.3),
+    "efficientnetv2_b0": (5.92, 0.72, 102.2), "efficientnetv2_b1": (6.93, 1.20, 199.2),
+    "efficientnetv2_b2": (8.77, 1.70, 195.7), "efficientnetv2_b3": (12.93, 3.01, 263.5),
+    "efficientnetv2_s": (20.33, 8.36, 784.7), "efficientnet_b0": (4.05, 0.38, 70.0),
+    "convnext_tiny": (27.82, 4.45, 914.3), "convnext_small": (49.45, 8.68, 1063.2),
+    "mobilenetv3_small": (0.94, 0.05, 13.7), "mobilenetv3_large": (3.00, 0.21, 24.3)}
+
+
+def _measured(name: str) -> dict[str, float]:
+    parameters, multiply_adds, milliseconds = MEASURED_COST.get(name, (0.0, 0.0, 0.0))
+    return {"parameters_m": parameters, "multiply_adds_g": multiply_adds, "cpu_ms": milliseconds}
+
+
+def _todays_keras_rows() -> list[ArchitectureSpec]:
+    """EfficientNetV2, EfficientNet-B0, ConvNeXt and MobileNetV3: what a user would pick today."""
+    rows = [_keras_application(name, model, f"{KERAS_DOWNLOADS}efficientnet_v2/{stem}_notop.h5", f"md5:{md5}",
+                               size, features, _keras_cuts("stem_activation", _efficientnet_blocks(repeats)),
+                               imagenet_top1=top1, **_measured(name))
+            for name, model, stem, md5, size, features, repeats, top1 in EFFICIENTNET_V2]
+    rows.append(_keras_application(
+        "efficientnet_b0", "EfficientNetB0", f"{KERAS_EFFICIENTNET_DOWNLOADS}efficientnetb0_notop.h5",
+        "md5:50bc09e76180e00e4465e1a485ddc09d", 224, 1280,
+        _keras_cuts("stem_activation", _efficientnet_blocks((1, 2, 2, 3, 3, 4, 1))),
+        stem_input_scale=EFFICIENTNET_STEM_SCALE, imagenet_top1=77.1, **_measured("efficientnet_b0")))
+    rows += [_keras_application(name, model, f"{KERAS_DOWNLOADS}convnext/{name}_notop.h5", f"sha256:{sha256}", 224,
+                                768, _convnext_cuts(name), imagenet_top1=top1, **_measured(name))
+             for name, model, sha256, top1 in CONVNEXT]
+    rows += [_keras_application(
+        name, model, f"{KERAS_DOWNLOADS}mobilenet_v3/weights_mobilenet_v3_{variant}_no_top_v2.h5", f"md5:{md5}", 224,
+        features, _keras_cuts("conv_bn", _mobilenet_v3_blocks(blocks)), imagenet_top1=top1, **_measured(name))
+        for name, model, variant, md5, features, blocks, top1 in MOBILENET_V3]
+    return rows
 
 
 ARCHITECTURES: dict[str, ArchitectureSpec] = {spec.name: spec for spec in [
@@ -191,9 +297,10 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {spec.name: spec for spec in [
     # Poets' original default. Poets' 2015 graph uses BatchNormWithGlobalNormalization,
     # which modern GraphDefs reject once re-exported, so we take Keras' InceptionV3
     # weights: same network family and the same 2048-d pooled features.
-    _keras_application("inception_v3", "InceptionV3", "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels",
-                       "bcbd6486424b2319ff4ef7d526e38f63", input_size=299, feature_size=2048,
-                       block_cuts=INCEPTION_V3_CUTS),
+    _keras_application("inception_v3", "InceptionV3",
+                       f"{KERAS_DOWNLOADS}inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                       "md5:bcbd6486424b2319ff4ef7d526e38f63", input_size=299, feature_size=2048,
+                       block_cuts=INCEPTION_V3_CUTS, imagenet_top1=77.9, **_measured("inception_v3")),
     # "mobilenetv2" is MobileNet v2 1.4/224, as users of the Poets fork call it.
     _alias("mobilenetv2", _slim_mobilenet_v2("1.4", 224)),
     *(_slim_mobilenet_v2(width, 224) for width in ("1.4", "1.3", "1.0", "0.75", "0.5", "0.35")),
@@ -203,12 +310,14 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {spec.name: spec for spec in [
         input_size=299, input_mean=SLIM_MEAN, input_std=SLIM_STD,
         feature_tensor="InceptionV4/Logits/AvgPool_1a/AvgPool:0", feature_size=1536,
         conv_blocks=_inception_v4_blocks()),
-    _keras_application("vgg16", "VGG16", "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels",
-                       "6d6bbae143d832006294945121d1f1fc", input_size=224, feature_size=512,
-                       block_cuts=VGG16_CUTS),
-    _keras_application("resnet50", "ResNet50", "resnet/resnet50_weights_tf_dim_ordering_tf_kernels",
-                       "4d473c1dd8becc155b73f8504c6f6626", input_size=224, feature_size=2048,
-                       block_cuts=RESNET50_CUTS),
+    _keras_application("vgg16", "VGG16", f"{KERAS_DOWNLOADS}vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                       "md5:6d6bbae143d832006294945121d1f1fc", input_size=224, feature_size=512,
+                       block_cuts=VGG16_CUTS, imagenet_top1=71.3, **_measured("vgg16")),
+    _keras_application("resnet50", "ResNet50",
+                       f"{KERAS_DOWNLOADS}resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                       "md5:4d473c1dd8becc155b73f8504c6f6626", input_size=224, feature_size=2048,
+                       block_cuts=RESNET50_CUTS, imagenet_top1=74.9, **_measured("resnet50")),
+    *_todays_keras_rows(),
 ]}
 
 DEFAULT_ARCHITECTURE = default("architecture", "retrain")

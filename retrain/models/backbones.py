@@ -166,6 +166,10 @@ def keras_features(spec: ArchitectureSpec, weights: str | None) -> Callable:
         include_top=False, weights=weights, pooling="avg", input_shape=(spec.input_size, spec.input_size, 3),
         **dict(spec.keras_kwargs))
     preprocess = keras_preprocess(spec)
+    if spec.stem_input_scale:  # what Keras' weights="imagenet" adds as a layer (architectures.EFFICIENTNET_STEM_SCALE)
+        layer, scale = spec.stem_input_scale
+        kernel = model.get_layer(layer).kernel  # [height, width, input channels, filters]
+        kernel.assign(kernel * np.asarray(scale, np.float32)[:, None])
 
     def features(images):
         return model(preprocess(images), training=False)

@@ -167,6 +167,21 @@ def _is_weight(node) -> bool:
     return node.name.split("/")[-1] not in FIXED_STATISTICS
 
 
+def keras_block_output(model, block: str):
+    """The layer called ``block``, or else the last layer of the block Keras names so (``block6h`` ->
+    ``block6h_add``): its layers' names are ``block`` + ``_`` + a name not starting with a digit, which keeps
+    ``expanded_conv_1_*`` out of ``expanded_conv``. ValueError if there is neither.
+    """
+    names = [layer.name for layer in model.layers]
+    if block in names:
+        return model.get_layer(block)
+    prefix = f"{block}_"
+    inside = [name for name in names if name.startswith(prefix) and not name[len(prefix):][:1].isdigit()]
+    if not inside:
+        raise ValueError(f"no layer or block {block}")
+    return model.get_layer(inside[-1])
+
+
 def _split_keras(backbone: Backbone, cut: str) -> tuple[Backbone, TrainableTop]:
     """Keras rows: the loaded model's own layers above ``cut``; batch-norm runs with ``training=False``.
 
@@ -176,7 +191,7 @@ def _split_keras(backbone: Backbone, cut: str) -> tuple[Backbone, TrainableTop]:
     spec = backbone.spec
     model, preprocess = backbone.keras_model, keras_preprocess(spec)
     try:
-        cut_output = model.get_layer(cut).output
+        cut_output = keras_block_output(model, cut).output
     except ValueError:
         raise UserError(f"the {spec.name} model has no layer {cut}; the file under {option_name('model_dir')} is not "
                         f"the expected model") from None

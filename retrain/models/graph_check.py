@@ -32,10 +32,10 @@ PURE_OPS = frozenset({
     # variables held in memory (SavedModels, TF1 hub modules)
     "VarHandleOp", "ReadVariableOp", "AssignVariableOp", "VarIsInitializedOp", "DisableCopyOnRead",
     "VariableV2", "Assign",
-    # element-wise math and reductions
+    # element-wise math and reductions (Erfc: ConvNeXt's exact GELU)
     "Add", "AddV2", "AddN", "Sub", "Mul", "RealDiv", "Div", "DivNoNan", "FloorDiv", "FloorMod", "Maximum",
     "Minimum", "Neg", "Abs", "Sign", "Square", "SquaredDifference", "Sqrt", "Rsqrt", "Reciprocal", "Exp", "Log",
-    "Log1p", "Pow", "Tanh", "Sigmoid", "Erf", "Floor", "Ceil", "Round", "ClipByValue", "Cast", "Mean", "Sum",
+    "Log1p", "Pow", "Tanh", "Sigmoid", "Erf", "Erfc", "Floor", "Ceil", "Round", "ClipByValue", "Cast", "Mean", "Sum",
     "Max", "Min", "Prod", "ArgMax", "ArgMin", "Cumsum", "MatMul", "BatchMatMul", "BatchMatMulV2",
     "BatchMatMulV3", "Einsum", "Equal", "NotEqual", "Less", "LessEqual", "Greater", "GreaterEqual",
     "LogicalAnd", "LogicalOr", "LogicalNot", "Select", "SelectV2", "Range",

@@ -1,0 +1,130 @@
+"""Issue 23's Keras rows (EfficientNetV2, EfficientNet-B0, ConvNeXt, MobileNetV3), built with random weights.
+
+The weights cannot be downloaded here; everything checked (layer names, feature sizes, preprocessing, ops) is
+the same with random weights, and the downloads are tested on 127.0.0.1 with a real hash check.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import numpy as np
+import pytest
+
+from retrain.errors import UserError
+from retrain.models.architectures import ARCHITECTURES, get_architecture
+from retrain.models.backbones import load_backbone
+from retrain.models.cut import keras_block_output
+from tests.conftest import make_dataset, tiny_retrain_options
+
+TODAYS_ROWS = ["efficientnetv2_b0", "efficientnetv2_b1", "efficientnetv2_b2", "efficientnetv2_b3", "efficientnetv2_s",
+               "efficientnet_b0", "convnext_tiny", "convnext_small", "mobilenetv3_small", "mobilenetv3_large"]
+# One row per family for what costs a whole retrain or a weights file: the layers that matter (preprocessing,
+# block naming) are the family's, the variants differ only in widths and repeats.
+ONE_PER_FAMILY = ["efficientnetv2_b0", "efficientnet_b0", "convnext_tiny", "mobilenetv3_small"]
+SMALL_INPUT = 32  # every family's smallest input; the layers and ops do not depend on the size
+GRADCAM_INPUT = 64
+
+
+def small(name: str, **changes) -> object:
+    return dataclasses.replace(get_architecture(name), **{"input_size": SMALL_INPUT, **changes})
+
+
+def random_weights_file(spec, model_dir):
+    """The row's model with random weights, saved next to where its ``model_file`` says (Keras 3 names)."""
+    import keras
+    model = getattr(keras.applications, spec.keras_model)(include_top=False, weights=None, pooling="avg",
+                                                          input_shape=(SMALL_INPUT, SMALL_INPUT, 3))
+    path = model_dir / spec.model_file.replace("_notop.h5", ".weights.h5").replace("_no_top_v2.h5", ".weights.h5")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save_weights(path)  # Keras 3 wants the .weights.h5 suffix
+    return path
+
+
+@pytest.mark.parametrize("name", TODAYS_ROWS)
+def test_each_row_builds_with_its_feature_size_and_its_cuts_split_the_model(name):
+    import keras
+
+    from retrain.models.backbones import keras_features
+    spec = small(name)
+    model = keras_features(spec, None).keras_model
+    assert model.output_shape == (None, spec.feature_size)
+    names = [layer.name for layer in model.layers]
+    positions = [names.index(keras_block_output(model, cut).name) for cut in spec.fine_tune_cuts]
+    assert positions == sorted(positions, reverse=True) and len(set(positions)) == len(positions)  # from the top
+    for cut in (spec.fine_tune_cuts[0], spec.fine_tune_cuts[-1]):
+        keras.Model(keras_block_output(model, cut).output, model.output)  # nothing above bypasses the cut
+
+
+@pytest.mark.parametrize("name", ONE_PER_FAMILY)
+def test_the_graph_normalises_pixels_as_keras_own_imagenet_model_does(name, tmp_path, monkeypatch):
+    """Keras' weights="imagenet" constructor, handed our weights file instead of downloading, is the reference:
+    same features on raw [0, 255] pixels (EfficientNet v1's extra per-channel scale included)."""
+    import keras
+    from keras.src.utils import file_utils
+    weights = random_weights_file(get_architecture(name), tmp_path)
+    spec = small(name, model_file=str(weights.relative_to(tmp_path)), file_hash="")
+    monkeypatch.setattr(file_utils, "get_file", lambda *args, **kwargs: str(weights))
+    reference = getattr(keras.applications, spec.keras_model)(include_top=False, weights="imagenet", pooling="avg",
+                                                              input_shape=(SMALL_INPUT, SMALL_INPUT, 3))
+    images = np.random.default_rng(0).integers(0, 256, (2, SMALL_INPUT, SMALL_INPUT, 3), dtype=np.uint8)
+    expected = np.asarray(reference(images.astype(np.float32), training=False))
+    np.testing.assert_allclose(load_backbone(spec, tmp_path)(images), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ONE_PER_FAMILY)
+def test_each_family_retrains_and_fine_tunes_end_to_end_into_a_graph_that_passes_the_check(name, tmp_path):
+    """Random weights, 2 steps, 1 fine-tuned block; 64x64 images so the last feature map (1/32) is 2x2 for
+    Grad-CAM, which finds it by itself in the retrained graph."""
+    from retrain.explain.gradcam import GradCam
+    from retrain.graph_contract import Sidecar
+    from retrain.models.backbones import load_graph_def
+    from retrain.pipeline import run_retrain
+    from retrain.training.finetune import FineTuneConfig
+    weights = random_weights_file(get_architecture(name), tmp_path / "models")
+    md5 = hashlib.md5(weights.read_bytes()).hexdigest()
+    spec = small(name, input_size=GRADCAM_INPUT, model_file=str(weights.relative_to(tmp_path / "models")),
+                 file_hash=f"md5:{md5}")
+    options = tiny_retrain_options(make_dataset(tmp_path / "images", per_class=3), tmp_path / "models", tmp_path,
+                                   steps=2)
+    run_retrain(dataclasses.replace(options, architecture=spec, fine_tune=FineTuneConfig(1, 1e-3, 2, 4)))
+    graph = tmp_path / "out" / "g.pb"
+    nodes = {node.name for node in load_graph_def(graph).node}  # load_graph_def refuses any op that is not pure
+    assert {"input", "final_result"} <= nodes
+    sidecar = Sidecar.read(graph)
+    assert sidecar.architecture == spec.name
+    images = np.random.default_rng(0).integers(0, 256, (1, GRADCAM_INPUT, GRADCAM_INPUT, 3), dtype=np.uint8)
+    assert GradCam(graph, sidecar).maps(images, [0]).shape == (1, 2, 2)
+
+
+def test_a_row_downloads_its_weights_and_checks_them_against_the_hash(http_server, tmp_path):
+    folder, base_url, requests = http_server
+    row = get_architecture("mobilenetv3_small")
+    weights = random_weights_file(row, folder)
+    url = f"{base_url}/{weights.relative_to(folder)}"
+    md5 = hashlib.md5(weights.read_bytes()).hexdigest()
+    spec = small(row.name, url=url, model_file="keras/mobilenetv3_small.weights.h5", file_hash=f"md5:{md5}")
+    assert load_backbone(spec, tmp_path / "models").feature_size == 576 and len(requests) == 1
+    published = small(row.name, url=url, model_file="keras/other.weights.h5")  # Keras' own hash: not this file
+    with pytest.raises(UserError) as refused:
+        load_backbone(published, tmp_path / "models")
+    assert "damaged or not the expected file" in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_rows_carry_keras_published_hashes_and_facts():
+    for name in TODAYS_ROWS:
+        spec = ARCHITECTURES[name]
+        algorithm, digest = spec.file_hash.split(":")
+        assert len(digest) == {"md5": 32, "sha256": 64}[algorithm] and spec.url.startswith("https://")
+        assert spec.input_mean == 0.0 and spec.input_std == 1.0  # the model normalises raw pixels itself
+        assert 60 < spec.imagenet_top1 < 90 and spec.parameters_m > 0 and spec.multiply_adds_g > 0 and spec.cpu_ms > 0
+
+
+def test_list_architectures_prints_every_row_with_its_facts():
+    from tests.test_cli import run_script
+    result = run_script("scripts.retrain", "--list_architectures")
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    assert set(ARCHITECTURES) <= set(lines)
+    row = lines["efficientnetv2_s"]
+    assert "83.9%" in row and "8.36G" in row and " ms" in row
+    assert "keras.io/api/applications" in result.stdout
