@@ -54,6 +54,9 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; rerun to continue", file=sys.stderr)
         code = EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (`... | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        code = 1  # as Python's documentation advises for SIGPIPE
     sys.exit(code or 0)
 
 
