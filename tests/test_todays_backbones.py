@@ -22,6 +22,9 @@ TODAYS_ROWS = ["efficientnetv2_b0", "efficientnetv2_b1", "efficientnetv2_b2", "e
 # One row per family for what costs a whole retrain or a weights file: the layers that matter (preprocessing,
 # block naming) are the family's, the variants differ only in widths and repeats.
 ONE_PER_FAMILY = ["efficientnetv2_b0", "efficientnet_b0", "convnext_tiny", "mobilenetv3_small"]
+# A whole retrain with fine-tuning and Grad-CAM costs 20 to 56 s a family here: one, the cheapest, keeps make test
+# within its ten minutes; the families' graphs are each exported and checked in test_graph_check.
+END_TO_END = ["mobilenetv3_small"]
 SMALL_INPUT = 32  # every family's smallest input; the layers and ops do not depend on the size
 GRADCAM_INPUT = 64
 
@@ -72,8 +75,8 @@ def test_the_graph_normalises_pixels_as_keras_own_imagenet_model_does(name, tmp_
     np.testing.assert_allclose(load_backbone(spec, tmp_path)(images), expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ONE_PER_FAMILY)
-def test_each_family_retrains_and_fine_tunes_end_to_end_into_a_graph_that_passes_the_check(name, tmp_path):
+@pytest.mark.parametrize("name", END_TO_END)
+def test_a_todays_row_retrains_and_fine_tunes_end_to_end_into_a_graph_that_passes_the_check(name, tmp_path):
     """Random weights, 2 steps, 1 fine-tuned block; 64x64 images so the last feature map (1/32) is 2x2 for
     Grad-CAM, which finds it by itself in the retrained graph."""
     from retrain.explain.gradcam import GradCam
