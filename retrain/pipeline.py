@@ -216,29 +216,25 @@ def _check_images(options: RetrainOptions, data: dict[str, SplitData], head: Hea
     there the ``tuned`` backbone answers from the pixels.
     """
     split = next((data[name] for name in ("validation", "test", "train") if len(data[name].paths)))
+    def answers(features: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        return head.predict_proba(features), None if head.unknown is None else head.unknown.scores(features)
+
     if tuned is None:
-        def reference(positions: np.ndarray, _: np.ndarray) -> np.ndarray:
-            return head.predict_proba(split.features[positions])
+        def reference(positions: np.ndarray, _: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+            return answers(split.features[positions])
 
         def logit_error(positions: np.ndarray) -> np.ndarray:
             return head.logit_error(rounding_error(split.features[positions]))
 
-        def unknown(positions: np.ndarray, _: np.ndarray) -> np.ndarray:
-            return head.unknown.scores(split.features[positions])
-
         def unknown_error(positions: np.ndarray) -> np.ndarray:
             return head.unknown.score_error(split.features[positions], rounding_error(split.features[positions]))
     else:
-        def reference(_: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-            return head.predict_proba(tuned(pixels))
-
-        def unknown(_: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-            return head.unknown.scores(tuned(pixels))
+        def reference(_: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+            return answers(tuned(pixels))  # the tuned backbone runs once for both answers
         logit_error = unknown_error = None
-    has_unknown = head.unknown is not None
     return check_images(split.paths, split.labels, options.export_check_samples, contract, reference,
                         "the trained model", options.max_image_megapixels, logit_error,
-                        unknown if has_unknown else None, unknown_error if has_unknown else None)
+                        unknown_error if head.unknown is not None else None)
 
 
 def _convert_check_and_report(options: RetrainOptions, trained: _Trained, log: Log) -> None:

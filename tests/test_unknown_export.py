@@ -88,8 +88,8 @@ def test_the_check_fails_when_the_score_is_wrong_or_missing(trained, artifact, t
     backbone = load_backbone(tiny_spec(), model_dir)
     split = result.data["validation"]
     images = check_images(split.paths, split.labels, 10, contract,
-                          lambda _, pixels: result.head.predict_proba(backbone(pixels)), "the trained model",
-                          unknown=lambda _, pixels: result.head.unknown.scores(backbone(pixels)))
+                          lambda _, pixels: (result.head.predict_proba(features := backbone(pixels)),
+                                             result.head.unknown.scores(features)), "the trained model")
     check_export(out / artifact, artifact, images, contract.labels, exact=True)
     wrong = dataclasses.replace(images, unknown=images.unknown * 1.05)
     with pytest.raises(ExportMismatch, match="unknown score"):

@@ -61,17 +61,16 @@ def write_tflite_model(graph: str | os.PathLike, output: str | os.PathLike, cont
 
 
 def check_images(paths: Sequence[Path], truths: np.ndarray | None, count: int, contract: Sidecar,
-                 reference: Callable[[np.ndarray, np.ndarray], np.ndarray], reference_name: str,
-                 max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS,
+                 reference: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray | None]],
+                 reference_name: str, max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS,
                  logit_error: Callable[[np.ndarray], np.ndarray] | None = None,
-                 unknown: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
                  unknown_error: Callable[[np.ndarray], np.ndarray] | None = None) -> CheckImages:
     """Up to ``count`` of ``paths`` decoded, with the reference model's probabilities on them.
 
-    ``reference(positions in paths, uint8 pixels)`` answers from the pixels (a source graph) or from what
-    is already known about those images (the trained head on their cached bottlenecks), in which case
-    ``logit_error(positions)`` says how far those answers' logits may be off (see ``CheckImages``).
-    ``unknown`` and ``unknown_error``, likewise, give the reference's unknown scores, for a model with them.
+    ``reference(positions in paths, uint8 pixels)`` gives the probabilities and the unknown scores (None for a
+    model without them) in one pass, from the pixels (a source graph) or from what is already known about those
+    images (the trained head on their cached bottlenecks), in which case ``logit_error(positions)`` and
+    ``unknown_error(positions)`` say how far those answers may be off (see ``CheckImages``).
     """
     checked, pixels = decode_sample(paths, count, contract.input_height, contract.input_width,
                                     max_megapixels=max_megapixels)
@@ -82,9 +81,11 @@ def check_images(paths: Sequence[Path], truths: np.ndarray | None, count: int, c
     batches = [(positions[i:i + LABEL_BATCH_SIZE], pixels[i:i + LABEL_BATCH_SIZE])
                for i in range(0, len(pixels), LABEL_BATCH_SIZE)]
     empty = np.zeros((0, len(contract.labels)))
-    answers = np.concatenate([reference(*batch) for batch in batches] or [empty])
+    answered = [reference(*batch) for batch in batches]
+    answers = np.concatenate([probabilities for probabilities, _ in answered] or [empty])
     errors = None if logit_error is None else np.concatenate([logit_error(batch[0]) for batch in batches] or [empty])
-    scores = None if unknown is None else np.concatenate([unknown(*batch) for batch in batches] or [np.zeros(0)])
+    with_scores = bool(answered) and answered[0][1] is not None
+    scores = np.concatenate([score for _, score in answered]) if with_scores else None
     score_errors = (None if unknown_error is None else
                     np.concatenate([unknown_error(batch[0]) for batch in batches] or [np.zeros(0)]))
     return CheckImages(checked, pixels, answers, truths, reference_name, errors, scores, score_errors)
@@ -147,11 +148,9 @@ def export_model(source: GraphLabeler, request: ExportRequest) -> Iterator[str]:
 
     if paths:
         normalization = (source.config.input_mean, source.config.input_std)
-        unknown = ((lambda _, pixels: source.model.unknown_scores(pixels, normalization))
-                   if source.model.has_unknown_score else None)
         images = check_images(paths, truths, request.export_check_samples, contract,
-                              lambda _, pixels: source.predict(pixels),
-                              "the source graph", request.max_image_megapixels, unknown=unknown)
+                              lambda _, pixels: source.model.predict_with_unknown(pixels, normalization),
+                              "the source graph", request.max_image_megapixels)
         for check in check_exports([(output, name, request.quantize == NO_QUANTIZATION)], images, source.labels,
                                    model_size(request.graph), request.trust_graph):
             yield f"Checked {check.summary()}"

@@ -123,10 +123,6 @@ class Model:
         """Probabilities ``[N, C]`` for images ``[N, H, W, 3]`` (see ``predict_with_unknown``)."""
         return self.predict_with_unknown(images, normalization)[0]
 
-    def unknown_scores(self, images: np.ndarray, normalization: Normalization = None) -> np.ndarray | None:
-        """The ``unknown_score`` output ``[N]``, or None when the file has none (see ``predict_with_unknown``)."""
-        return self.predict_with_unknown(images, normalization)[1] if self.has_unknown_score else None
-
     def check_input_size(self, height: int, width: int) -> None:
         """Refuse a size the file does not take, before it produces a confusing runtime error."""
         if self.input_size is not None and self.input_size != (height, width):
