@@ -144,7 +144,7 @@ def _train(options: RetrainOptions, log: Log) -> _Trained:
     if cut:
         head = fine_tune(cut.top, head, train_rows, train_labels, options.fine_tune, options.training.seed, log,
                          validation=(validation.features, validation.labels),
-                         patience=options.training.early_stopping_patience)
+                         patience=options.training.early_stopping_patience, head_config=options.training)
         backbone = cut.top.tuned_backbone()
         test = SplitData(test.paths, test.labels, pooled_features(cut.top, test.features, "Pooling test activations"))
     # Calibration and the unknown score work on the features the final head sees: a fine-tuned top pools them anew.

@@ -9,7 +9,8 @@ DISTORTION_FLAG_COPIES = 4
 FINE_TUNE_STEPS = 150
 
 _TRAINING = "training"
-_HEAD = "a stronger head (each off by default: Poets' single softmax layer and plain gradient descent)"
+_HEAD = ("a stronger head (each off by default: Poets' single softmax layer and plain gradient descent; with "
+         "--fine_tune_blocks, --dropout, --label_smoothing, --weight_decay and --class_weight shape fine-tuning too)")
 _FINE_TUNING = "fine-tuning (train the backbone's top blocks too, from activations cached below them)"
 _DISTORTIONS = (f"distortions (what --augment_copies draws; on their own they mean --augment_copies "
                 f"{DISTORTION_FLAG_COPIES})")
@@ -84,8 +85,10 @@ FINE_TUNING = (
            "before it starts. --list_architectures shows how many blocks each backbone has.", _FINE_TUNING, _RETRAIN,
            field="fine_tune.blocks"),
     Option("fine_tune_learning_rate", 2e-5, "Adam learning rate for the top blocks and the head after the head alone "
-           "has been trained; keep it small so the pretrained weights are only nudged.", _FINE_TUNING, _RETRAIN,
-           field="fine_tune.learning_rate"),
+           "has been trained; keep it small so the pretrained weights are only nudged. Fine-tuning uses Adam "
+           "whatever --optimizer says, with its own rate, --fine_tune_schedule and --fine_tune_warmup; "
+           "--weight_decay shrinks the blocks' convolution kernels and the head's weights, not biases or batch-norm "
+           "scales and offsets.", _FINE_TUNING, _RETRAIN, field="fine_tune.learning_rate"),
     Option("fine_tune_steps", None, "Fine-tuning steps, each on --fine_tune_batch_size cached rows; given, it wins "
            f"over --fine_tune_epochs. (default: {FINE_TUNE_STEPS}, or what --fine_tune_epochs asks for)", _FINE_TUNING,
            _RETRAIN, type=int, field="fine_tune.steps"),

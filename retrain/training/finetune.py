@@ -4,7 +4,10 @@ Stage one is today's fast path: the head alone on pooled features (here the
 pooled features come from running the untouched top blocks over the cached
 cut rows once). Stage two then trains the top blocks' weights and the head
 at a lower learning rate, with Adam, on random batches of cached rows: only
-the top blocks run per step, never the frozen part below the cut.
+the top blocks run per step, never the frozen part below the cut. Its step
+is the head's (``head_step``, with the head's dropout, label smoothing and
+class weights) carried on into the blocks, and its update the head's
+``Optimizer`` (with the head's weight decay): one loop for both stages.
 
 Its budget is ``--fine_tune_steps``, or ``--fine_tune_epochs`` passes over
 the cached training rows (views included), so it grows with the data; with
@@ -28,8 +31,9 @@ from ..models.cut import TrainableTop
 from ..options import FINE_TUNE_STEPS, default
 from ..progress import progress_bar
 from .early_stopping import EarlyStopping, loss_and_accuracy
-from .head import DenseLayer, Head, dense_logits
-from .optimizers import ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON, SCHEDULES, learning_rate_at
+from .head import DenseLayer, Head, TrainingConfig, step_options
+from .head_step import StepOptions, head_step, seeded_generator
+from .optimizers import SCHEDULES, Optimizer, learning_rate_at
 
 PREDICT_BATCH = 64  # cut rows per forward pass when computing pooled features
 # Steps timed for the plan's estimate, after the first (which also pays for TensorFlow's one-off graph setup).
@@ -117,40 +121,62 @@ def _batches(rows: np.ndarray | FeatureRows, labels: np.ndarray, steps: int, bat
 
 @dataclass
 class Trainer:
-    """One compiled Adam step over the top blocks and the head; ``head()`` reads the head's current weights."""
+    """One compiled step over the top blocks and the head; ``head()`` reads the head's current weights."""
     step: Callable  # (rows [N, H*W*C], labels [N]) -> (loss, batch accuracy)
     head: Callable[[], Head]
 
 
-def trainer(top: TrainableTop, head: Head, row_size: int, dtype, config: FineTuneConfig, steps: int) -> Trainer:
+def stage_two_gradients(top: TrainableTop, layers: list[tuple], batch, labels, options: StepOptions, generator):
+    """The logits and the batch-mean gradient of ``[*top.variables, *head variables]`` for one batch of cut rows.
+
+    The head's own step (``head_step``: its loss, dropout, label smoothing and class weights) back-propagates to
+    the pooled features, and TensorFlow carries that on through the top blocks. Symbolic gradients, not a
+    GradientTape: the tape does not see ops that import_graph_def created. Builds ops inside a ``tf.function``.
+
+    Args:
+        top: the trainable top blocks.
+        layers: the head's ``(weights, biases)`` variables.
+        batch: cut rows ``[N, H*W*C]``.
+        labels: their classes, int32 ``[N]``.
+        options: what shapes the loss.
+        generator: draws dropout masks.
+
+    Returns:
+        ``(logits, gradients)``.
+    """
+    import tensorflow as tf
+    features = top.features(batch)
+    scale = 1.0 / tf.cast(tf.shape(labels)[0], tf.float32)  # the batch mean's gradient
+    logits, head_gradients, feature_gradient = head_step(layers, features, labels, options, scale, generator,
+                                                         feature_gradient=True)
+    return logits, [*tf.gradients(features, top.variables, grad_ys=feature_gradient), *head_gradients]
+
+
+def trainer(top: TrainableTop, head: Head, row_size: int, dtype, config: FineTuneConfig, steps: int,
+            options: StepOptions, weight_decay: float, seed: int | None) -> Trainer:
     """Compile the training step once: tracing imports the top blocks' graph, which takes a moment.
 
-    The learning rate follows ``config``'s warm-up and schedule over ``steps`` (the head's schedule code).
+    The step is ``stage_two_gradients`` (the head's step carried on into the top blocks) and the head's
+    Adam (decoupled ``weight_decay`` on weights and conv kernels, not on
+    biases or batch-norm offsets and scales). The learning rate follows ``config``'s warm-up and schedule over
+    ``steps``; ``seed`` seeds the dropout masks.
     """
     import tensorflow as tf
     layers = [(tf.Variable(layer.weights), tf.Variable(layer.biases)) for layer in head.layers]
-    trainable = [*top.variables, *(variable for layer in layers for variable in layer)]
-    moments = [(tf.Variable(tf.zeros_like(v)), tf.Variable(tf.zeros_like(v))) for v in trainable]
-    step_count = tf.Variable(0.0)
+    head_variables = [variable for layer in layers for variable in layer]
+    optimizer = Optimizer("adam", [*top.variables, *head_variables],
+                          [len(v.shape) > 1 for v in top.variables] + [True, False] * len(layers), weight_decay)
+    generator = seeded_generator(seed)
+    step_count = tf.Variable(0)
 
     def train_step(batch, batch_labels):
-        logits = dense_logits(top.features(batch), layers)
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=batch_labels, logits=logits))
-        # Symbolic gradients, not a GradientTape: the tape does not see ops that import_graph_def created.
-        gradients = tf.gradients(loss, trainable)
-        count = step_count.assign_add(1.0)
-        rate = learning_rate_at(config.learning_rate, config.schedule, count - 1.0, steps,
-                                config.warmup_steps(steps))
-        # One fused kernel per variable (Adam's moments and update in one pass over the weights), not ten
-        # element-wise ops that each read and write all of them: the top blocks hold millions of weights.
-        updates = [tf.raw_ops.ResourceApplyAdam(
-            var=variable.handle, m=mean.handle, v=square.handle, beta1_power=ADAM_BETA_1 ** count,
-            beta2_power=ADAM_BETA_2 ** count, lr=rate, beta1=ADAM_BETA_1, beta2=ADAM_BETA_2,
-            epsilon=ADAM_EPSILON, grad=gradient)
-            for variable, gradient, (mean, square) in zip(trainable, gradients, moments)]
-        with tf.control_dependencies(updates):
+        step = step_count.assign_add(1) - 1
+        rate = learning_rate_at(config.learning_rate, config.schedule, step, steps, config.warmup_steps(steps))
+        logits, gradients = stage_two_gradients(top, layers, batch, batch_labels, options, generator)
+        with tf.control_dependencies(optimizer.updates(gradients, rate, step)):
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=batch_labels, logits=logits))
             correct = tf.equal(tf.argmax(logits, 1, output_type=tf.int32), batch_labels)
-            return tf.identity(loss), tf.reduce_mean(tf.cast(correct, tf.float32))
+            return loss, tf.reduce_mean(tf.cast(correct, tf.float32))
 
     compiled = tf.function(train_step, autograph=False).get_concrete_function(
         tf.TensorSpec([None, row_size], dtype), tf.TensorSpec([None], tf.int32))
@@ -201,7 +227,7 @@ def _duration(seconds: float) -> str:
 def fine_tune(top: TrainableTop, head: Head, rows: np.ndarray | FeatureRows, labels: np.ndarray,
               config: FineTuneConfig, seed: int | None, log: Log = print, rows_per_chunk: int = 4096,
               validation: tuple[np.ndarray | FeatureRows, np.ndarray] | None = None,
-              patience: int | None = None) -> Head:
+              patience: int | None = None, head_config: TrainingConfig | None = None) -> Head:
     """Train ``top``'s variables (in place) and a copy of ``head`` on cut rows; returns the tuned head.
 
     With ``validation`` (cut rows and their labels) the whole validation set is scored before the first step
@@ -209,10 +235,13 @@ def fine_tune(top: TrainableTop, head: Head, rows: np.ndarray | FeatureRows, lab
     accuracy: how a user tells whether it pays on their images. With ``patience`` as well, stage two stops
     once that many scores in a row bring no lower validation loss, and the top blocks and head of the best
     one are restored, as the head's ``--early_stopping_patience`` does; the untouched blocks are a candidate
-    too, so fine-tuning that only hurts is undone.
+    too, so fine-tuning that only hurts is undone. ``head_config`` is the head's options: its ``dropout``,
+    ``label_smoothing``, ``class_weight`` and ``weight_decay`` shape this stage too (None: none of them).
     """
     steps = config.steps_for(len(labels))
-    training = trainer(top, head, rows.shape[1], rows.dtype, config, steps)
+    head_config = head_config or TrainingConfig()
+    training = trainer(top, head, rows.shape[1], rows.dtype, config, steps,
+                       step_options(head_config, labels, len(head.layers[-1].biases)), head_config.weight_decay, seed)
     rng = np.random.default_rng(seed)
     report_every = max(1, steps // 10)
     scored = validation is not None and len(validation[1]) > 0

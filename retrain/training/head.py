@@ -19,7 +19,7 @@ from ..options import default
 from .batches import BatchSource, sample_rows
 from .class_balance import CLASS_WEIGHTS, class_weights
 from .early_stopping import EarlyStopping, loss_and_accuracy
-from .head_step import StepOptions, head_step
+from .head_step import StepOptions, head_step, seeded_generator
 from .optimizers import OPTIMIZERS, SCHEDULES, Optimizer, learning_rate_at
 from .unknown import UnknownScore
 
@@ -152,6 +152,21 @@ class TrainingConfig:
         return math.ceil(self.steps / self.eval_step_interval)
 
 
+def step_options(config: TrainingConfig, train_labels: np.ndarray | None, num_classes: int) -> StepOptions:
+    """What of ``config`` shapes the loss (dropout, label smoothing, class weights), for either training stage.
+
+    Args:
+        config: the head's options.
+        train_labels: every training row's class (views included); needed for ``class_weight`` balanced.
+        num_classes: the number of classes.
+
+    Returns:
+        The step options.
+    """
+    return StepOptions(config.dropout, config.label_smoothing,
+                       class_weights(config.class_weight, train_labels, num_classes))
+
+
 @dataclass
 class EvalPoint:
     """Metrics at one evaluation step (validation is None without validation images)."""
@@ -213,14 +228,12 @@ def train_head(batches: BatchSource, feature_size: int, num_classes: int, config
     if config.class_weight != "none" and train_labels is None:
         raise ValueError("class_weight needs the training labels")
     rng = np.random.default_rng(config.seed)
-    generator = (tf.random.Generator.from_seed(config.seed) if config.seed is not None
-                 else tf.random.Generator.from_non_deterministic_state())
+    generator = seeded_generator(config.seed)
     hidden = [config.hidden_units] if config.hidden_units else []
     layers = _initial_layers(rng, [feature_size, *hidden, num_classes])
     optimizer = Optimizer(config.optimizer, [v for layer in layers for v in layer], [True, False] * len(layers),
                           config.weight_decay)
-    options = StepOptions(config.dropout, config.label_smoothing,
-                          class_weights(config.class_weight, train_labels, num_classes))
+    options = step_options(config, train_labels, num_classes)
     batch_size = tf.constant(config.train_batch_size, tf.int32)
 
     # Features keep their stored precision (float16 from the cache: half the memory) and are cast per batch.
@@ -241,7 +254,7 @@ def train_head(batches: BatchSource, feature_size: int, num_classes: int, config
             rate = learning_rate_at(config.learning_rate, config.learning_rate_schedule, first_step + index,
                                     config.steps)
             scale = (rate if optimizer.folds_learning_rate else 1.0) / rows_per_step  # the batch mean's gradient
-            logits, gradients = head_step(layers, batch_features, batch_labels, options, scale, generator)
+            logits, gradients, _ = head_step(layers, batch_features, batch_labels, options, scale, generator)
             with tf.control_dependencies(optimizer.updates(gradients, rate, first_step + index)):
                 return index + 1, tf.identity(logits), tf.identity(batch_labels)
 

@@ -26,13 +26,30 @@ class StepOptions:
     class_weights: np.ndarray | None = None  # [C] loss weight per class, None for all 1
 
 
-def head_step(layers: Sequence[tuple], features, labels, options: StepOptions, gradient_scale, generator=None):
-    """The logits and the gradient of every variable (``[dW0, db0, dW1, db1, ...]``) for one batch.
+def seeded_generator(seed: int | None):
+    """The ``tf.random.Generator`` a training stage draws from: seeded for reproducible runs, else fresh."""
+    import tensorflow as tf
+    if seed is None:
+        return tf.random.Generator.from_non_deterministic_state()
+    return tf.random.Generator.from_seed(seed)
 
-    ``gradient_scale`` multiplies the loss gradient before back-propagation:
-    ``1 / batch size`` gives the batch mean's gradient, and plain SGD folds its
-    learning rate in as well. ``generator`` (a ``tf.random.Generator``) draws
-    dropout masks. Variables are read, never written.
+
+def head_step(layers: Sequence[tuple], features, labels, options: StepOptions, gradient_scale, generator=None,
+              feature_gradient: bool = False):
+    """The logits, the gradient of every variable (``[dW0, db0, dW1, db1, ...]``) and of the features for one batch.
+
+    Args:
+        layers: the head's ``(weights, biases)`` variables, softmax layer last.
+        features: the batch's input features, float32 ``[N, D]``.
+        labels: the batch's class indices, int32 ``[N]``.
+        options: dropout, label smoothing and class weights.
+        gradient_scale: multiplies the loss gradient before back-propagation: ``1 / batch size`` gives the batch
+            mean's gradient, and plain SGD folds its learning rate in as well.
+        generator: a ``tf.random.Generator`` that draws dropout masks.
+        feature_gradient: also back-propagate to ``features`` (fine-tuning carries it on into the top blocks).
+
+    Returns:
+        ``(logits, gradients, gradient w.r.t. features or None)``. Variables are read, never written.
     """
     import tensorflow as tf
     inputs, activations, mask = [], features, None
@@ -62,10 +79,10 @@ def head_step(layers: Sequence[tuple], features, labels, options: StepOptions, g
     for index in range(len(layers) - 1, -1, -1):
         weights, _ = layers[index]
         gradients[:0] = [tf.matmul(inputs[index], gradient, transpose_a=True), tf.reduce_sum(gradient, 0)]
-        if index > 0:
+        if index > 0 or feature_gradient:
             gradient = tf.matmul(gradient, weights, transpose_b=True)
             if index == len(layers) - 1 and mask is not None:
                 gradient = gradient * mask
-            # inputs[index] is ReLU's output (times the mask, which is positive where it kept a value)
-            gradient = gradient * tf.cast(inputs[index] > 0, tf.float32)
-    return logits, gradients
+            if index > 0:  # inputs[index] is ReLU's output (times the mask, positive where it kept a value)
+                gradient = gradient * tf.cast(inputs[index] > 0, tf.float32)
+    return logits, gradients, gradient if feature_gradient else None

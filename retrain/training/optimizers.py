@@ -1,8 +1,11 @@
-"""Update rules and learning-rate schedules for the head (the schedules for stage two too), as plain TensorFlow ops.
+"""Update rules and learning-rate schedules for both training stages (the head; top blocks + head), as TensorFlow ops.
 
 The head trains inside one compiled ``tf.while_loop`` (see head.py), where
 Keras optimizers do not fit: they keep Python-side state and cost dozens of
-ops per step. Each rule here is a few ops per variable.
+ops per step. Each rule here is a few ops per variable; Adam is TensorFlow's
+fused kernel (moments and update in one pass over a variable, not ten
+element-wise ops that each read and write all of it: the top blocks that
+fine-tuning trains hold millions of weights).
 
 Plain SGD folds the learning rate into the loss gradient before it is
 back-propagated (one multiply instead of one per variable), which also keeps
@@ -52,7 +55,15 @@ def learning_rate_at(base: float, schedule: str, step, total_steps: int, warmup_
 
 
 class Optimizer:
-    """One update rule over the head's variables; slot variables are created up front, outside the loop."""
+    """One update rule over a stage's variables; slot variables are created up front, outside the loop.
+
+    Args:
+        name: one of ``OPTIMIZERS``.
+        variables: the ``tf.Variable``s it updates.
+        decayed: per variable, whether ``weight_decay`` shrinks it (weights and kernels do, biases and
+            batch-norm offsets and scales do not).
+        weight_decay: decoupled weight decay per unit of learning rate (0: none).
+    """
 
     def __init__(self, name: str, variables: Sequence, decayed: Sequence[bool], weight_decay: float):
         import tensorflow as tf
@@ -74,18 +85,20 @@ class Optimizer:
         ops = []
         if self.name == "adam":
             t = tf.cast(step, tf.float32) + 1.0
-            adam_rate = learning_rate * tf.sqrt(1.0 - ADAM_BETA_2 ** t) / (1.0 - ADAM_BETA_1 ** t)
+            beta_1_power, beta_2_power = tf.pow(ADAM_BETA_1, t), tf.pow(ADAM_BETA_2, t)
         for variable, gradient, slots, decayed in zip(self.variables, gradients, self.slots, self.decayed):
+            decay = learning_rate * self.weight_decay * variable if decayed and self.weight_decay > 0 else None
+            if self.name == "adam":
+                # the fused kernel takes no decay term: shrink the weights first, then apply Adam's step
+                with tf.control_dependencies([] if decay is None else [variable.assign_sub(decay)]):
+                    ops.append(tf.raw_ops.ResourceApplyAdam(
+                        var=variable.handle, m=slots[0].handle, v=slots[1].handle, beta1_power=beta_1_power,
+                        beta2_power=beta_2_power, lr=learning_rate, beta1=ADAM_BETA_1, beta2=ADAM_BETA_2,
+                        epsilon=ADAM_EPSILON, grad=gradient))
+                continue
             if self.name == "sgd":
                 change = gradient  # already scaled by the learning rate
-            elif self.name == "momentum":
-                velocity = slots[0].assign(MOMENTUM * slots[0] + gradient)
-                change = learning_rate * velocity
             else:
-                first = slots[0].assign(ADAM_BETA_1 * slots[0] + (1.0 - ADAM_BETA_1) * gradient)
-                second = slots[1].assign(ADAM_BETA_2 * slots[1] + (1.0 - ADAM_BETA_2) * tf.square(gradient))
-                change = adam_rate * first / (tf.sqrt(second) + ADAM_EPSILON)
-            if decayed and self.weight_decay > 0:
-                change = change + learning_rate * self.weight_decay * variable
-            ops.append(variable.assign_sub(change))
+                change = learning_rate * slots[0].assign(MOMENTUM * slots[0] + gradient)
+            ops.append(variable.assign_sub(change if decay is None else change + decay))
         return ops
