@@ -9,6 +9,7 @@ from retrain.cache.store import BottleneckCache
 from retrain.cache.views import (
     DEFAULT_AUGMENT_DISTORTIONS,
     DISTORTION_FLAG_COPIES,
+    STRONG_VIEWS,
     Augmentation,
     augmentation_for,
     get_views,
@@ -35,13 +36,14 @@ def setup(image_dir, tiny_model_dir, tmp_path):
                                                                  backbone.feature_size)
 
 
-def test_views_are_deterministic_per_content_view_and_seed(image_dir):
+@pytest.mark.parametrize("distortions", [DISTORTIONS, STRONG_VIEWS], ids=["poets", "strong"])
+def test_views_are_deterministic_per_content_view_and_seed(image_dir, distortions):
     path = sorted(image_dir.rglob("*.jpg"))[0]
     key = content_key(path)
-    augmentation = Augmentation(3, DISTORTIONS, seed=1)
+    augmentation = Augmentation(3, distortions, seed=1)
     assert augmentation.view_key(key, 0) == key  # the undistorted row is shared with validation and test
     assert len({augmentation.view_key(key, v) for v in range(4)}) == 4
-    assert Augmentation(3, DISTORTIONS, seed=2).view_key(key, 1) != augmentation.view_key(key, 1)
+    assert Augmentation(3, distortions, seed=2).view_key(key, 1) != augmentation.view_key(key, 1)
     first, again = (augmentation.load(path, TINY_SIZE, key, 1) for _ in range(2))
     assert np.array_equal(first, again) and first.shape == (TINY_SIZE, TINY_SIZE, 3)
     assert not np.array_equal(first, augmentation.load(path, TINY_SIZE, key, 2))

@@ -30,8 +30,13 @@ class UnreadableImage(Exception):
     """The file is not an image we can decode (empty, truncated, not an image)."""
 
 
+# A region of an image, (left, top, right, bottom) in its pixels, as PIL's resize takes it.
+Box = tuple[float, float, float, float]
+
+
 def load_rgb(path: str | os.PathLike, height: int, width: int,
-             max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS) -> np.ndarray:
+             max_megapixels: float = DEFAULT_MAX_IMAGE_MEGAPIXELS,
+             crop: Callable[[int, int], Box] | None = None, zoom: float = 1.0) -> np.ndarray:
     """Read ``path`` as a ``[height, width, 3]`` uint8 RGB array.
 
     EXIF orientation is applied, any mode (CMYK, grayscale, palette, alpha,
@@ -41,17 +46,23 @@ def load_rgb(path: str | os.PathLike, height: int, width: int,
     needed, which makes huge photos cheap without visibly changing the result.
     An image that would decode to more than ``max_megapixels`` is refused from
     its header (``pixel_budget.py``).
+
+    ``crop(image_width, image_height)``, given, picks the region that is resized instead of the whole image (a
+    random-resized crop, ``distortions.py``); ``zoom`` is how much that region may be enlarged at most, so JPEGs
+    are drafted ``zoom`` times larger and the crop keeps its detail.
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with open_within_budget(path, (width * 2, height * 2), max_megapixels) as image:
-                return squash(_to_rgb(ImageOps.exif_transpose(image)), height, width)
+            draft = (int(np.ceil(width * 2 * zoom)), int(np.ceil(height * 2 * zoom)))
+            with open_within_budget(path, draft, max_megapixels) as image:
+                rgb = _to_rgb(ImageOps.exif_transpose(image))
+                return squash(rgb, height, width, crop(*rgb.size) if crop else None)
     except Exception as error:  # on damaged files PIL also raises OverflowError, MemoryError, struct.error, ...
         raise UnreadableImage(f"{path}: {error or type(error).__name__}") from None
 
 
-def squash(image: Image.Image, height: int, width: int) -> np.ndarray:
+def squash(image: Image.Image, height: int, width: int, box: Box | None = None) -> np.ndarray:
     """Resize to the network's input, aspect ratio not kept, as TensorFlow-for-Poets fed its networks.
 
     Every decoded file and every array given to the Python API's ``Model.predict`` goes through here, so an
@@ -61,11 +72,12 @@ def squash(image: Image.Image, height: int, width: int) -> np.ndarray:
         image: an RGB image.
         height: the network's input height.
         width: the network's input width.
+        box: the region of ``image`` to resize; None, the whole image.
 
     Returns:
         A ``[height, width, 3]`` uint8 array (the image itself when it already has that size).
     """
-    return np.asarray(image.resize((width, height), Image.BILINEAR), dtype=np.uint8)
+    return np.asarray(image.resize((width, height), Image.BILINEAR, box=box), dtype=np.uint8)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

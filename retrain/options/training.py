@@ -117,4 +117,13 @@ DISTORTIONS = (
            field="distortions.random_scale"),
     Option("random_brightness", 0.0, "Percentage by which to randomly brighten or darken training images.",
            _DISTORTIONS, _RETRAIN, field="distortions.random_brightness"),
+    Option("random_resized_crop", 0.0, "Instead of --random_crop and --random_scale, crop each view to a random "
+           "share of the image's area, from this fraction (e.g. 0.25; torchvision's and timm's 0.08 is for training "
+           "from scratch) to all of it, with an aspect ratio from 3/4 to 4/3 drawn log-uniformly, resized to the "
+           "network's input: the random-resized crop of torchvision's RandomResizedCrop and timm (after 10 draws "
+           "that do not fit, the centre crop). 0 turns it off.", _DISTORTIONS, _RETRAIN, metavar="MIN_AREA",
+           field="distortions.random_resized_crop"),
+    Option("color_jitter", 0.0, "Scale each view's brightness, contrast and saturation by random factors from 1-S "
+           "to 1+S, applied in a random order, as torchvision's ColorJitter (timm's default is 0.4). 0 turns it off.",
+           _DISTORTIONS, _RETRAIN, metavar="S", field="distortions.color_jitter"),
 )
