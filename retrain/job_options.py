@@ -22,6 +22,7 @@ from .models.architectures import ArchitectureSpec, get_architecture, tfhub_spec
 from .options import build, checked_values, default
 from .training.finetune import FineTuneConfig
 from .training.head import TrainingConfig
+from .training.recipes import apply_recipe, check_recipe
 
 
 @dataclass
@@ -59,7 +60,11 @@ class RetrainOptions:
     quantize_samples: int = default("quantize_samples")
     tflite_io: str = default("tflite_io")
     export_check_samples: int = default("export_check_samples")
+    recipe: str = default("recipe")
+    recipe_line: str = ""  # what the recipe set, printed as the run starts; "" without one
+
     def __post_init__(self) -> None:
+        check_recipe(self.recipe, self.validation_percentage)
         validate_max_megapixels(self.max_image_megapixels)
         check_batch_size(self.bottleneck_batch_size)
         check_export_options(self.quantize, self.tflite_io, self.quantize_samples, self.export_check_samples)
@@ -85,8 +90,9 @@ def retrain_options(values: Mapping[str, Any]) -> RetrainOptions:
     """The options of one retrain run, from the retrain tool's option keywords (its flags without the dashes).
 
     Args:
-        values: keyword -> value, e.g. ``{"image_dir": "photos", "how_many_training_steps": 500}``; every option
-            not given takes its default (``python -m scripts.retrain --help`` lists them).
+        values: keyword -> value, e.g. ``{"image_dir": "photos", "how_many_training_steps": 500}``: only the
+            options the user gave, since these win over a ``recipe``; every other option takes the recipe's
+            value or its default (``python -m scripts.retrain --help`` lists them).
 
     Returns:
         The nested ``RetrainOptions``, its own checks passed.
@@ -96,7 +102,9 @@ def retrain_options(values: Mapping[str, Any]) -> RetrainOptions:
             options' checks refuse.
     """
     checked = checked_values("retrain", values)
-    return build(RetrainOptions, "retrain", checked, architecture=backbone_spec(checked))
+    architecture = backbone_spec(checked)
+    recipe = apply_recipe(checked, values.keys(), architecture.name)
+    return build(RetrainOptions, "retrain", recipe.values, architecture=architecture, recipe_line=recipe.line)
 
 
 def check_outputs_writable(options: RetrainOptions) -> None:

@@ -38,8 +38,9 @@ from .models.model_file import FROZEN_GRAPH, SAVED_MODEL, model_size
 from .training.batches import bottleneck_batches
 from .training.calibration import calibrate_head, calibration_line
 from .training.class_balance import imbalance_warning
-from .training.finetune import fine_tune, pooled_features
+from .training.finetune import fine_tune, keeps_fine_tuning, pooled_features, restore_top, top_weights
 from .training.head import EvalPoint, Head, train_head
+from .training.recipes import NO_RECIPE
 from .training.splits import SplitData, check_training_data, evaluate_test_set, split_data
 from .training.summaries import TrainingSummaries, progress_printer
 from .training.unknown import fit_unknown_threshold
@@ -81,6 +82,8 @@ def _train(options: RetrainOptions, log: Log) -> _Trained:
     augmentation = augmentation_for(options.augment_copies, options.distortions, options.training.seed)
     if options.fine_tune.blocks:
         cut_tensor(options.architecture, options.fine_tune.blocks)  # a wrong count fails before any work
+    if options.recipe_line:
+        log(options.recipe_line)
     records = split_images(options.image_dir, options.testing_percentage, options.validation_percentage)
     labels = labels_of(records)
     log(split_summary(records))
@@ -142,10 +145,16 @@ def _train(options: RetrainOptions, log: Log) -> _Trained:
     if options.plot_history:
         _plot(history, options, log)
     if cut:
+        stage_one, untouched = head, top_weights(cut.top)  # what --recipe may revert to
         head = fine_tune(cut.top, head, train_rows, train_labels, options.fine_tune, options.training.seed, log,
                          validation=(validation.features, validation.labels),
                          patience=options.training.early_stopping_patience, head_config=options.training)
-        backbone = cut.top.tuned_backbone()
+        if options.recipe != NO_RECIPE and not keeps_fine_tuning(cut.top, stage_one, head, features["validation"],
+                                                                 (validation.features, validation.labels), log):
+            head, blocks = stage_one, 0  # and the loaded backbone, untouched, is exported
+            restore_top(cut.top, untouched)  # the test report, calibration and unknown score pool through it
+        else:
+            backbone = cut.top.tuned_backbone()
         test = SplitData(test.paths, test.labels, pooled_features(cut.top, test.features, "Pooling test activations"))
     # Calibration and the unknown score work on the features the final head sees: a fine-tuned top pools them anew.
     final_validation = features["validation"]

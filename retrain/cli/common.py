@@ -107,6 +107,26 @@ def add_options(parser: argparse.ArgumentParser, tool: str, choices: Mapping[str
                            choices=(choices or {}).get(option.name))
 
 
+def given_options(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> dict[str, object]:
+    """The options the command line gives, parsed, without the ones left at their defaults.
+
+    argparse fills a default only where its namespace has no value yet, so a namespace holding a marker for
+    every option comes back with the marker wherever the flag was not typed: ``--fine_tune_blocks 0`` is
+    given, even though it equals the default.
+
+    Args:
+        parser: the tool's parser (``tool_parser``).
+        argv: the arguments, without the program name; None reads ``sys.argv``.
+
+    Returns:
+        option keyword -> value, for the flags typed only.
+    """
+    not_given = object()
+    parsed = parser.parse_args(argv, argparse.Namespace(**{action.dest: not_given for action in parser._actions
+                                                           if action.dest != argparse.SUPPRESS}))
+    return {name: value for name, value in vars(parsed).items() if value is not not_given}
+
+
 _QUANTIZED = "_quantized"  # how the registry names a MobileNet's 8-bit twin
 
 

@@ -19,7 +19,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from retrain.cli.common import run_cli, tool_parser
+from retrain.cli.common import given_options, run_cli, tool_parser
 from retrain.job_options import retrain_options
 from retrain.models.architectures import ARCHITECTURES, PUBLISHED_TOP1_SOURCE, ArchitectureSpec
 from retrain.pipeline import run_retrain
@@ -31,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.list_architectures:
+    given = given_options(build_parser(), argv)  # only the flags typed: they win over a --recipe
+    if given.get("list_architectures"):
         print(f"{'architecture':28} {'input':>7}  {'features':>8}  {'blocks':>6}  {'top-1':>5}  {'params':>6}  "
               f"{'mult-adds':>9}  {'CPU/image':>9}  source")
         for spec in ARCHITECTURES.values():
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"top-1: published ImageNet accuracy ({PUBLISHED_TOP1_SOURCE}); params (without the ImageNet "
               f"classifier), mult-adds and CPU/image (2 shared cores): python -m benchmarks.backbone_cost")
         return 0
-    run_retrain(retrain_options(vars(args)))
+    run_retrain(retrain_options(given))
     return 0
 
 

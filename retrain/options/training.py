@@ -77,6 +77,12 @@ HEAD = (
 )
 
 FINE_TUNING = (
+    Option("recipe", "none", "none (Poets' head and the flags as given), or best: set, for --architecture, the "
+           "fine-tuning choices that measured best (top blocks, cached views, passes, learning rate and schedule, "
+           "weight decay; the run prints what it set, and every flag you give wins), fine-tune, then keep the "
+           "fine-tuned model only if it beats the head alone on the whole validation set by more than chance (an "
+           "exact paired McNemar test on the same images, p < 0.05); otherwise export the head alone and say so. It "
+           "needs validation images (--validation_percentage above 0).", _FINE_TUNING, _RETRAIN),
     Option("fine_tune_blocks", 0, "Also retrain the backbone's top N blocks (0: only the new layer, as Poets). Try "
            "it on larger datasets when the linear layer is not accurate enough (on 600 flower photos it was not "
            "better: see the README); it costs minutes more. Each image runs once through the frozen part below those "

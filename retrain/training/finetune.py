@@ -33,6 +33,7 @@ from ..progress import progress_bar
 from .early_stopping import EarlyStopping, loss_and_accuracy
 from .head import DenseLayer, Head, TrainingConfig, step_options
 from .head_step import StepOptions, head_step, seeded_generator
+from .keep_or_revert import paired_verdict
 from .optimizers import SCHEDULES, Optimizer, learning_rate_at
 
 PREDICT_BATCH = 64  # cut rows per forward pass when computing pooled features
@@ -86,6 +87,42 @@ class FineTuneConfig:
     def warmup_steps(self, steps: int) -> int:
         """The first of ``steps`` whose learning rate rises linearly, ``warmup`` of them rounded."""
         return round(self.warmup * steps)
+
+
+def top_weights(top: TrainableTop) -> list[np.ndarray]:
+    """A copy of the top blocks' current weights, for ``restore_top``."""
+    return [variable.numpy() for variable in top.variables]
+
+
+def restore_top(top: TrainableTop, weights: list[np.ndarray]) -> None:
+    """Put back the top blocks' weights that ``top_weights`` copied."""
+    for variable, value in zip(top.variables, weights):
+        variable.assign(value)
+
+
+def keeps_fine_tuning(top: TrainableTop, stage_one: Head, tuned: Head, untouched_features: np.ndarray,
+                      validation: tuple[np.ndarray | FeatureRows, np.ndarray], log: Log = print) -> bool:
+    """Whether the fine-tuned model beats stage one's head on the whole validation set (``keep_or_revert``).
+
+    Args:
+        top: the fine-tuned top blocks.
+        stage_one: the head trained on the untouched top blocks, before stage two.
+        tuned: the fine-tuned head.
+        untouched_features: the validation images' pooled features through the untouched top blocks.
+        validation: the validation images' cut rows and labels.
+        log: where the one line with the decision goes.
+
+    Returns:
+        True to keep the fine-tuned model.
+    """
+    rows, labels = validation
+    predicted = [labels, labels]  # none to compare: the verdict, on N=0, keeps the head alone
+    if len(labels):
+        predicted = [stage_one.predict_proba(untouched_features).argmax(axis=1),
+                     tuned.predict_proba(pooled_features(top, rows, "Pooling validation activations")).argmax(axis=1)]
+    verdict = paired_verdict(labels, *predicted)
+    log(verdict.line())
+    return verdict.keep
 
 
 def pooled_features(top: TrainableTop, rows: np.ndarray | FeatureRows, desc: str = "") -> np.ndarray:
@@ -248,7 +285,7 @@ def fine_tune(top: TrainableTop, head: Head, rows: np.ndarray | FeatureRows, lab
     stopping = EarlyStopping(patience) if patience and scored else None
 
     def snapshot() -> tuple[list[np.ndarray], Head]:
-        return [variable.numpy() for variable in top.variables], training.head()
+        return top_weights(top), training.head()
 
     def validation_score(current: Head) -> tuple[float, float, str]:
         """Loss, accuracy, and both as words."""
@@ -290,8 +327,7 @@ def fine_tune(top: TrainableTop, head: Head, rows: np.ndarray | FeatureRows, lab
         head = training.head()
     else:
         weights, head = stopping.best
-        for variable, value in zip(top.variables, weights):
-            variable.assign(value)
+        restore_top(top, weights)
         restored = (f"the weights of step {stopping.best_step}" if stopping.best_step else
                     "the weights from before fine-tuning") + f" (lowest validation loss {stopping.best_loss:.4f})"
         log(f"Fine-tuning stopped early at step {number}: no lower validation loss in {stopping.patience} "
