@@ -130,3 +130,21 @@ def test_without_the_extra_onnx_fails_before_any_work_with_the_pip_command(image
         error = capsys.readouterr().err
         assert error.endswith("needs tf2onnx, not installed: pip install 'retrain[onnx]'\n") and error.count("\n") == 1
     assert not (tmp_path / "bn").exists()  # nothing was computed
+
+
+@pytest.mark.integration
+def test_real_mobilenet_to_onnx_gives_the_frozen_graphs_top1_on_every_test_image(flowers_retrained, tmp_path):
+    from retrain.data.decode import decode_sample
+    from retrain.data.images import split_images
+    from retrain.export.onnx_file import write_onnx_model
+    from tests.conftest import FLOWERS
+    graph = flowers_retrained.out / "graph.pb"
+    labeler = GraphLabeler(graph)
+    output = write_onnx_model(graph, tmp_path / "flowers.onnx", labeler.config)
+    test_paths = [r.path for r in split_images(FLOWERS) if r.split == "test"]
+    paths, pixels = decode_sample(test_paths, len(test_paths), 224, 224)
+    assert len(paths) == len(test_paths) > 0
+    normalization = (labeler.config.input_mean, labeler.config.input_std)
+    ours, theirs = load_model(output).predict(pixels, normalization), labeler.model.predict(pixels, normalization)
+    np.testing.assert_array_equal(ours.argmax(axis=1), theirs.argmax(axis=1))
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
