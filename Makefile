@@ -7,7 +7,7 @@ DEMO_OUT ?= /tmp/retrain_demo
 .PHONY: install demo test lint
 
 install:
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test,beam]'
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test,beam,onnx]'
 
 demo: install
 	$(PYTHON) -m scripts.retrain --image_dir examples/flower_photos \

@@ -16,6 +16,7 @@ from .data.pixel_budget import validate_max_megapixels
 from .errors import UserError, option_name, option_value
 from .explain.html_report import check_report_folder
 from .export.deploy import check_export_options
+from .export.onnx_file import require_onnx_export
 from .export.tflite import NO_QUANTIZATION
 from .files import check_plot_path, check_writable_file, check_writable_folder
 from .models.architectures import ArchitectureSpec, get_architecture, tfhub_spec
@@ -56,6 +57,7 @@ class RetrainOptions:
     fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
     augment_copies: int = default("augment_copies")
     output_tflite: str = default("output_tflite")
+    output_onnx: str = default("output_onnx")
     quantize: str = default("quantize")
     quantize_samples: int = default("quantize_samples")
     tflite_io: str = default("tflite_io")
@@ -71,6 +73,8 @@ class RetrainOptions:
         if self.quantize != NO_QUANTIZATION and not self.output_tflite:
             raise UserError(f"{option_value('quantize', repr(self.quantize))} applies to the TFLite file; add "
                             f"{option_value('output_tflite', 'PATH')}")
+        if self.output_onnx:
+            require_onnx_export(option_name("output_onnx"))
         if self.memory_budget_gb <= 0:
             raise UserError(f"{option_name('memory_budget_gb')} must be positive, got {self.memory_budget_gb}")
         if not 0 <= self.unknown_quantile <= 1:
@@ -122,5 +126,6 @@ def check_outputs_writable(options: RetrainOptions) -> None:
         check_writable_file(options.plot_history, "plot_history")
     if options.html:
         check_report_folder(options.html)
-    if options.output_tflite:
-        check_writable_file(options.output_tflite, "output_tflite")
+    for option in ("output_tflite", "output_onnx"):
+        if getattr(options, option):
+            check_writable_file(getattr(options, option), option)

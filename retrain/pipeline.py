@@ -27,6 +27,7 @@ from .explain.html_report import ReportText, ScoredImage, scored_images, write_h
 from .export.check import CheckImages
 from .export.deploy import check_exports, check_images, write_tflite_model
 from .export.frozen_graph import export_frozen_graph, saved_model_from_graph, sidecar_for, write_labels
+from .export.onnx_file import write_onnx_model
 from .export.tflite import NO_QUANTIZATION, check_calibration, tflite_name
 from .freed_memory import return_freed_memory
 from .graph_contract import Sidecar, sidecar_path
@@ -34,7 +35,7 @@ from .job_options import RetrainOptions, check_outputs_writable, retrain_options
 from .metrics import ClassificationReport
 from .models.backbones import Backbone, load_backbone, trust_graph_warning
 from .models.cut import cut_backbone, cut_tensor
-from .models.model_file import FROZEN_GRAPH, SAVED_MODEL, model_size
+from .models.model_file import FROZEN_GRAPH, ONNX, SAVED_MODEL, model_size
 from .training.batches import bottleneck_batches
 from .training.calibration import calibrate_head, calibration_line
 from .training.class_balance import imbalance_warning
@@ -247,7 +248,7 @@ def _check_images(options: RetrainOptions, data: dict[str, SplitData], head: Hea
 
 
 def _convert_check_and_report(options: RetrainOptions, trained: _Trained, log: Log) -> None:
-    """SavedModel and TFLite from the frozen graph, the check of every written file, "Wrote", the HTML report."""
+    """SavedModel, TFLite and ONNX from the frozen graph, the check of every written file, "Wrote", the report."""
     contract = trained.contract
     written, artifacts = [trained.written], [(Path(options.output_graph), FROZEN_GRAPH, True)]
     if options.saved_model_dir:
@@ -261,6 +262,10 @@ def _convert_check_and_report(options: RetrainOptions, trained: _Trained, log: L
         written.append(f"{options.output_tflite} and {sidecar_path(options.output_tflite)}")
         is_float = options.quantize == NO_QUANTIZATION
         artifacts.append((Path(options.output_tflite), tflite_name(options.quantize), is_float))
+    if options.output_onnx:
+        write_onnx_model(options.output_graph, options.output_onnx, contract, options.trust_graph)
+        written.append(f"{options.output_onnx} and {sidecar_path(options.output_onnx)}")
+        artifacts.append((Path(options.output_onnx), ONNX, True))
     for check in check_exports(artifacts, trained.check, contract.labels, model_size(options.output_graph),
                                options.trust_graph):
         log(f"Checked {check.summary()}")

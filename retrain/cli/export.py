@@ -1,4 +1,4 @@
-"""Convert a retrained graph to TFLite or a SavedModel, and check the result against it.
+"""Convert a retrained graph to TFLite, a SavedModel or ONNX, and check the result against it.
 
 Works with graphs made by retrain (the sidecar supplies size, mean, std and
 labels) and by TensorFlow-for-Poets (batch size 1 baked in, no sidecar: pass
@@ -10,6 +10,8 @@ with the source graph on those images; --quantize int8 also calibrates on them.
     python -m scripts.export --graph out/retrained_graph.pb --to tflite --output out/flowers.tflite
     python -m scripts.export --graph retrained_graph.pb --labels retrained_labels.txt --to tflite \\
         --quantize int8 --image_dir flower_photos --output flowers_int8.tflite
+    python -m scripts.export --graph out/retrained_graph.pb --to onnx --image_dir flower_photos \\
+        --output out/flowers.onnx
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from retrain.cli.common import load_labeler, run_cli, tool_parser
 from retrain.export.deploy import ExportRequest, export_model
 from retrain.export.tflite import QUANTIZE_MODES, TFLITE_IO_TYPES
 
-TARGETS = ("tflite", "saved_model")
+TARGETS = ("tflite", "saved_model", "onnx")
 
 
 def build_parser() -> argparse.ArgumentParser:

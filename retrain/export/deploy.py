@@ -1,6 +1,6 @@
-"""Deployable files beside the frozen graph: TFLite and SavedModel, each checked before it is announced.
+"""Deployable files beside the frozen graph: TFLite, SavedModel and ONNX, each checked before it is announced.
 
-Shared by retrain (``--output_tflite``, ``--saved_model_dir``) and
+Shared by retrain (``--output_tflite``, ``--saved_model_dir``, ``--output_onnx``) and
 ``scripts.export``, which converts a graph that already exists, including
 one TensorFlow-for-Poets wrote (batch size 1, no sidecar). Every written
 model gets a sidecar beside it, so ``label_image`` and apps need no flags.
@@ -22,9 +22,10 @@ from ..files import check_writable_file
 from ..graph_contract import Sidecar, sidecar_path
 from ..label.evaluation import labelled_images
 from ..label.labeler import GraphLabeler
-from ..models.model_file import FROZEN_GRAPH, SAVED_MODEL, detect_format, model_size
+from ..models.model_file import FROZEN_GRAPH, ONNX, SAVED_MODEL, detect_format, model_size
 from .check import DEFAULT_EXPORT_CHECK_SAMPLES, CheckImages, ExportCheck, check_export
 from .frozen_graph import saved_model_from_graph, write_labels
+from .onnx_file import require_onnx_export, write_onnx_model
 from .tflite import (
     DEFAULT_QUANTIZE_SAMPLES,
     FLOAT_IO,
@@ -102,7 +103,7 @@ def check_exports(artifacts: Sequence[tuple[Path, str, bool]], images: CheckImag
 class ExportRequest:
     """The flags of ``scripts.export``."""
     graph: str
-    to: str  # "tflite" or "saved_model"
+    to: str  # "tflite", "saved_model" or "onnx"
     output: str
     output_labels: str = ""  # "": the output's name with .txt
     image_dir: str = ""  # "": convert without checking or calibrating
@@ -116,9 +117,11 @@ class ExportRequest:
     def __post_init__(self) -> None:
         """Flag mistakes show at once, before TensorFlow's slow start-up and the graph's loading."""
         check_export_options(self.quantize, self.tflite_io, self.quantize_samples, self.export_check_samples)
-        if self.to == "saved_model" and self.quantize != NO_QUANTIZATION:
-            raise UserError(f"{option_name('quantize')} applies to {option_value('to', repr('tflite'))} only; a "
-                            f"SavedModel keeps float weights")
+        if self.to != "tflite" and self.quantize != NO_QUANTIZATION:
+            raise UserError(f"{option_name('quantize')} applies to {option_value('to', repr('tflite'))} only; "
+                            f"{option_value('to', repr(self.to))} keeps float weights")
+        if self.to == "onnx":
+            require_onnx_export(option_value("to", repr("onnx")))
         if detect_format(self.graph) != FROZEN_GRAPH:
             raise UserError(f"{option_value('graph', self.graph)} is already converted; pass the frozen graph (.pb) "
                             f"it came from")
@@ -140,6 +143,10 @@ def export_model(source: GraphLabeler, request: ExportRequest) -> Iterator[str]:
         write_tflite_model(request.graph, output, contract, request.quantize, request.tflite_io, paths,
                            request.quantize_samples, request.max_image_megapixels)
         name = tflite_name(request.quantize)
+    elif request.to == "onnx":
+        check_writable_file(output, "output")
+        write_onnx_model(request.graph, output, contract, request.trust_graph)
+        name = ONNX
     else:
         saved_model_from_graph(request.graph, contract, output, request.trust_graph)
         contract.write(output)

@@ -6,8 +6,10 @@ TensorFlow would run it. Every GraphDef, SavedModel and TFLite file is
 checked against an allowlist of ops that only compute on tensors in memory:
 the ops of every backbone in the registry, of our heads and exports, and of
 TensorFlow-for-Poets' graphs (image decoding and resizing, the 8-bit ops of
-its quantized MobileNets). Anything else is refused with one line naming the
-op and the node, unless the user passes ``--trust_graph``.
+its quantized MobileNets). ONNX files get the same treatment with their own
+list (``ONNX_OPS``: standard-domain operators only, no control flow). Anything
+else is refused with one line naming the op and the node, unless the user
+passes ``--trust_graph``.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 from ..errors import UserError, option_switch
 
 if TYPE_CHECKING:
+    from onnx import ModelProto
     from tensorflow.core.framework.graph_pb2 import GraphDef
     from tensorflow.core.protobuf.meta_graph_pb2 import MetaGraphDef
 
@@ -64,6 +67,23 @@ CHECKPOINT_OPS = frozenset({"SaveV2", "RestoreV2", "MergeV2Checkpoints", "Sharde
                             "StaticRegexFullMatch", "Save", "SaveSlices", "Restore", "RestoreSlice"})
 # TFLite's builtin operators compute in memory; select-TF ("Flex") ops carry a TensorFlow op, checked as such.
 TFLITE_FLEX_PREFIX = "Flex"
+# ONNX operators of the standard domain that compute on tensors in memory: what tf2onnx makes of every op above
+# that our exports use, and their close relatives. No control flow (Loop, If, Scan: subgraphs), no custom domains
+# (com.microsoft and the like run code outside the standard), no random or sequence/optional/string ops.
+ONNX_STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
+ONNX_OPS = frozenset({
+    "Constant", "ConstantOfShape", "Identity", "Cast", "CastLike", "Shape", "Size", "Reshape", "Flatten", "Squeeze",
+    "Unsqueeze", "Transpose", "Concat", "Split", "Slice", "Gather", "GatherElements", "GatherND", "Expand", "Tile",
+    "Pad", "Range", "Where", "TopK", "ArgMax", "ArgMin", "OneHot", "DepthToSpace", "SpaceToDepth",
+    "Add", "Sub", "Mul", "Div", "Pow", "Neg", "Abs", "Sign", "Sqrt", "Reciprocal", "Exp", "Log", "Floor", "Ceil",
+    "Round", "Erf", "Tanh", "Sigmoid", "Min", "Max", "Sum", "Mean", "Clip", "Mod", "Equal", "Less", "LessOrEqual",
+    "Greater", "GreaterOrEqual", "Not", "And", "Or", "Xor", "IsNaN", "IsInf", "MatMul", "Gemm", "Einsum",
+    "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceSumSquare", "ReduceL2", "CumSum",
+    "Conv", "ConvTranspose", "BatchNormalization", "InstanceNormalization", "LayerNormalization", "Relu",
+    "LeakyRelu", "Elu", "Selu", "PRelu", "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Gelu", "Softmax",
+    "LogSoftmax", "AveragePool", "MaxPool", "GlobalAveragePool", "GlobalMaxPool", "LRN", "Resize",
+    "QuantizeLinear", "DequantizeLinear",
+})
 
 
 def refusal(op: str, node: str, source: str | os.PathLike) -> UserError:
@@ -118,6 +138,18 @@ def check_tflite_ops(ops: Iterable[tuple[str, str]], source: str | os.PathLike) 
         builtin = op.isupper()  # the schema's names: CONV_2D, FULLY_CONNECTED, ...
         if not builtin and op.removeprefix(TFLITE_FLEX_PREFIX) not in PURE_OPS:
             raise refusal(op, node, source)
+
+
+def check_onnx_model(model: ModelProto, source: str | os.PathLike) -> None:
+    """Refuse an ONNX model with a node outside ``ONNX_OPS`` or the standard domain (model-local functions too)."""
+    nodes = [(node, "") for node in model.graph.node]
+    nodes += [(node, f" in function {function.name}") for function in model.functions for node in function.node]
+    for node, where in nodes:
+        if node.domain not in ONNX_STANDARD_DOMAINS or node.op_type not in ONNX_OPS:
+            op = f"{node.domain}.{node.op_type}" if node.domain else node.op_type
+            raise UserError(f"{source} contains ONNX op {op} (node {node.name or '?'}{where}), which is not among "
+                            f"the pure computations retrain's exports use; refusing to run it. If you trust where it "
+                            f"came from, pass {option_switch('trust_graph')}")
 
 
 def _ops_of_graph(graph_def: GraphDef, skip_functions: frozenset[str] = frozenset()) -> Iterator[tuple[str, str]]:

@@ -1,7 +1,7 @@
 """Open a classifier model file of any format we write, behind one small interface.
 
-A frozen graph (binary GraphDef ``.pb``), a SavedModel folder and a TFLite
-flatbuffer all become a ``Model``: normalised float images ``[N, H, W, 3]``
+A frozen graph (binary GraphDef ``.pb``), a SavedModel folder, a TFLite
+flatbuffer and an ONNX file (``onnx_model``) all become a ``Model``: normalised float images ``[N, H, W, 3]``
 in, probabilities ``[N, C]`` out, and the unknown score ``[N]`` too when the
 model has that second output (``graph_contract.UNKNOWN_SCORE_NAME``). The format is decided by content, never by
 the file name: users rename files, and a ``.pb`` that is really a TFLite
@@ -15,30 +15,24 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 
-from ..errors import UserError, option_name, option_value
+from ..errors import UserError, option_value
 from ..graph_contract import FINAL_TENSOR_NAME, INPUT_NAME, SERVING_SIGNATURE, UNKNOWN_SCORE_NAME
 from ..quiet import native_output_hidden
 from .backbones import load_graph_def, normalize_pixels, prune_graph
 from .graph_check import check_graph_def, check_saved_model, check_tflite_ops
+from .model_base import FORMATS_HINT, BatchRefused, Model, Normalization, Outputs, input_size_advice
+from .onnx_model import ONNX, OnnxModel, is_onnx
 
 FROZEN_GRAPH, SAVED_MODEL, TFLITE = "frozen graph", "SavedModel", "TFLite"
 TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier, at bytes 4..8 of every TFLite model
-Normalization = Optional[tuple[float, float]]  # (mean, std) of uint8 pixels; None: already normalised
-Outputs = tuple[np.ndarray, Optional[np.ndarray]]  # probabilities [N, C], unknown scores [N] or None
-FORMATS_HINT = "a frozen graph (.pb), a SavedModel folder or a .tflite file written by retrain or scripts.export"
-
-
-def _input_size_advice() -> str:
-    """What to check when a model refuses the image size it was given."""
-    return f"check {option_name('input_height')} and {option_name('input_width')}"
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """``FROZEN_GRAPH``, ``SAVED_MODEL`` or ``TFLITE``, from what ``path`` holds."""
+    """``FROZEN_GRAPH``, ``SAVED_MODEL``, ``TFLITE`` or ``ONNX``, from what ``path`` holds."""
     path = Path(path)
     if path.is_dir():
         if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
@@ -49,7 +43,9 @@ def detect_format(path: str | os.PathLike) -> str:
         raise UserError(f"{option_value('graph', path)} does not exist; pass {FORMATS_HINT}")
     with open(path, "rb") as handle:
         head = handle.read(8)
-    return TFLITE if head[4:8] == TFLITE_IDENTIFIER else FROZEN_GRAPH
+    if head[4:8] == TFLITE_IDENTIFIER:
+        return TFLITE
+    return ONNX if is_onnx(head) else FROZEN_GRAPH
 
 
 def tflite_interpreter(model_path: str | os.PathLike, num_threads: int | None = None):
@@ -75,66 +71,6 @@ def tflite_interpreter(model_path: str | os.PathLike, num_threads: int | None = 
         except (ValueError, RuntimeError) as error:
             raise UserError(f"{model_path} looks like a TFLite file but cannot be loaded "
                             f"({str(error).splitlines()[0][:160]}); pass {FORMATS_HINT}") from None
-
-
-class BatchRefused(Exception):
-    """The model cannot take this many images at once (batch size 1 baked in): run them one by one."""
-
-
-class Model:
-    """A loaded classifier: normalised images in, probabilities out, in batches when the model allows.
-
-    ``input_size`` is ``(height, width)`` when the file fixes it, else None
-    (our frozen graphs take any size; the sidecar says which one to feed).
-    ``has_unknown_score``: the file has the second output ``unknown_score`` (``--unknown_quantile``).
-    """
-    format: str
-
-    def __init__(self, path: Path, input_size: tuple[int, int] | None, has_unknown_score: bool = False):
-        self.path = path
-        self.input_size = input_size
-        self.has_unknown_score = has_unknown_score
-        self.batched = True
-
-    def _call(self, images: np.ndarray, normalization: Normalization) -> Outputs:
-        """Both outputs for one batch; raises ``BatchRefused`` when the batch is too big for the model."""
-        raise NotImplementedError
-
-    def predict_with_unknown(self, images: np.ndarray, normalization: Normalization = None) -> Outputs:
-        """Probabilities ``[N, C]`` and unknown scores ``[N]`` (None without that output) in one pass.
-
-        ``images`` are the normalised float32 values the model's input takes,
-        or, with ``normalization=(mean, std)``, uint8 pixels to normalise first
-        (inside the compiled function where there is one: about 10x cheaper).
-        An image whose score is above the sidecar's ``unknown_threshold`` is none of the labels.
-        """
-        if self.batched or len(images) == 1:
-            try:
-                probabilities, scores = self._call(images, normalization)
-                return (probabilities.reshape(len(images), -1),
-                        None if scores is None else scores.reshape(len(images)))
-            except BatchRefused:
-                self.batched = False  # a graph with batch size 1 baked in: fall back to one at a time
-        singles = [self.predict_with_unknown(images[i:i + 1], normalization) for i in range(len(images))]
-        return (np.concatenate([p for p, _ in singles]),
-                np.concatenate([s for _, s in singles]) if self.has_unknown_score else None)
-
-    def predict(self, images: np.ndarray, normalization: Normalization = None) -> np.ndarray:
-        """Probabilities ``[N, C]`` for images ``[N, H, W, 3]`` (see ``predict_with_unknown``)."""
-        return self.predict_with_unknown(images, normalization)[0]
-
-    def check_input_size(self, height: int, width: int) -> None:
-        """Refuse a size the file does not take, before it produces a confusing runtime error."""
-        if self.input_size is not None and self.input_size != (height, width):
-            raise UserError(f"the {self.format} {self.path} does not take {height}x{width} images (it takes "
-                            f"{self.input_size[0]}x{self.input_size[1]}); {_input_size_advice()}")
-
-    def check_labels(self, labels: list[str], height: int, width: int, normalization: Normalization) -> None:
-        """The model's output size must match the labels (probed on one blank image, the way labelling runs it)."""
-        outputs = self.predict(np.zeros((1, height, width, 3), np.uint8), normalization).shape[-1]
-        if outputs != len(labels):
-            raise UserError(f"the {self.format} {self.path} has {outputs} outputs but the labels file has "
-                            f"{len(labels)} labels; pass the labels file written together with this model")
 
 
 class TensorFlowModel(Model):
@@ -175,11 +111,11 @@ class TensorFlowModel(Model):
             if len(images) > 1:
                 raise BatchRefused() from None
             raise UserError(f"the {self.format} {self.path} does not take {images.shape[1]}x{images.shape[2]} "
-                            f"images; {_input_size_advice()}") from None
+                            f"images; {input_size_advice()}") from None
         except tf.errors.InvalidArgumentError as error:
             if len(images) == 1:
                 raise UserError(f"the {self.format} {self.path} rejects {images.shape[1]}x{images.shape[2]} input "
-                                f"({str(error).splitlines()[0][:160]}); {_input_size_advice()}") from None
+                                f"({str(error).splitlines()[0][:160]}); {input_size_advice()}") from None
             raise BatchRefused() from None
         except tf.errors.OpError as error:  # a damaged graph that imports but cannot run (found by fuzzing)
             raise UserError(f"the {self.format} {self.path} cannot run ({type(error).__name__}: "
@@ -302,12 +238,17 @@ def load_model(path: str | os.PathLike, input_layer: str = INPUT_NAME, output_la
     Tensor names only matter for frozen graphs and SavedModels.
     """
     path = Path(path)
-    model_format = detect_format(path)
-    if model_format == TFLITE:
-        return TFLiteModel(path, num_threads, trust_graph)
-    if model_format == SAVED_MODEL:
-        return _load_saved_model(path, output_layer, trust_graph)
-    return _load_frozen_graph(path, input_layer, output_layer, trust_graph)
+    return LOADERS[detect_format(path)](path, input_layer, output_layer, num_threads, trust_graph)
+
+
+# How each format opens: (path, input layer, output layer, threads, trust_graph) -> Model.
+LOADERS: dict[str, Callable[[Path, str, str, int | None, bool], Model]] = {
+    FROZEN_GRAPH: lambda path, input_layer, output_layer, _, trust: _load_frozen_graph(path, input_layer,
+                                                                                       output_layer, trust),
+    SAVED_MODEL: lambda path, _, output_layer, __, trust: _load_saved_model(path, output_layer, trust),
+    TFLITE: lambda path, _, __, threads, trust: TFLiteModel(path, threads, trust),
+    ONNX: lambda path, _, __, threads, trust: OnnxModel(path, threads, trust),
+}
 
 
 def model_size(path: str | os.PathLike) -> int:

@@ -36,6 +36,9 @@ OUTPUTS = (
 DEPLOY = (
     Option("output_tflite", "", "Also write a TFLite model here, with the frozen graph's contract (input 'input' "
            "normalised as the sidecar says, output 'final_result' in labels order).", _DEPLOY, _RETRAIN),
+    Option("output_onnx", "", "Also write an ONNX model here (opset 17, converted from the frozen graph by "
+           "tf2onnx; needs pip install 'retrain[onnx]'), with the same contract: input 'input', output "
+           "'final_result' (and 'unknown_score' when the model has one).", _DEPLOY, _RETRAIN),
     Option("quantize", "none", "How to shrink the TFLite model: none, float16 (half the size), dynamic (int8 "
            "weights, a quarter) or int8 (integers throughout, calibrated on images: retrain's training images, "
            "export's --image_dir).", _DEPLOY, _EXPORTERS),
@@ -73,8 +76,8 @@ LABELLING_TOOLS = (
            "model's unknown score between --image_dir's images and these, and the share of each flagged as none of "
            "the labels. Needs a model with an unknown score.", "", ("evaluate",), metavar="DIR"),
     Option("to", None, "The format to write.", "", ("export",), required=("export",)),
-    Option("output", None, "The .tflite file or SavedModel folder to write. Its sidecar (.json) and labels file "
-           "(.txt, unless --output_labels) go beside it.", "", ("export",), required=("export",)),
+    Option("output", None, "The .tflite file, SavedModel folder or .onnx file to write. Its sidecar (.json) and "
+           "labels file (.txt, unless --output_labels) go beside it.", "", ("export",), required=("export",)),
     Option("output_labels", "", "Where to write the labels file. (default: --output with the suffix .txt)", "",
            ("export",)),
 )
