@@ -88,6 +88,16 @@ def by_spelling(command_line: str, python: str) -> str:
     return command_line if _COMMAND_LINE_SPELLING.get() else python
 
 
+def first_line(error: BaseException, limit: int = 160) -> str:
+    """The first non-blank line of ``error``'s message, at most ``limit`` characters, or its type's name.
+
+    Converters and runtimes (TensorFlow's, tf2onnx, onnxruntime) raise messages of many lines, C++ stacks
+    included: one line of it is what a one-line error can quote.
+    """
+    line = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    return line[:limit]
+
+
 class UserError(Exception):
     """A problem with the user's input, flags or files, with a fix in the message."""
 

@@ -13,7 +13,7 @@ import logging
 import os
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 from ..files import atomic_write
 from ..graph_contract import Sidecar
 from ..models.backbones import load_graph_def
@@ -59,8 +59,7 @@ def convert_graph_to_onnx(graph_path: str | os.PathLike, contract: Sidecar, trus
                 shape_override={input_tensor: [None, contract.input_height, contract.input_width, 3]},
                 tensors_to_rename=names)
     except Exception as error:  # tf2onnx raises ValueError, KeyError, and errors from TensorFlow's importer
-        first_line = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
-        raise UserError(f"cannot convert {graph_path} to ONNX ({first_line[:200]})") from None
+        raise UserError(f"cannot convert {graph_path} to ONNX ({first_line(error, 200)})") from None
     finally:
         converter_log.setLevel(level)
     return model.SerializeToString()

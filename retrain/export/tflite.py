@@ -19,7 +19,7 @@ from typing import Iterator, Sized
 
 import numpy as np
 
-from ..errors import UserError, option_name, option_value
+from ..errors import UserError, first_line, option_name, option_value
 from ..files import atomic_write
 from ..graph_contract import UNKNOWN_SCORE_NAME, Sidecar
 from ..models.backbones import normalize_pixels
@@ -89,8 +89,7 @@ def convert_graph(graph_path: str | os.PathLike, contract: Sidecar, quantize: st
         with native_output_hidden():
             return converter.convert()
     except Exception as error:  # the converter raises ConverterError, ValueError and others from C++
-        first_line = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
-        raise UserError(f"cannot convert {graph_path} to TFLite ({first_line[:200]})") from None
+        raise UserError(f"cannot convert {graph_path} to TFLite ({first_line(error, 200)})") from None
 
 
 def _representative(pixels: np.ndarray, mean: float, std: float) -> Iterator[list[np.ndarray]]:

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 from ..graph_contract import UNKNOWN_SCORE_NAME
 from .backbones import normalize_pixels
 from .graph_check import check_onnx_model
@@ -72,7 +72,7 @@ class OnnxModel(Model):
                                                          providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own Fail, InvalidGraph, ... (all plain Exceptions)
             raise UserError(f"{path} looks like an ONNX file but cannot be loaded "
-                            f"({str(error).splitlines()[0][:160]}); pass {FORMATS_HINT}") from None
+                            f"({first_line(error)}); pass {FORMATS_HINT}") from None
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         probabilities = [output.name for output in outputs if output.name != UNKNOWN_SCORE_NAME]
         has_unknown = len(probabilities) < len(outputs)
@@ -95,6 +95,6 @@ class OnnxModel(Model):
             if len(images) > 1:
                 raise BatchRefused() from None
             raise UserError(f"the {self.format} {self.path} rejects {images.shape[1]}x{images.shape[2]} input "
-                            f"({str(error).splitlines()[0][:160]}); {input_size_advice()}") from None
+                            f"({first_line(error)}); {input_size_advice()}") from None
         return answers[0], answers[1] if self.has_unknown_score else None
 
