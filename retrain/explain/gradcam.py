@@ -19,7 +19,7 @@ from PIL import Image
 
 from ..data.decode import load_rgb
 from ..data.pixel_budget import DEFAULT_MAX_IMAGE_MEGAPIXELS
-from ..errors import UserError, option_name, option_value
+from ..errors import UserError, first_line, option_name, option_value
 from ..files import write_image
 from ..graph_contract import Sidecar
 from ..models.backbones import normalize_pixels
@@ -66,7 +66,7 @@ class GradCam:
             return self._maps(images, classes)
         except tf.errors.InvalidArgumentError as error:
             if len(images) == 1:
-                raise UserError(f"the graph rejects this input ({str(error).splitlines()[0][:160]}); check "
+                raise UserError(f"the graph rejects this input ({first_line(error)}); check "
                                 f"{option_name('input_height')}/width and {option_name('gradcam_layer')}") from None
         # A graph with batch size 1 baked in past its input (Poets' Inception v3): one image at a time.
         return np.concatenate([self._maps(images[i:i + 1], classes[i:i + 1]) for i in range(len(images))])

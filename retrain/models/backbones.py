@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import UserError, option_name, option_switch, option_value
+from ..errors import UserError, first_line, option_name, option_switch, option_value
 from .architectures import ArchitectureSpec
 from .downloads import ensure_model_file
 from .graph_check import check_graph_def, check_saved_model
@@ -92,7 +92,7 @@ def import_frozen_graph(graph_def):
     try:
         return tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
     except (ValueError, TypeError, tf.errors.OpError) as error:
-        raise UserError(f"the graph cannot be loaded ({str(error).splitlines()[0][:200]}); pass a frozen graph "
+        raise UserError(f"the graph cannot be loaded ({first_line(error, 200)}); pass a frozen graph "
                         f"written by retrain or TensorFlow-for-Poets") from None
 
 
@@ -206,8 +206,7 @@ def _load_tfhub(spec: ArchitectureSpec, model_dir: Path, trust_graph: bool) -> C
     except UserError:
         raise
     except Exception as error:  # hub/TF raise many types for an unreachable or bad module
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"cannot load TF-Hub module {handle} ({first_line[:200]}); to work offline, download "
+        raise UserError(f"cannot load TF-Hub module {handle} ({first_line(error, 200)}); to work offline, download "
                         f"it on another machine and pass its SavedModel folder to "
                         f"{option_name('tfhub_module')}") from None
     return flatten(module)
@@ -234,7 +233,7 @@ def load_backbone(spec: ArchitectureSpec, model_dir: str | os.PathLike, trust_gr
         size, = output_shape(compiled, spec.input_size)
     except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:  # TypeError: another fixed size
         raise UserError(f"backbone {spec.name} does not accept {spec.input_size}x{spec.input_size} images "
-                        f"({str(error).splitlines()[0][:160]})") from None
+                        f"({first_line(error)})") from None
     if spec.feature_size and size != spec.feature_size:
         raise UserError(f"backbone {spec.name} gives {size}-d features, the registry says {spec.feature_size}; "
                         f"the file under {option_name('model_dir')} is not the expected model")

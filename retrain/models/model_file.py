@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import UserError, option_value
+from ..errors import UserError, first_line, option_value
 from ..graph_contract import FINAL_TENSOR_NAME, INPUT_NAME, SERVING_SIGNATURE, UNKNOWN_SCORE_NAME
 from ..quiet import native_output_hidden
 from .backbones import load_graph_def, normalize_pixels, prune_graph
@@ -70,7 +70,7 @@ def tflite_interpreter(model_path: str | os.PathLike, num_threads: int | None = 
                 return interpreter
         except (ValueError, RuntimeError) as error:
             raise UserError(f"{model_path} looks like a TFLite file but cannot be loaded "
-                            f"({str(error).splitlines()[0][:160]}); pass {FORMATS_HINT}") from None
+                            f"({first_line(error)}); pass {FORMATS_HINT}") from None
 
 
 class TensorFlowModel(Model):
@@ -115,11 +115,11 @@ class TensorFlowModel(Model):
         except tf.errors.InvalidArgumentError as error:
             if len(images) == 1:
                 raise UserError(f"the {self.format} {self.path} rejects {images.shape[1]}x{images.shape[2]} input "
-                                f"({str(error).splitlines()[0][:160]}); {input_size_advice()}") from None
+                                f"({first_line(error)}); {input_size_advice()}") from None
             raise BatchRefused() from None
         except tf.errors.OpError as error:  # a damaged graph that imports but cannot run (found by fuzzing)
             raise UserError(f"the {self.format} {self.path} cannot run ({type(error).__name__}: "
-                            f"{str(error).splitlines()[0][:160]}); pass a model written by retrain or "
+                            f"{first_line(error)}); pass a model written by retrain or "
                             f"TensorFlow-for-Poets") from None
 
 
@@ -212,7 +212,7 @@ def _load_saved_model(path: Path, output_layer: str, trust_graph: bool) -> Model
     try:
         signature = tf.saved_model.load(str(path)).signatures[SERVING_SIGNATURE]
     except (KeyError, OSError, ValueError) as error:
-        raise UserError(f"cannot load the SavedModel {path} ({str(error).splitlines()[0][:160]}); it needs a "
+        raise UserError(f"cannot load the SavedModel {path} ({first_line(error)}); it needs a "
                         f"'{SERVING_SIGNATURE}' signature from images to probabilities") from None
     inputs = signature.structured_input_signature[1]
     outputs = signature.structured_outputs
