@@ -145,22 +145,23 @@ def _train(options: RetrainOptions, log: Log) -> _Trained:
                       checkpoint_every=options.intermediate_store_frequency, train_labels=train_labels, log=log)
     if options.plot_history:
         _plot(history, options, log)
+    # Calibration, the unknown score and --recipe's verdict work on the features the final head sees: a
+    # fine-tuned top pools them anew, once.
+    final_validation = features["validation"]
     if cut:
         stage_one, untouched = head, top_weights(cut.top)  # what --recipe may revert to
         head = fine_tune(cut.top, head, train_rows, train_labels, options.fine_tune, options.training.seed, log,
                          validation=(validation.features, validation.labels),
                          patience=options.training.early_stopping_patience, head_config=options.training)
-        if options.recipe != NO_RECIPE and not keeps_fine_tuning(cut.top, stage_one, head, features["validation"],
-                                                                 (validation.features, validation.labels), log):
-            head, blocks = stage_one, 0  # and the loaded backbone, untouched, is exported
-            restore_top(cut.top, untouched)  # the test report, calibration and unknown score pool through it
+        if len(validation.labels) and (options.recipe != NO_RECIPE or options.calibrate or options.unknown_quantile):
+            final_validation = pooled_features(cut.top, validation.features, "Pooling validation activations")
+        if options.recipe != NO_RECIPE and not keeps_fine_tuning(stage_one, head, features["validation"],
+                                                                 final_validation, validation.labels, log):
+            head, blocks, final_validation = stage_one, 0, features["validation"]  # the loaded backbone is exported
+            restore_top(cut.top, untouched)  # the test report and the unknown score pool through it
         else:
             backbone = cut.top.tuned_backbone()
         test = SplitData(test.paths, test.labels, pooled_features(cut.top, test.features, "Pooling test activations"))
-    # Calibration and the unknown score work on the features the final head sees: a fine-tuned top pools them anew.
-    final_validation = features["validation"]
-    if cut and len(validation.labels) and (options.calibrate or options.unknown_quantile):
-        final_validation = pooled_features(cut.top, validation.features, "Pooling validation activations")
     if options.calibrate:
         head = calibrate_head(head, final_validation, validation.labels, log)
     if options.unknown_quantile:  # on the training images themselves, not their augmented views

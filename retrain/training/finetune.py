@@ -100,26 +100,25 @@ def restore_top(top: TrainableTop, weights: list[np.ndarray]) -> None:
         variable.assign(value)
 
 
-def keeps_fine_tuning(top: TrainableTop, stage_one: Head, tuned: Head, untouched_features: np.ndarray,
-                      validation: tuple[np.ndarray | FeatureRows, np.ndarray], log: Log = print) -> bool:
+def keeps_fine_tuning(stage_one: Head, tuned: Head, untouched_features: np.ndarray, tuned_features: np.ndarray,
+                      labels: np.ndarray, log: Log = print) -> bool:
     """Whether the fine-tuned model beats stage one's head on the whole validation set (``keep_or_revert``).
 
     Args:
-        top: the fine-tuned top blocks.
         stage_one: the head trained on the untouched top blocks, before stage two.
         tuned: the fine-tuned head.
         untouched_features: the validation images' pooled features through the untouched top blocks.
-        validation: the validation images' cut rows and labels.
+        tuned_features: the same images' pooled features through the fine-tuned top blocks.
+        labels: the validation images' classes.
         log: where the one line with the decision goes.
 
     Returns:
         True to keep the fine-tuned model.
     """
-    rows, labels = validation
     predicted = [labels, labels]  # none to compare: the verdict, on N=0, keeps the head alone
     if len(labels):
         predicted = [stage_one.predict_proba(untouched_features).argmax(axis=1),
-                     tuned.predict_proba(pooled_features(top, rows, "Pooling validation activations")).argmax(axis=1)]
+                     tuned.predict_proba(tuned_features).argmax(axis=1)]
     verdict = paired_verdict(labels, *predicted)
     log(verdict.line())
     return verdict.keep
