@@ -12,7 +12,7 @@ from retrain.models.graph_check import check_graph_def, check_saved_model, check
 from retrain.training.head import DenseLayer, Head
 from tests.conftest import PROJECT, tiny_graph_def, tiny_spec
 from tests.hostile_files import graph_writing_file, saved_model_writing_file
-from tests.test_todays_backbones import ONE_PER_FAMILY, TODAYS_ROWS
+from tests.test_todays_backbones import TODAYS_ROWS
 
 # The smallest input each Keras Applications row builds at: the ops do not depend on the size.
 KERAS_SMALLEST_INPUT = {"inception_v3": 75, "vgg16": 32, "resnet50": 32,
@@ -52,8 +52,9 @@ def test_every_keras_row_of_the_registry_is_covered():
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("name", ["inception_v3", "vgg16", "resnet50", *ONE_PER_FAMILY])  # a family shares its ops
-def test_every_keras_row_exports_graphs_that_pass(name, tmp_path):
+# Today's rows (issue 23) export a graph and a SavedModel and check both in their end-to-end retrain tests.
+@pytest.mark.parametrize("name", ["inception_v3", "vgg16", "resnet50"])
+def test_the_older_keras_rows_export_graphs_that_pass(name, tmp_path):
     check_exports(keras_row_without_weights(name), tmp_path)
 
 

@@ -249,7 +249,9 @@ def output_shape(function: Callable, input_size: int) -> tuple[int, ...]:
     """
     import tensorflow as tf
     images = tf.TensorSpec([None, input_size, input_size, 3], tf.float32)
-    shape = tf.function(function, autograph=False).get_concrete_function(images).output_shapes[1:]
+    # A tf.function keeps this trace for its first call; wrapping it in another would trace the network twice.
+    traced = function if hasattr(function, "get_concrete_function") else tf.function(function, autograph=False)
+    shape = traced.get_concrete_function(images).output_shapes[1:]
     if not shape.is_fully_defined():
         shape = function(tf.zeros([1, input_size, input_size, 3])).shape[1:]
     return tuple(int(d) for d in shape)
