@@ -43,3 +43,17 @@ def test_quantile_must_be_a_share():
     score = fit_unknown_score(rng.normal(size=(20, 4)), np.arange(20) % 2)
     with pytest.raises(ValueError):
         with_threshold(score, rng.normal(size=(5, 4)), 0)
+
+
+@pytest.mark.parametrize("spread", [0.0, 1e-30])
+def test_features_that_never_vary_within_a_class_still_give_finite_scores(spread):
+    # a random-weight backbone can map every photo of a class to one vector: no variance to whiten by
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(2, 8))
+    labels = np.arange(40) % 2
+    train = centres[labels] + spread * rng.normal(size=(40, 8))
+    score = with_threshold(fit_unknown_score(train, labels), train[:10], 0.95)
+    assert np.isfinite(score.whitening).all() and np.isfinite(score.threshold)
+    assert score.scores(centres).max() < 1e-6  # each class mean is its own nearest mean
+    assert score.is_unknown(centres + 5.0).all()
+    assert np.isfinite(fit_unknown_score(np.zeros((4, 3)), np.arange(4) % 2).whitening).all()  # nothing but zeros

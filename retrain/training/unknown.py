@@ -21,6 +21,7 @@ from ..cache.rows import SCORE_ROWS, FeatureRows
 from ..errors import Log, option_value
 
 RIDGE = 1e-3  # relative to the covariance's mean variance, trace / D
+VARIANCE_FLOOR = 1e-6  # the least mean variance, relative to the mean squared class-mean feature
 UNKNOWN_QUANTILE = 0.95  # the share of validation images of the known classes that passes
 
 
@@ -106,9 +107,16 @@ def fit_unknown_score(features: np.ndarray | FeatureRows, labels: np.ndarray, ri
         centred = rows - means[np.searchsorted(classes, labels[positions])]
         covariance += centred.T @ centred
     covariance /= len(labels)
-    covariance[np.diag_indices_from(covariance)] += ridge * np.trace(covariance) / len(covariance)
+    # Features that (nearly) never vary within a class, as from a backbone with random or dead weights, would
+    # make the ridge vanish and the whitening explode: the variance it is relative to has a floor at a
+    # VARIANCE_FLOOR share of the features' own energy (real features vary far more), or 1 when they are all 0.
+    energy = float(np.mean(means ** 2))
+    mean_variance = max(np.trace(covariance) / len(covariance), VARIANCE_FLOOR * energy) or 1.0
+    ridge_variance = ridge * mean_variance
+    covariance[np.diag_indices_from(covariance)] += ridge_variance
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-    whitening = eigenvectors / np.sqrt(eigenvalues)
+    # every eigenvalue is at least the ridge; round-off can leave one a hair below it (or below 0 when it is tiny)
+    whitening = eigenvectors / np.sqrt(np.maximum(eigenvalues, ridge_variance))
     return UnknownScore(whitening, means @ whitening)
 
 
