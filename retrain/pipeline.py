@@ -24,7 +24,7 @@ from .errors import Log, option_value
 from .explain.gradcam import GradCam
 from .explain.history_plot import plot_history
 from .explain.html_report import ReportText, ScoredImage, scored_images, write_html_report
-from .export.check import CheckImages
+from .export.check import ENGINE_FEATURE_ERROR, CheckImages
 from .export.deploy import check_exports, check_images, write_tflite_model
 from .export.frozen_graph import export_frozen_graph, saved_model_from_graph, sidecar_for, write_labels
 from .export.onnx_file import write_onnx_model
@@ -240,9 +240,18 @@ def _check_images(options: RetrainOptions, data: dict[str, SplitData], head: Hea
         def unknown_error(positions: np.ndarray) -> np.ndarray:
             return head.unknown.score_error(split.features[positions], rounding_error(split.features[positions]))
     else:
-        def reference(_: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-            return answers(tuned(pixels))  # the tuned backbone runs once for both answers
-        logit_error = unknown_error = None
+        tuned_features: dict[bytes, np.ndarray] = {}
+
+        def reference(positions: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+            # the tuned backbone runs once for both answers; its features stay for the scores' error bound
+            features = tuned_features[positions.tobytes()] = tuned(pixels)
+            return answers(features)
+
+        def unknown_error(positions: np.ndarray) -> np.ndarray:
+            # the Keras top and the frozen graph sum the same float32 products in another order
+            features = tuned_features[positions.tobytes()]
+            return head.unknown.score_error(features, np.abs(features) * ENGINE_FEATURE_ERROR)
+        logit_error = None
     return check_images(split.paths, split.labels, options.export_check_samples, contract, reference,
                         "the trained model", options.max_image_megapixels, logit_error,
                         unknown_error if head.unknown is not None else None)

@@ -110,8 +110,9 @@ def row_with_random_weights(name: str, random_rows: RandomRows, **changes) -> ob
 @pytest.mark.parametrize("name", [row for row in TODAYS_ROWS if row not in FINE_TUNED_END_TO_END])
 def test_every_todays_row_retrains_end_to_end_into_a_graph_and_saved_model_that_pass_the_check(name, random_rows,
                                                                                                  tmp_path):
-    """Random weights, 2 steps: the run's own export check compares the graph and the SavedModel with the trained
-    model; the graph check then reads both (the ops of a family do not depend on its input size)."""
+    """Random weights, 2 steps: the run's own export check compares the graph with the trained model; the graph
+    check then reads it (the ops of a family do not depend on its input size). The SavedModel is made from the
+    frozen graph, so one row per family writes and checks one: the variants add only widths and repeats."""
     from retrain.graph_contract import Sidecar
     from retrain.models.backbones import load_graph_def
     from retrain.models.graph_check import check_saved_model
@@ -119,12 +120,13 @@ def test_every_todays_row_retrains_end_to_end_into_a_graph_and_saved_model_that_
     spec = row_with_random_weights(name, random_rows)
     options = tiny_retrain_options(make_dataset(tmp_path / "images", per_class=3), random_rows.folder, tmp_path,
                                    steps=2)
-    run_retrain(dataclasses.replace(options, architecture=spec, saved_model_dir=str(tmp_path / "saved_model")),
-                log=lambda message: None)
+    saved_model = str(tmp_path / "saved_model") if name in ONE_PER_FAMILY else ""
+    run_retrain(dataclasses.replace(options, architecture=spec, saved_model_dir=saved_model), log=lambda message: None)
     graph = tmp_path / "out" / "g.pb"
     assert {"input", "final_result"} <= {node.name for node in load_graph_def(graph).node}  # refuses impure ops
     assert (Sidecar.read(graph).architecture, Sidecar.read(graph).feature_size) == (name, spec.feature_size)
-    check_saved_model(tmp_path / "saved_model")
+    if saved_model:
+        check_saved_model(saved_model)
 
 
 @pytest.mark.parametrize("name", FINE_TUNED_END_TO_END)
