@@ -16,8 +16,10 @@ demo: install
 	$(PYTHON) -m scripts.label_image --graph $(DEMO_OUT)/retrained_graph.pb \
 	    --image examples/flower_photos/roses/$$(ls examples/flower_photos/roses | head -n 1)
 
+# Two workers, a test file each at a time: a file's module fixtures (a retrained model, a built backbone) are made
+# once, and the single-threaded stretches of two files (graph building, decoding) overlap on the two cores.
 test: install
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n auto --dist loadfile
 
 lint: install
 	$(PYTHON) -m ruff check .
