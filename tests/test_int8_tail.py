@@ -87,7 +87,7 @@ def test_the_backbone_is_int8_and_the_tail_float_with_int8_weights(trained):
     assert all(len(t["quantization_parameters"]["scales"]) == t["shape"][0] for t in packed)
 
 
-def test_the_check_fails_when_the_int8_score_is_wrong_or_collapsed(trained, tmp_path, monkeypatch):
+def test_the_check_fails_when_the_int8_score_is_wrong_or_the_file_broken(trained, tmp_path, monkeypatch):
     result, out, images, _ = trained
     contract = Sidecar.read(out / "g.pb")
     checks = _check_images(result, out)
