@@ -170,6 +170,16 @@ def test_poets_graph_converts_and_scores_as_the_source(poets_graph, images, tmp_
     assert list(model.predict(pixels, (127.5, 127.5)).argmax(1)) == poets_predictions(graph, paths)
 
 
+def test_poets_graph_converts_to_int8_with_its_head_in_float(poets_graph, images, tmp_path, capsys):  # noqa: F811
+    graph, labels, _ = poets_graph  # no sidecar: the head is found as the fully connected layer on a whole vector
+    output = tmp_path / "poets_int8.tflite"
+    code = export_script.main(["--graph", str(graph), "--labels", str(labels), *POETS_FLAGS, "--to", "tflite",
+                               "--quantize", "int8", "--output", str(output), "--image_dir", str(images)])
+    assert code == 0 and "TFLite int8: " in capsys.readouterr().out
+    types = {t["name"]: t["dtype"] for t in tflite_interpreter(output).get_tensor_details()}
+    assert types["final_result"] == np.float32 and np.int8 in types.values()
+
+
 def test_impossible_requests_are_refused_before_any_work(tiny_graph, tmp_path):  # noqa: F811
     few = make_dataset(tmp_path / "few", per_class=3)
     cases = {

@@ -32,6 +32,7 @@ from .tflite import (
     NO_QUANTIZATION,
     check_quantize_options,
     convert_graph,
+    keeps_float_tail,
     tflite_name,
     write_tflite,
 )
@@ -51,9 +52,10 @@ def write_tflite_model(graph: str | os.PathLike, output: str | os.PathLike, cont
     """Convert ``graph`` to ``output`` and write ``contract`` as its sidecar; int8 calibrates on the paths."""
     calibration = None
     if quantize == "int8":
-        # Integer arithmetic collapses the unknown score (every image scored 0 on the tiny test model): an int8
-        # file carries the softmax only, and its sidecar says so.
-        contract = dataclasses.replace(contract, unknown_threshold=None)
+        if not keeps_float_tail(quantize, tflite_io):
+            # Integer arithmetic collapses the unknown score (every image scored 0 on the tiny test model): an
+            # integer-only file carries the softmax only, and its sidecar says so.
+            contract = dataclasses.replace(contract, unknown_threshold=None)
         _, calibration = decode_sample(calibration_paths, quantize_samples, contract.input_height,
                                        contract.input_width, max_megapixels=max_megapixels)
     write_tflite(convert_graph(graph, contract, quantize, tflite_io, calibration), output)

@@ -4,9 +4,12 @@ The TFLite file keeps the frozen graph's contract, so apps written for
 TensorFlow-for-Poets' graphs work unchanged: one input ``input`` ``[1, H, W,
 3]`` taking ``(pixel - mean) / std`` and one output ``final_result``, the
 softmax in labels-file order (a model with an unknown score has a second
-output tensor, ``unknown_score`` ``[1]``). With ``uint8`` I/O (microcontrollers, Edge
-TPU) the same values are quantised with the input tensor's own scale and
-zero point, and the output is the softmax quantised with the output's.
+output tensor, ``unknown_score`` ``[1]``). int8 with float I/O keeps the
+head and the unknown score in float behind an int8 backbone (``int8_tail``).
+With ``uint8`` I/O (microcontrollers, Edge TPU) the model is integer
+throughout: the same values are quantised with the input tensor's own scale
+and zero point, the output is the softmax quantised with the output's, and
+there is no unknown score.
 
 The v1 converter reads the graph file itself: it works the same for graphs
 we wrote and for graphs TensorFlow-for-Poets wrote (batch size 1 baked in).
@@ -25,6 +28,7 @@ from ..graph_contract import UNKNOWN_SCORE_NAME, Sidecar
 from ..models.backbones import normalize_pixels
 from ..options import default
 from ..quiet import native_output_hidden
+from .int8_tail import convert_with_float_tail
 
 NO_QUANTIZATION, FLOAT_IO = "none", "float"  # the defaults: a float model with float input and output
 QUANTIZE_MODES = (NO_QUANTIZATION, "float16", "dynamic", "int8")
@@ -52,6 +56,15 @@ def check_calibration(images: Sized) -> None:
         raise UserError(f"{option_value('quantize', repr('int8'))} needs at least {MIN_CALIBRATION_IMAGES} readable "
                         f"calibration images, found {len(images)}; add images to {option_name('image_dir')} or raise "
                         f"{option_name('quantize_samples')}")
+
+
+def keeps_float_tail(quantize: str, tflite_io: str) -> bool:
+    """Whether an int8 file keeps the head and the unknown score in float (see ``int8_tail``): with float I/O.
+
+    ``uint8`` I/O is for integer-only hardware (Edge TPU, microcontrollers without a float unit), where a float
+    tail would not run: those files stay integer throughout, without the unknown score.
+    """
+    return quantize == "int8" and tflite_io == FLOAT_IO
 
 
 def output_names(contract: Sidecar) -> list[str]:
@@ -82,11 +95,13 @@ def convert_graph(graph_path: str | os.PathLike, contract: Sidecar, quantize: st
         check_calibration(calibration)
         converter.representative_dataset = lambda: _representative(calibration, contract.input_mean,
                                                                    contract.input_std)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if tflite_io == "uint8":
+        if tflite_io == "uint8":  # integers throughout, as integer-only targets need: the unknown score cannot stay
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = converter.inference_output_type = tf.uint8
     try:
         with native_output_hidden():
+            if keeps_float_tail(quantize, tflite_io):
+                return convert_with_float_tail(converter, contract.feature_size, converter.representative_dataset)
             return converter.convert()
     except Exception as error:  # the converter raises ConverterError, ValueError and others from C++
         raise UserError(f"cannot convert {graph_path} to TFLite ({first_line(error, 200)})") from None

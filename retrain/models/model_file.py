@@ -48,6 +48,10 @@ def detect_format(path: str | os.PathLike) -> str:
     return ONNX if is_onnx(head) else FROZEN_GRAPH
 
 
+# what TensorFlow's own TFLite interpreter warns on every use (see tflite_interpreter)
+INTERPRETER_DEPRECATION = r"(?s).*tf\.lite\.Interpreter is deprecated"
+
+
 def tflite_interpreter(model_path: str | os.PathLike, num_threads: int | None = None):
     """The TFLite interpreter: this function alone decides which runtime runs TFLite files.
 
@@ -62,7 +66,7 @@ def tflite_interpreter(model_path: str | os.PathLike, num_threads: int | None = 
         import tensorflow as tf
         Interpreter = tf.lite.Interpreter
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+        warnings.filterwarnings("ignore", message=INTERPRETER_DEPRECATION)
         try:
             with native_output_hidden():
                 interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)

@@ -40,11 +40,12 @@ DEPLOY = (
            "tf2onnx; needs pip install 'retrain[onnx]'), with the same contract: input 'input', output "
            "'final_result' (and 'unknown_score' when the model has one).", _DEPLOY, _RETRAIN),
     Option("quantize", "none", "How to shrink the TFLite model: none, float16 (half the size), dynamic (int8 "
-           "weights, a quarter) or int8 (integers throughout, calibrated on images: retrain's training images, "
-           "export's --image_dir).", _DEPLOY, _EXPORTERS),
+           "weights, a quarter) or int8 (an integer backbone calibrated on images: retrain's training images, "
+           "export's --image_dir; the head and the unknown score stay float).", _DEPLOY, _EXPORTERS),
     Option("quantize_samples", 300, "Images decoded once to calibrate --quantize int8.", _DEPLOY, _EXPORTERS),
     Option("tflite_io", "float", "Input and output type of an int8 model: float, or uint8 for microcontrollers and "
-           "Edge TPU (quantised with the tensors' own scale and zero point).", _DEPLOY, _EXPORTERS),
+           "Edge TPU (quantised with the tensors' own scale and zero point; integers throughout, so without the "
+           "unknown score).", _DEPLOY, _EXPORTERS),
     Option("export_check_samples", 200, "Images each written model is run on and compared with the model it was "
            "made from (retrain's validation images, export's --image_dir): float ones must agree on every image.",
            _DEPLOY, _EXPORTERS),
