@@ -29,7 +29,11 @@ fraction of max(score, threshold), what the export check's int8 tolerance is
 measured against) and the size ratio. The same conversion with one step
 undone is measured beside it: every op integer (no float tail), and the
 float tail with its weights left float32. Acceptance: int8 within 2 points
-of the float graph on every seed, at most a third of its size.
+of the float graph on every seed, at most a third of its size. On a larger
+set, where a point is many photos (Caltech-101's 30% is about 2,600):
+
+    python -m benchmarks.exports --int8_seeds 0 --image_dir ../shared/data/caltech101 \
+        --bottleneck_dir /tmp/caltech_bottlenecks
 """
 from __future__ import annotations
 
@@ -95,18 +99,18 @@ def measure(name: str, path: Path, splits: dict, reference: dict | None) -> tupl
     return row, answers
 
 
-def retrain_and_split(out: Path, seed: int, testing_percentage: float, *extra: str):
-    """Retrain into ``out`` (Poets' default flags, ``--random_seed seed``); the graph, its sidecar, the decoded
-    test and validation splits (pixels, label indices) and the training images' paths."""
+def retrain_and_split(out: Path, seed: int, testing_percentage: float, *extra: str, image_dir: Path = FLOWERS):
+    """Retrain on ``image_dir`` into ``out`` (Poets' default flags, ``--random_seed seed``); the graph, its
+    sidecar, the decoded test and validation splits (pixels, label indices) and the training images' paths."""
     from retrain.data.decode import decode_sample
     from retrain.data.images import labels_of, split_images
     from retrain.graph_contract import Sidecar
-    retrain = run_timed(retrain_command(FLOWERS, out, "--random_seed", str(seed), "--testing_percentage",
+    retrain = run_timed(retrain_command(image_dir, out, "--random_seed", str(seed), "--testing_percentage",
                                         str(testing_percentage), *extra))
     print(f"retrain (seed {seed}): {retrain.seconds:.0f} s; " +
           next(line for line in retrain.stdout.splitlines() if line.startswith("Final test accuracy")))
     graph = out / "graph.pb"
-    records = split_images(FLOWERS, testing_percentage)
+    records = split_images(image_dir, testing_percentage)
     labels = labels_of(records)
     contract = Sidecar.read(graph)
     splits = {}
@@ -139,7 +143,7 @@ class SeedRow:
     float32_weights: Int8Answers  # the float tail with its weights left float32
 
 
-def int8_seed(seed: int) -> SeedRow:
+def int8_seed(seed: int, image_dir: Path, testing_percentage: float, *extra: str) -> SeedRow:
     """One retrain at ``seed``, its int8 file (and the two variants it was chosen over), scored on the test split."""
     from unittest import mock
 
@@ -148,7 +152,8 @@ def int8_seed(seed: int) -> SeedRow:
     from retrain.export.tflite import FLOAT_IO
     from retrain.models.model_file import load_model, model_size
     out = WORK_DIR / "exports_int8" / f"seed_{seed}"
-    graph, contract, splits, training_paths = retrain_and_split(out, seed, INT8_TESTING_PERCENTAGE)
+    graph, contract, splits, training_paths = retrain_and_split(out, seed, testing_percentage, *extra,
+                                                                image_dir=image_dir)
     pixels, truths = splits["test"]
     normalization = (contract.input_mean, contract.input_std)
     threshold = contract.unknown_threshold
@@ -183,10 +188,11 @@ def int8_seed(seed: int) -> SeedRow:
     return row
 
 
-def int8_seeds_main(seeds: list[int]) -> None:
+def int8_seeds_main(seeds: list[int], image_dir: Path, testing_percentage: float, *extra: str) -> None:
     """Issue 23 point 4: int8 against the float graph on each seed's test split, then the summary."""
     print(machine())
-    rows = [int8_seed(seed) for seed in seeds]
+    print(f"{image_dir}, --testing_percentage {testing_percentage:g}")
+    rows = [int8_seed(seed, image_dir, testing_percentage, *extra) for seed in seeds]
     print("\n| seed | float graph | int8 | difference | unknown flags agree | float flagged | int8 flagged | "
           "largest score difference / max(score, threshold) | size int8 / graph |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -218,12 +224,17 @@ def int8_seeds_main(seeds: list[int]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--int8_seeds", default="", help="comma-separated seeds: int8 against float per seed only")
+    parser.add_argument("--image_dir", type=Path, default=FLOWERS, help="--int8_seeds: the photos to retrain on")
+    parser.add_argument("--testing_percentage", type=float, default=INT8_TESTING_PERCENTAGE,
+                        help="--int8_seeds: the test split's share")
+    parser.add_argument("--bottleneck_dir", default="", help="--int8_seeds: one cache for every seed (else one each)")
     args = parser.parse_args()
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(THREADS)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     if args.int8_seeds:
-        int8_seeds_main([int(seed) for seed in args.int8_seeds.split(",")])
+        int8_seeds_main([int(seed) for seed in args.int8_seeds.split(",")], args.image_dir, args.testing_percentage,
+                        *(["--bottleneck_dir", args.bottleneck_dir] if args.bottleneck_dir else []))
         return
     from retrain.export.deploy import write_tflite_model
     from retrain.export.tflite import FLOAT_IO, QUANTIZE_MODES, tflite_name

@@ -101,14 +101,19 @@ def tiny_retrain_options(image_dir: Path, model_dir: Path, work: Path, steps: in
                           training=TrainingConfig(steps=steps, seed=0))
 
 
-@pytest.fixture
-def tiny_model_dir(tmp_path: Path) -> Path:
-    """A --model_dir that already holds the tiny backbone (the offline case)."""
-    model_dir = tmp_path / "models"
+def write_tiny_model_dir(work: Path) -> Path:
+    """``work``/models, a --model_dir that already holds the tiny backbone (the offline case)."""
+    model_dir = work / "models"
     target = model_dir / "tiny_v1" / "frozen_graph.pb"
     target.parent.mkdir(parents=True)
     target.write_bytes(tiny_graph_def().SerializeToString())
     return model_dir
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path: Path) -> Path:
+    """A --model_dir that already holds the tiny backbone (the offline case)."""
+    return write_tiny_model_dir(tmp_path)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

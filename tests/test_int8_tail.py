@@ -13,7 +13,7 @@ from retrain.export.tflite import convert_graph
 from retrain.graph_contract import UNKNOWN_SCORE_NAME, Sidecar
 from retrain.models.model_file import load_model, tflite_interpreter
 from retrain.pipeline import run_retrain
-from tests.conftest import CLASS_COLOURS, make_image, tiny_graph_def, tiny_spec
+from tests.conftest import CLASS_COLOURS, make_image, tiny_graph_def, tiny_spec, write_tiny_model_dir
 from tests.test_pipeline import options
 
 INT8 = "TFLite int8"
@@ -37,9 +37,7 @@ def spread_dataset(root, per_class=12):
 def trained(tmp_path_factory):
     """A seeded tiny retrain with the unknown score and an int8 TFLite file (float I/O), checked by the run."""
     work = tmp_path_factory.mktemp("int8_tail")
-    model_dir = work / "models"
-    (model_dir / "tiny_v1").mkdir(parents=True)
-    (model_dir / "tiny_v1" / "frozen_graph.pb").write_bytes(tiny_graph_def().SerializeToString())
+    model_dir = write_tiny_model_dir(work)
     images = spread_dataset(work / "images")
     out = work / "out"
     messages = []

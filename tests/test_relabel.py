@@ -37,8 +37,8 @@ from tests.conftest import (
     TINY_SIZE,
     make_dataset,
     make_image,
-    tiny_graph_def,
     tiny_spec,
+    write_tiny_model_dir,
 )
 from tests.test_cli import run_script
 from tests.test_integration import independent_top1
@@ -54,9 +54,7 @@ def centroid_head(features: np.ndarray, truths: np.ndarray, classes: int, scale:
 
 def tiny_backbone_and_head(root: Path):
     """The tiny backbone and a head fitted to tiny coloured images: predictions mostly follow the colour."""
-    model_dir = root / "models"
-    (model_dir / "tiny_v1").mkdir(parents=True)
-    (model_dir / "tiny_v1" / "frozen_graph.pb").write_bytes(tiny_graph_def().SerializeToString())
+    model_dir = write_tiny_model_dir(root)
     backbone = load_backbone(tiny_spec(), model_dir)
     paths = sorted(make_dataset(root / "train", per_class=6).rglob("*.jpg"))
     truths = np.array([LABELS.index(p.parent.name) for p in paths])

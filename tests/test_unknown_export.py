@@ -13,7 +13,7 @@ from retrain.graph_contract import UNKNOWN_SCORE_NAME, Sidecar
 from retrain.models.backbones import load_backbone, load_graph_def
 from retrain.models.model_file import FROZEN_GRAPH, SAVED_MODEL, TFLITE, load_model
 from retrain.pipeline import run_retrain
-from tests.conftest import make_dataset, tiny_graph_def, tiny_spec
+from tests.conftest import make_dataset, tiny_spec, write_tiny_model_dir
 from tests.test_pipeline import options
 
 
@@ -21,9 +21,7 @@ from tests.test_pipeline import options
 def trained(tmp_path_factory):
     """One seeded tiny retrain at the default --unknown_quantile, with a SavedModel and a float TFLite file."""
     work = tmp_path_factory.mktemp("unknown")
-    model_dir = work / "models"
-    (model_dir / "tiny_v1").mkdir(parents=True)
-    (model_dir / "tiny_v1" / "frozen_graph.pb").write_bytes(tiny_graph_def().SerializeToString())
+    model_dir = write_tiny_model_dir(work)
     messages = []
     out = work / "out"
     result = run_retrain(options(make_dataset(work / "images"), out, model_dir, saved_model_dir=str(out / "sm"),
