@@ -111,12 +111,12 @@ def fit_unknown_score(features: np.ndarray | FeatureRows, labels: np.ndarray, ri
     # make the ridge vanish and the whitening explode: the variance it is relative to has a floor at a
     # VARIANCE_FLOOR share of the features' own energy (real features vary far more), or 1 when they are all 0.
     energy = float(np.mean(means ** 2))
-    mean_variance = max(np.trace(covariance) / len(covariance), VARIANCE_FLOOR * energy) or 1.0
-    ridge_variance = ridge * mean_variance
+    ridge_variance = max(ridge * np.trace(covariance) / len(covariance), ridge * VARIANCE_FLOOR * energy) or ridge
     covariance[np.diag_indices_from(covariance)] += ridge_variance
+    # The ridge is at least 1e-3 / D of the largest eigenvalue (at most the trace), far above eigh's round-off:
+    # every eigenvalue stays positive.
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-    # every eigenvalue is at least the ridge; round-off can leave one a hair below it (or below 0 when it is tiny)
-    whitening = eigenvectors / np.sqrt(np.maximum(eigenvalues, ridge_variance))
+    whitening = eigenvectors / np.sqrt(eigenvalues)
     return UnknownScore(whitening, means @ whitening)
 
 
