@@ -13,7 +13,8 @@ each side flagged. Two known sides (``--known``):
 The rows: the highest softmax probability (what ``--min_confidence`` uses; 1 - it is the score, its threshold at
 the same quantile of the validation images), the trained model's ``unknown_score`` at its own threshold (what the
 exported graph carries: the export check holds the graph to these scores), and with ``--variants`` other scores
-and threshold rules on the same cached features (``VARIANTS``, ``THRESHOLDS``). Every image's features are cached in
+and threshold rules on the same cached features (``VARIANTS``: ridges, all on unit-length features as
+retrain's score; ``THRESHOLDS``). Every image's features are cached in
 ``--bottleneck_dir``, the unknown sets' too, so a second run computes nothing.
 
     python -m benchmarks.unknown --known flowers --image_dir ../shared/data/flower_photos
@@ -22,11 +23,9 @@ and threshold rules on the same cached features (``VARIANTS``, ``THRESHOLDS``). 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -37,19 +36,16 @@ from retrain.data.images import iter_image_files
 from retrain.metrics import auroc
 from retrain.models.backbones import load_backbone
 from retrain.pipeline import RetrainResult, retrain_options, run_retrain
-from retrain.training.unknown import RIDGE, UNKNOWN_QUANTILE, UnknownScore, fit_leave_one_out, fit_unknown_score
+from retrain.training.unknown import RIDGE, UNKNOWN_QUANTILE, fit_leave_one_out, fit_unknown_score, unit_rows
 
 DUPLICATE_CLASSES = ("Faces_easy",)  # the photos of Faces, cropped closer: on both sides it would be one class
 
 
-def l2_normalised(features: np.ndarray) -> np.ndarray:
-    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-
-
 def ledoit_wolf_ridge(features: np.ndarray, labels: np.ndarray) -> float:
-    """The ridge (relative to trace / D) that Ledoit-Wolf shrinkage of the within-class covariance towards the
-    scaled identity amounts to: ``(1 - s) S + s mu I`` is ``S + s / (1 - s) mu I`` scaled, and a scaled
-    covariance scales every score alike."""
+    """The ridge (relative to trace / D) that Ledoit-Wolf shrinkage of the within-class covariance (of the unit
+    rows, as the score sees them) towards the scaled identity amounts to: ``(1 - s) S + s mu I`` is
+    ``S + s / (1 - s) mu I`` scaled, and a scaled covariance scales every score alike."""
+    features = unit_rows(features)
     classes, index = np.unique(labels, return_inverse=True)
     means = np.stack([features[index == c].mean(axis=0) for c in range(len(classes))])
     centred = features - means[index]
@@ -63,23 +59,13 @@ def ledoit_wolf_ridge(features: np.ndarray, labels: np.ndarray) -> float:
     return shrinkage / max(1 - shrinkage, 1e-12)
 
 
-@dataclasses.dataclass(frozen=True)
-class Variant:
-    """A score: a transform of the features and the ridge it is fitted with (from the training features)."""
-    transform: Callable[[np.ndarray], np.ndarray]
-    ridge: Callable[[np.ndarray, np.ndarray], float]
-
-
-VARIANTS = {
-    "ridge 1e-3 (default)": Variant(lambda f: f, lambda f, y: RIDGE),
-    "ridge 1e-1": Variant(lambda f: f, lambda f, y: 0.1),
-    "ridge 1": Variant(lambda f: f, lambda f, y: 1.0),
-    "Ledoit-Wolf shrinkage": Variant(lambda f: f, ledoit_wolf_ridge),
-    "L2-normalised, ridge 1e-3": Variant(l2_normalised, lambda f, y: RIDGE),
-    "L2-normalised, ridge 1e-2": Variant(l2_normalised, lambda f, y: 1e-2),
-    "L2-normalised, ridge 1e-1": Variant(l2_normalised, lambda f, y: 0.1),
-    "L2-normalised, ridge 1": Variant(l2_normalised, lambda f, y: 1.0),
-    "L2-normalised, Ledoit-Wolf": Variant(l2_normalised, lambda f, y: ledoit_wolf_ridge(l2_normalised(f), y)),
+VARIANTS = {  # name -> the ridge (relative to trace / D) from the training features and labels
+    "ridge 1e-3": lambda f, y: 1e-3,
+    "ridge 1e-1": lambda f, y: 0.1,
+    "ridge 1": lambda f, y: 1.0,
+    "ridge 3 (retrain's)": lambda f, y: RIDGE,
+    "ridge 10": lambda f, y: 10.0,
+    "Ledoit-Wolf shrinkage": ledoit_wolf_ridge,
 }
 FOLDS = 5  # for the k-fold threshold rule: fits on 4/5 of the training images score the other 1/5
 THRESHOLDS = ("validation only", f"{FOLDS}-fold out of fold + validation", "leave-one-out only",
@@ -126,17 +112,15 @@ def variant_rows(result: RetrainResult, unknown: dict[str, np.ndarray], quantile
     """``VARIANTS`` x ``THRESHOLDS`` on the same features, and how pessimistic the out-of-fold scores are."""
     rows = []
     train, validation, test = (result.data[split] for split in ("train", "validation", "test"))
-    train_features = np.asarray(train.features, np.float64)
-    for name, variant in VARIANTS.items():
-        features = variant.transform(train_features)
-        ridge = variant.ridge(train_features, train.labels)
+    features = np.asarray(train.features, np.float64)
+    for name, ridge_of in VARIANTS.items():
+        ridge = ridge_of(features, train.labels)
         score, left_out = fit_leave_one_out(features, train.labels, ridge)
         folds = out_of_fold(features, train.labels, ridge)
-        validation_scores = score.scores(variant.transform(np.asarray(validation.features, np.float64)))
-        test_scores = score.scores(variant.transform(np.asarray(test.features, np.float64)))
+        validation_scores, test_scores = score.scores(validation.features), score.scores(test.features)
         pools = dict(zip(THRESHOLDS, (validation_scores, np.concatenate([folds, validation_scores]), left_out,
                                       np.concatenate([left_out, validation_scores]))))
-        scored = {key: score.scores(variant.transform(value)) for key, value in unknown.items()}
+        scored = {key: score.scores(value) for key, value in unknown.items()}
         for rule, pool in pools.items():
             threshold = float(np.quantile(pool, quantile))
             rows.append(f"| {name} (ridge {ridge:.3g}) | {rule} | {len(pool)} | {threshold:.4g} | "
@@ -197,7 +181,7 @@ def main() -> None:
     softmax_threshold = float(np.quantile(softmax_validation, args.unknown_quantile))
     print(f"| highest softmax probability | validation only | "
           f"{judged(softmax_test, softmax_threshold, softmax)} |")
-    score: UnknownScore = result.head.unknown
+    score = result.head.unknown
     print(f"| unknown_score (the trained model's) | {score.threshold:.4g} | "
           f"{judged(score.scores(test.features), score.threshold, {k: score.scores(v) for k, v in unknown.items()})} |")
     if args.variants:

@@ -3,13 +3,17 @@
 A softmax must spread all its confidence over the known classes, so a photo of something else often still
 scores above 0.9. The score here looks at the features the head sees instead: the squared Mahalanobis distance
 to the nearest class mean, with one covariance shared by the classes (Lee et al. 2018), fitted on the training
-features. The threshold is the ``quantile`` of held-out scores, so that share of new images of the known classes
-passes: the validation images' scores and the training images', each from a fit without it (leave-one-out, in
-closed form from the one fit: ``fit_leave_one_out``).
+features scaled to unit length (their direction, not their length, tells what a photo shows: on a Caltech-101 known
+side this lifts the AUROC against other photos from 0.89 to 0.98, benchmarks/README.md). The threshold is the
+``quantile`` of held-out scores, so that share of new images of the known classes passes: the validation images'
+scores and the training images', each from a fit without it (leave-one-out, in closed form from the one fit:
+``fit_leave_one_out``).
 
 The covariance of 1024-d features from a few hundred photos is singular; a ridge of ``RIDGE`` times its mean
-variance (trace / D) is added to its diagonal, which keeps the directions the training photos never vary in from
-dominating the distance while leaving the well-estimated directions nearly untouched.
+variance (trace / D) is added to its diagonal, which keeps the directions the training photos hardly vary in from
+dominating the distance. A large ridge (3: the covariance is a quarter its own, three quarters the mean variance in
+every direction) came within 0.003 of the best AUROC on every unknown set of both the flowers and a Caltech-101
+known side (ridges from 1e-3 to 1e4 measured); 1e-3 was up to 0.1 worse on Caltech-101.
 """
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ import numpy as np
 from ..cache.rows import SCORE_ROWS, FeatureRows
 from ..errors import Log, option_value
 
-RIDGE = 1e-3  # relative to the covariance's mean variance, trace / D
+RIDGE = 3.0  # relative to the covariance's mean variance, trace / D
+SQUARED_LENGTH_FLOOR = 1e-24  # a feature vector shorter than 1e-12 is not scaled up to unit length
 VARIANCE_FLOOR = 1e-6  # the least mean variance, relative to the mean squared class-mean feature
 UNKNOWN_QUANTILE = 0.95  # the share of held-out images of the known classes that passes
 
@@ -53,20 +58,30 @@ class UnknownScore:
     def score_error(self, features: np.ndarray, feature_error: np.ndarray) -> np.ndarray:
         """The most each row's score can move when each feature may be off by ``feature_error`` (``[N]``).
 
-        The whitened vector moves by at most ``b = | |e| @ |whitening| |`` in length, and the distance to the
-        nearest mean, ``sqrt(score)``, by at most ``b``: so the score by ``2 b sqrt(score) + b^2``.
+        The unit vector ``u = f / |f|`` moves in each component by at most ``(|e_j| + |u_j| |e|) / (|f| - |e|)``
+        (2, the most a unit vector's component can, once ``|e|`` reaches ``|f|``); the whitened vector then
+        by at most ``b = | |e_u| @ |whitening| |`` in length, and the distance to the nearest mean,
+        ``sqrt(score)``, by at most ``b``: so the score by ``2 b sqrt(score) + b^2``.
         """
-        moved = np.linalg.norm(np.abs(feature_error.astype(np.float64)) @ np.abs(self.whitening), axis=1)
+        features, error = features.astype(np.float64), np.abs(feature_error.astype(np.float64))
+        length, error_length = (np.linalg.norm(x, axis=1, keepdims=True) for x in (features, error))
+        margin = np.maximum(length - error_length, np.finfo(np.float64).tiny)
+        unit_error = np.minimum((error + np.abs(unit_rows(features)) * error_length) / margin, 2.0)
+        moved = np.linalg.norm(unit_error @ np.abs(self.whitening), axis=1)
         return 2 * moved * np.sqrt(self.scores(features)) + moved ** 2
 
     def graph_scores(self, features, name: str | None = None):
         """The scores as TensorFlow ops on ``features`` ``[N, D]``, whitening and means as constants (``[N]``).
 
+        The features are scaled to unit length first, as ``unit_rows`` does.
+
         ``|f W - m W|^2`` is ``(f - m)^T P (f - m)`` with the precision matrix ``P = W W^T``; the difference is
         taken before squaring, so float32 loses nothing to cancellation.
         """
         import tensorflow as tf
-        whitened = tf.matmul(features, tf.constant(self.whitening.astype(np.float32), name="unknown_whitening"))
+        unit = features * tf.math.rsqrt(tf.maximum(tf.reduce_sum(tf.square(features), axis=1, keepdims=True),
+                                                   SQUARED_LENGTH_FLOOR))
+        whitened = tf.matmul(unit, tf.constant(self.whitening.astype(np.float32), name="unknown_whitening"))
         means = tf.constant(self.means.astype(np.float32), name="unknown_means")
         squared = tf.reduce_sum(tf.square(tf.expand_dims(whitened, 1) - means), axis=2)
         return tf.reduce_min(squared, axis=1, name=name)
@@ -76,13 +91,19 @@ class UnknownScore:
         return self.scores(features) > self.threshold
 
 
+def unit_rows(features: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (a row of length below ``sqrt(SQUARED_LENGTH_FLOOR)``: divided by that)."""
+    return features / np.sqrt(np.maximum((features ** 2).sum(axis=1, keepdims=True), SQUARED_LENGTH_FLOOR))
+
+
 def _row_chunks(features: np.ndarray | FeatureRows) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``(positions, rows as float64)``: an in-memory array at once, streamed rows a chunk at a time in disk order."""
+    """``(positions, unit rows as float64)``: an in-memory array at once, streamed rows a chunk at a time in disk
+    order. The score is fitted and measured on the features' directions (``unit_rows``), not their lengths."""
     if isinstance(features, FeatureRows):
         for positions in features.chunks(SCORE_ROWS):
-            yield positions, features.read(positions).astype(np.float64)
+            yield positions, unit_rows(features.read(positions).astype(np.float64))
     else:
-        yield np.arange(len(features)), np.asarray(features, dtype=np.float64)
+        yield np.arange(len(features)), unit_rows(np.asarray(features, dtype=np.float64))
 
 
 @dataclass
