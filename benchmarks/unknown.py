@@ -15,10 +15,12 @@ the same quantile of the validation images), the trained model's ``unknown_score
 exported graph carries: the export check holds the graph to these scores), and with ``--variants`` other scores
 and threshold rules on the same cached features (``VARIANTS``: ridges, all on unit-length features as
 retrain's score; ``THRESHOLDS``). Every image's features are cached in
-``--bottleneck_dir``, the unknown sets' too, so a second run computes nothing.
+``--bottleneck_dir``, the unknown sets' too, so a second run computes nothing. ``--resplits N`` also refits retrain's
+score on N seeded random re-splits of the known images (same shares) and pools their test parts: a small test split
+flags in coarse steps.
 
     python -m benchmarks.unknown --known flowers --image_dir ../shared/data/flower_photos
-    python -m benchmarks.unknown --known caltech --caltech_dir ../shared/data/caltech101 --variants
+    python -m benchmarks.unknown --known caltech --caltech_dir ../shared/data/caltech101 --variants --resplits 20
 """
 from __future__ import annotations
 
@@ -36,7 +38,14 @@ from retrain.data.images import iter_image_files
 from retrain.metrics import auroc
 from retrain.models.backbones import load_backbone
 from retrain.pipeline import RetrainResult, retrain_options, run_retrain
-from retrain.training.unknown import RIDGE, UNKNOWN_QUANTILE, fit_leave_one_out, fit_unknown_score, unit_rows
+from retrain.training.unknown import (
+    RIDGE,
+    UNKNOWN_QUANTILE,
+    fit_leave_one_out,
+    fit_unknown_score,
+    fit_unknown_threshold,
+    unit_rows,
+)
 
 DUPLICATE_CLASSES = ("Faces_easy",)  # the photos of Faces, cropped closer: on both sides it would be one class
 
@@ -132,6 +141,39 @@ def variant_rows(result: RetrainResult, unknown: dict[str, np.ndarray], quantile
     return rows
 
 
+def resplit_rows(result: RetrainResult, unknown: dict[str, np.ndarray], quantile: float, draws: int) -> list[str]:
+    """retrain's score over ``draws`` seeded random re-splits of the known images into the same shares: fitted on
+    the training part, the threshold set from the validation part alone or pooled with the leave-one-out scores
+    (``fit_unknown_threshold``), judged on the test part. 58 test flowers flag in steps of 1.7%; re-splitting
+    pools ``draws`` times as many test images."""
+    splits = [result.data[split] for split in ("train", "validation", "test")]
+    features = np.concatenate([np.asarray(split.features, np.float64) for split in splits])
+    labels = np.concatenate([split.labels for split in splits])
+    train_size, validation_size = len(splits[0].labels), len(splits[1].labels)
+    rng = np.random.default_rng(0)
+    rules = (THRESHOLDS[0], THRESHOLDS[-1])
+    judged_by_rule: dict[str, list[tuple[np.ndarray, list[float], list[float]]]] = {rule: [] for rule in rules}
+    for _ in range(draws):
+        order = rng.permutation(len(labels))
+        train, validation, test = np.split(order, [train_size, train_size + validation_size])
+        score = fit_unknown_threshold(features[train], labels[train], features[validation], quantile,
+                                      log=lambda message: None)
+        validation_only = float(np.quantile(score.scores(features[validation]), quantile))
+        test_scores = score.scores(features[test])
+        unknown_scores = [score.scores(scores) for scores in unknown.values()]
+        for rule, threshold in zip(rules, (validation_only, score.threshold)):
+            judged_by_rule[rule].append((test_scores > threshold, [auroc(test_scores, u) for u in unknown_scores],
+                                         [float(np.mean(u > threshold)) for u in unknown_scores]))
+    rows = []
+    for rule, runs in judged_by_rule.items():
+        flagged = np.concatenate([run[0] for run in runs])
+        aurocs, shares = np.mean([run[1] for run in runs], axis=0), np.mean([run[2] for run in runs], axis=0)
+        spread = np.std([run[0].mean() for run in runs])  # how far one split's share strays
+        rows.append(f"| {rule} | {draws} | {' | '.join(f'{a:.3f}' for a in aurocs)} | {flagged.mean():.1%} "
+                    f"({flagged.sum()} of {len(flagged)}), {spread:.1%} | {' | '.join(f'{s:.1%}' for s in shares)} |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--known", choices=("flowers", "caltech"), default="flowers")
@@ -145,6 +187,7 @@ def main() -> None:
     parser.add_argument("--per_class", type=int, default=20, help="photos per unknown Caltech class, at most")
     parser.add_argument("--unknown_quantile", type=float, default=UNKNOWN_QUANTILE)
     parser.add_argument("--variants", action="store_true", help="also compare VARIANTS x THRESHOLDS")
+    parser.add_argument("--resplits", type=int, default=0, help="also judge the score over this many re-splits")
     args = parser.parse_args()
     caltech_dir = Path(args.caltech_dir)
     with tempfile.TemporaryDirectory() as out:
@@ -187,6 +230,10 @@ def main() -> None:
     if args.variants:
         print("\n| score | threshold rule | scores | threshold | AUROCs, flagged |\n| --- | --- | ---: | ---: | --- |")
         print("\n".join(variant_rows(result, unknown, args.unknown_quantile)))
+    if args.resplits:
+        print(f"\n| threshold rule | re-splits | AUROC {' | AUROC '.join(names)} | test flagged, sd over "
+              f"re-splits | {' flagged | '.join(names)} flagged |\n| --- |" + " ---: |" * (2 * len(names) + 2))
+        print("\n".join(resplit_rows(result, unknown, args.unknown_quantile, args.resplits)))
 
 
 if __name__ == "__main__":
