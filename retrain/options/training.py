@@ -36,12 +36,13 @@ TRAINING = (
     Option("calibrate", False, "After training, fit a temperature on the whole validation set and build it into "
            "the graph, so that a score of 0.8 is right about 80%% of the time; the top label never changes. The "
            "test report prints the expected calibration error (ECE) before and after.", _TRAINING, _RETRAIN),
-    Option("unknown_quantile", 0.95, "Share of the validation images (photos of the known classes) that pass the "
-           "\"none of these\" score: after training, the distance of each image's features to the nearest class "
-           "(Mahalanobis, fitted on the training images) is exported as a second output, unknown_score, with a "
-           "threshold set so this share of validation images stays under it. Higher flags fewer known photos "
-           "wrongly but lets more photos of other things through; it costs a second or two and adds the class means "
-           "and a DxD matrix (4 MB for 1024 features) to the model. 0 turns it off.", _TRAINING, _RETRAIN),
+    Option("unknown_quantile", 0.95, "Share of held-out photos of the known classes that pass the \"none of "
+           "these\" score: after training, the distance of each image's features (scaled to unit length) to the "
+           "nearest class (Mahalanobis, fitted on the training images) is exported as a second output, "
+           "unknown_score, with a threshold set so this share of held-out images stays under it: the validation "
+           "images and every training image scored by a fit without it. Higher flags fewer known photos wrongly but "
+           "lets more photos of other things through; it costs a second or two and adds the class means and a DxD "
+           "matrix (4 MB for 1024 features) to the model. 0 turns it off.", _TRAINING, _RETRAIN),
     Option("print_misclassified_test_images", False, "List every test image the final model gets wrong.", _TRAINING,
            _RETRAIN),
     Option("summaries_dir", "/tmp/retrain_logs", "TensorBoard summaries go to a new timestamped folder in here each "
