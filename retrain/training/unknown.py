@@ -140,7 +140,7 @@ def _fit(features: np.ndarray | FeatureRows, labels: np.ndarray, ridge: float) -
     energy = float(np.mean(means ** 2))
     ridge_variance = max(ridge * np.trace(covariance) / len(covariance), ridge * VARIANCE_FLOOR * energy) or ridge
     covariance[np.diag_indices_from(covariance)] += ridge_variance
-    # The ridge is at least 1e-3 / D of the largest eigenvalue (at most the trace), far above eigh's round-off:
+    # The ridge is at least ridge / D of the largest eigenvalue (at most the trace), far above eigh's round-off:
     # every eigenvalue stays positive.
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)
     return _Fit(counts, means, eigenvalues, eigenvectors, ridge_variance)
